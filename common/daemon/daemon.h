@@ -1,0 +1,28 @@
+/* The daemon skeleton every service's main() calls (after Postfix's single_server_main): settings,
+ * logging, signals, the RPC server on its API, admin and metrics ports, and a graceful SIGTERM.
+ * Unlike the libraries below it, this layer logs and decides the exit code. */
+#ifndef ALMA_DAEMON_H
+#define ALMA_DAEMON_H
+
+#include "base/config.h"
+#include "base/log.h"
+#include "rpc/rpc.h"
+
+typedef struct daemon_service {
+    const char *name;    /* "echo": log and metrics name, health service name */
+    const char *summary; /* one line for --help */
+    const rpc_method *methods;
+    size_t method_count;
+    const cfg_setting *settings; /* the service's own settings, beside the common ones */
+    size_t setting_count;
+    /* After settings are loaded, before serving: open pools, run migrations. NULL = none. */
+    base_result (*init)(void **ret_state);
+    /* After the server has drained and stopped. NULL = none. */
+    void (*fini)(void *state);
+} daemon_service;
+
+/* Runs the service until SIGTERM or SIGINT; returns the process exit code (0 after a clean drain,
+ * 2 for bad settings, 1 when start-up fails). */
+int daemon_main(const daemon_service *svc, int argc, char **argv);
+
+#endif
