@@ -196,7 +196,11 @@ declare -A qps p50 p99 okruns
 one_run() {
     local kind="$1" mode="$2" run="$3" method target_args=()
     local logf="$tmp/$kind-$mode-$run.log" out="$tmp/$kind-$mode-$run.json"
-    if [ "$kind" = peer ]; then method=/helloworld.Greeter/SayHello; else method=/alma.echo.v1.Echo/Echo; fi
+    case "$kind" in
+    peer) method=/helloworld.Greeter/SayHello ;;
+    inline) method=/alma.echo.v1.Echo/EchoInline ;; # the runtime's one-batch fast path
+    *) method=/alma.echo.v1.Echo/Echo ;;            # a worker thread, as handlers that block use
+    esac
     start_server "$kind" "$mode" "$logf" || return 0
     [ "$mode" = mtls ] && target_args=(--tls --cert "$pki/bench.pem" --key "$pki/bench-key.pem" --ca "$pki/ca.pem"
         --server-name localhost)
@@ -225,13 +229,16 @@ median() { # median VALUES...: prints "-" when there are none
 }
 
 servers=(peer)
-[ "$have_echo" -eq 1 ] && servers+=(echo)
+[ "$have_echo" -eq 1 ] && servers+=(inline worker)
 log "runs $runs, duration ${duration}s, warmup ${warmup}s, concurrency $concurrency; servers: ${servers[*]}"
 for mode in plaintext mtls; do
     for run in $(seq 1 "$runs"); do
         # Alternate who goes first so slow drift (thermal, other load) does not favour one side.
         order=("${servers[@]}")
-        if [ $((run % 2)) -eq 0 ] && [ "${#servers[@]}" -eq 2 ]; then order=("${servers[1]}" "${servers[0]}"); fi
+        if [ $((run % 2)) -eq 0 ]; then
+            order=()
+            for ((i = ${#servers[@]} - 1; i >= 0; i--)); do order+=("${servers[$i]}"); done
+        fi
         for kind in "${order[@]}"; do
             one_run "$kind" "$mode" "$run"
         done
@@ -241,7 +248,7 @@ done
 # ---- report ------------------------------------------------------------------------------------------------
 declare -A cell
 for mode in plaintext mtls; do
-    for kind in peer echo; do
+    for kind in peer inline worker; do
         k="$mode,$kind"
         # shellcheck disable=SC2086 # word splitting of the value lists is intended
         cell["$k,qps"]=$(median ${qps[$k]:-})
@@ -251,27 +258,35 @@ for mode in plaintext mtls; do
         cell["$k,p99"]=$(median ${p99[$k]:-})
         cell["$k,ok"]="${okruns[$k]:-0}/$runs"
     done
-    a=${cell["$mode,echo,qps"]}
     b=${cell["$mode,peer,qps"]}
-    if [ "$a" != "-" ] && [ "$b" != "-" ]; then
-        cell["$mode,ratio"]=$(awk -v a="$a" -v b="$b" 'BEGIN {printf "%.2f", a / b}')
-    else
-        cell["$mode,ratio"]="-"
-    fi
+    for kind in inline worker; do
+        a=${cell["$mode,$kind,qps"]}
+        if [ "$a" != "-" ] && [ "$b" != "-" ]; then
+            cell["$mode,$kind,ratio"]=$(awk -v a="$a" -v b="$b" 'BEGIN {printf "%.2f", a / b}')
+        else
+            cell["$mode,$kind,ratio"]="-"
+        fi
+    done
 done
-label() { if [ "$1" = peer ]; then echo "C++ async greeter"; else echo "alma-echo"; fi; }
+label() {
+    case "$1" in
+    peer) echo "C++ async greeter" ;;
+    inline) echo "alma-echo EchoInline" ;;
+    *) echo "alma-echo Echo (worker)" ;;
+    esac
+}
 mode_label() { if [ "$1" = mtls ]; then echo "mTLS"; else echo "plaintext"; fi; }
 
 cpu=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n 1)
 grpc_version=$(pkg-config --modversion grpc++ 2>/dev/null || echo "?")
 when=$(date -u +%Y-%m-%d)
 echo
-printf '%-10s %-18s %12s %10s %10s %8s %12s\n' mode server calls/s "p50 us" "p99 us" runs echo/peer
+printf '%-10s %-24s %12s %10s %10s %8s %12s\n' mode server calls/s "p50 us" "p99 us" runs echo/peer
 for mode in plaintext mtls; do
-    for kind in peer echo; do
+    for kind in peer inline worker; do
         r=""
-        [ "$kind" = echo ] && r=${cell["$mode,ratio"]}
-        printf '%-10s %-18s %12s %10s %10s %8s %12s\n' "$(mode_label "$mode")" "$(label "$kind")" \
+        [ "$kind" != peer ] && r=${cell["$mode,$kind,ratio"]}
+        printf '%-10s %-24s %12s %10s %10s %8s %12s\n' "$(mode_label "$mode")" "$(label "$kind")" \
             "${cell["$mode,$kind,qps"]}" "${cell["$mode,$kind,p50"]}" "${cell["$mode,$kind,p99"]}" \
             "${cell["$mode,$kind,ok"]}" "$r"
     done
@@ -283,9 +298,9 @@ echo
 echo "| mode | server | calls/s | p50 (µs) | p99 (µs) | runs ok | echo/peer calls/s |"
 echo "| --- | --- | ---: | ---: | ---: | ---: | ---: |"
 for mode in plaintext mtls; do
-    for kind in peer echo; do
+    for kind in peer inline worker; do
         r=""
-        [ "$kind" = echo ] && r=${cell["$mode,ratio"]}
+        [ "$kind" != peer ] && r=${cell["$mode,$kind,ratio"]}
         echo "| $(mode_label "$mode") | $(label "$kind") | ${cell["$mode,$kind,qps"]} | ${cell["$mode,$kind,p50"]} |" \
             "${cell["$mode,$kind,p99"]} | ${cell["$mode,$kind,ok"]} | $r |"
     done

@@ -13,24 +13,24 @@
 #include <stdbool.h>
 #include <stddef.h>
 
-#define BASE_MUST_USE __attribute__((warn_unused_result))
+#define BASE_MUST_USE     __attribute__((warn_unused_result))
 #define BASE_PRINTF(a, b) __attribute__((format(printf, a, b)))
 
 typedef enum base_err {
     BASE_OK = 0,
-    BASE_ERR_INVALID,      /* bad input: maps to INVALID_ARGUMENT */
-    BASE_ERR_NOT_FOUND,    /* maps to NOT_FOUND */
-    BASE_ERR_CONFLICT,     /* state conflict: FAILED_PRECONDITION */
-    BASE_ERR_EXISTS,       /* already there: ALREADY_EXISTS */
-    BASE_ERR_LIMIT,        /* a size or count limit: RESOURCE_EXHAUSTED / INVALID_ARGUMENT */
-    BASE_ERR_UNAVAILABLE,  /* a dependency is down; retryable: UNAVAILABLE */
-    BASE_ERR_TIMEOUT,      /* a deadline passed: DEADLINE_EXCEEDED */
-    BASE_ERR_DENIED,       /* PERMISSION_DENIED */
-    BASE_ERR_UNAUTH,       /* UNAUTHENTICATED */
-    BASE_ERR_CRYPTO,       /* verification or decryption failed: never says why in detail */
-    BASE_ERR_NOMEM,        /* allocation failed */
-    BASE_ERR_IO,           /* a file or socket operation failed */
-    BASE_ERR_INTERNAL,     /* a bug or an impossible state */
+    BASE_ERR_INVALID,     /* bad input: maps to INVALID_ARGUMENT */
+    BASE_ERR_NOT_FOUND,   /* maps to NOT_FOUND */
+    BASE_ERR_CONFLICT,    /* state conflict: FAILED_PRECONDITION */
+    BASE_ERR_EXISTS,      /* already there: ALREADY_EXISTS */
+    BASE_ERR_LIMIT,       /* a size or count limit: RESOURCE_EXHAUSTED / INVALID_ARGUMENT */
+    BASE_ERR_UNAVAILABLE, /* a dependency is down; retryable: UNAVAILABLE */
+    BASE_ERR_TIMEOUT,     /* a deadline passed: DEADLINE_EXCEEDED */
+    BASE_ERR_DENIED,      /* PERMISSION_DENIED */
+    BASE_ERR_UNAUTH,      /* UNAUTHENTICATED */
+    BASE_ERR_CRYPTO,      /* verification or decryption failed: never says why in detail */
+    BASE_ERR_NOMEM,       /* allocation failed */
+    BASE_ERR_IO,          /* a file or socket operation failed */
+    BASE_ERR_INTERNAL,    /* a bug or an impossible state */
 } base_err;
 
 typedef struct base_result {

@@ -12,22 +12,26 @@ static const char *daemon_api_addr, *daemon_admin_addr, *daemon_metrics_addr;
 static const char *daemon_tls_cert, *daemon_tls_key, *daemon_tls_ca, *daemon_trust_domain;
 static const char *daemon_log_level, *daemon_ready_file;
 static bool daemon_insecure_api;
-static long daemon_workers, daemon_max_queued, daemon_max_message_bytes, daemon_max_streams, daemon_drain_seconds;
+static long daemon_workers, daemon_max_queued, daemon_max_message_bytes, daemon_max_streams,
+    daemon_drain_seconds;
 
 static const cfg_setting daemon_settings[] = {
-    {"api-addr", CFG_STRING, "0.0.0.0:7443", &daemon_api_addr, 0, 256, "API port (mTLS gRPC); :0 picks a free port",
-     false},
+    {"api-addr", CFG_STRING, "0.0.0.0:7443", &daemon_api_addr, 0, 256,
+     "API port (mTLS gRPC); :0 picks a free port", false},
     {"admin-addr", CFG_STRING, "0.0.0.0:9090", &daemon_admin_addr, 0, 256,
      "admin port: plaintext gRPC health for probes (empty = off)", false},
     {"metrics-addr", CFG_STRING, "0.0.0.0:9190", &daemon_metrics_addr, 0, 256,
      "Prometheus metrics over HTTP at /metrics (empty = off)", false},
-    {"tls-cert", CFG_STRING, "", &daemon_tls_cert, 0, 4096, "PEM certificate of this service (SPIFFE URI SAN)", false},
+    {"tls-cert", CFG_STRING, "", &daemon_tls_cert, 0, 4096,
+     "PEM certificate of this service (SPIFFE URI SAN)", false},
     {"tls-key", CFG_STRING, "", &daemon_tls_key, 0, 4096, "PEM private key of this service", false},
     {"tls-ca", CFG_STRING, "", &daemon_tls_ca, 0, 4096, "PEM CA bundle that signs peer services", false},
-    {"trust-domain", CFG_STRING, "alma.local", &daemon_trust_domain, 0, 255, "SPIFFE trust domain of peers", false},
+    {"trust-domain", CFG_STRING, "alma.local", &daemon_trust_domain, 0, 255, "SPIFFE trust domain of peers",
+     false},
     {"insecure-api", CFG_BOOL, "false", &daemon_insecure_api, 0, 0,
      "plaintext API port, for benchmarks and development only (callers are not authenticated)", false},
-    {"workers", CFG_INT, "8", &daemon_workers, 1, 256, "handler threads (they may block on Postgres/Redis)", false},
+    {"workers", CFG_INT, "8", &daemon_workers, 1, 256, "handler threads (they may block on Postgres/Redis)",
+     false},
     {"max-queued", CFG_INT, "1024", &daemon_max_queued, 1, 65536,
      "calls waiting for a worker before RESOURCE_EXHAUSTED", false},
     {"max-message-bytes", CFG_INT, "4194304", &daemon_max_message_bytes, 1024, 67108864,
@@ -91,7 +95,8 @@ int daemon_main(const daemon_service *svc, int argc, char **argv)
     bool help = false;
     char program[64];
     snprintf(program, sizeof program, "alma-%s", svc->name);
-    base_result r = cfg_load(tables, svc->setting_count ? 2 : 1, argc, argv, program, svc->summary, stdout, &help);
+    base_result r =
+        cfg_load(tables, svc->setting_count ? 2 : 1, argc, argv, program, svc->summary, stdout, &help);
     if (!base_is_ok(r)) {
         fprintf(stderr, "%s: %s\n", program, base_error_message());
         return 2;
@@ -100,21 +105,24 @@ int daemon_main(const daemon_service *svc, int argc, char **argv)
         return 0;
     log_level level = LOG_INFO;
     if (!base_is_ok(log_level_parse(daemon_log_level, &level))) {
-        fprintf(stderr, "%s: invalid setting ALMA_LOG_LEVEL (--log-level): expected debug, info, warn or error\n",
+        fprintf(stderr,
+                "%s: invalid setting ALMA_LOG_LEVEL (--log-level): expected debug, info, warn or error\n",
                 program);
         return 2;
     }
     if (!daemon_insecure_api && (!daemon_tls_cert[0] || !daemon_tls_key[0] || !daemon_tls_ca[0])) {
-        fprintf(stderr,
-                "%s: settings ALMA_TLS_CERT, ALMA_TLS_KEY and ALMA_TLS_CA (--tls-cert, --tls-key, --tls-ca) are "
-                "required (or --insecure-api true for development)\n",
-                program);
+        fprintf(
+            stderr,
+            "%s: settings ALMA_TLS_CERT, ALMA_TLS_KEY and ALMA_TLS_CA (--tls-cert, --tls-key, --tls-ca) are "
+            "required (or --insecure-api true for development)\n",
+            program);
         return 2;
     }
     log_init(svc->name, level);
     rpc_set_log_sink(daemon_grpc_log);
     if (daemon_insecure_api)
-        log_emit(LOG_WARN, NULL, "API port is plaintext: callers are not authenticated (development only)", NULL);
+        log_emit(LOG_WARN, NULL, "API port is plaintext: callers are not authenticated (development only)",
+                 NULL);
 
     void *state = NULL;
     if (svc->init) {

@@ -8,7 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define RPC_PEM_MAX (1u << 20)
+#define RPC_PEM_MAX            (1u << 20)
 #define RPC_DEFAULT_TIMEOUT_MS 10000
 
 /* ------------------------------------------------------------------ process-wide */
@@ -119,8 +119,8 @@ base_result rpc_channel_open(const char *target, const rpc_client_tls *tls, rpc_
     char host[256];
     grpc_arg args[2];
     size_t nargs = 0;
-    args[nargs++] = (grpc_arg){.type = GRPC_ARG_INTEGER, .key = GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH,
-                               .value.integer = 64 << 20};
+    args[nargs++] = (grpc_arg){
+        .type = GRPC_ARG_INTEGER, .key = GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH, .value.integer = 64 << 20};
     if (tls) {
         char *ca = NULL, *cert = NULL, *key = NULL;
         base_result r = BASE_OK_RESULT;
@@ -136,8 +136,8 @@ base_result rpc_channel_open(const char *target, const rpc_client_tls *tls, rpc_
             snprintf(host, sizeof host, "%s", tls->server_name);
         else
             rpc_target_host(target, host, sizeof host);
-        args[nargs++] = (grpc_arg){.type = GRPC_ARG_STRING, .key = GRPC_SSL_TARGET_NAME_OVERRIDE_ARG,
-                                   .value.string = host};
+        args[nargs++] = (grpc_arg){
+            .type = GRPC_ARG_STRING, .key = GRPC_SSL_TARGET_NAME_OVERRIDE_ARG, .value.string = host};
     out:
         rpc_free_pem(key);
         free(cert);
@@ -145,7 +145,8 @@ base_result rpc_channel_open(const char *target, const rpc_client_tls *tls, rpc_
         if (!base_is_ok(r) || !creds) {
             free(ch);
             rpc_global_shutdown();
-            return base_is_ok(r) ? base_fail(BASE_ERR_INVALID, "TLS client credentials could not be created") : r;
+            return base_is_ok(r) ? base_fail(BASE_ERR_INVALID, "TLS client credentials could not be created")
+                                 : r;
         }
     } else {
         creds = grpc_insecure_credentials_create();
@@ -227,8 +228,8 @@ static base_result rpc_client_call_start(rpc_channel *ch, const char *method, co
     }
     cc->cq = grpc_completion_queue_create_for_pluck(NULL);
     grpc_slice m = grpc_slice_from_copied_string(method);
-    cc->call = grpc_channel_create_call(ch->channel, parent, parent ? GRPC_PROPAGATE_DEFAULTS : 0, cc->cq, m, NULL,
-                                        rpc_deadline_from_ms(timeout), NULL);
+    cc->call = grpc_channel_create_call(ch->channel, parent, parent ? GRPC_PROPAGATE_DEFAULTS : 0, cc->cq, m,
+                                        NULL, rpc_deadline_from_ms(timeout), NULL);
     grpc_slice_unref(m);
     if (!cc->call) {
         grpc_completion_queue_destroy(cc->cq);
@@ -345,7 +346,7 @@ rpc_code rpc_call_unary(rpc_channel *ch, const char *method, const ProtobufCMess
 struct rpc_client_stream {
     rpc_client_call cc;
     pthread_mutex_t mu;
-    bool started;      /* initial metadata + RECV_STATUS started */
+    bool started; /* initial metadata + RECV_STATUS started */
     bool send_closed;
     bool finished;
     bool got_initial;
@@ -445,7 +446,8 @@ base_result rpc_client_stream_recv(rpc_client_stream *s, const ProtobufCMessageD
         return BASE_OK_RESULT;
     }
     grpc_slice sl = rpc_flatten(bb);
-    ProtobufCMessage *m = protobuf_c_message_unpack(desc, NULL, GRPC_SLICE_LENGTH(sl), GRPC_SLICE_START_PTR(sl));
+    ProtobufCMessage *m =
+        protobuf_c_message_unpack(desc, NULL, GRPC_SLICE_LENGTH(sl), GRPC_SLICE_START_PTR(sl));
     grpc_slice_unref(sl);
     grpc_byte_buffer_destroy(bb);
     if (!m)

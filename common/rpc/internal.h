@@ -50,8 +50,8 @@ void rpc_metrics_write(FILE *out, const char *service, rpc_method_metrics *const
                        long inflight, long queued);
 
 typedef struct rpc_metrics_http rpc_metrics_http;
-BASE_MUST_USE base_result rpc_metrics_http_start(const char *addr, void (*render)(void *arg, FILE *out), void *arg,
-                                                 rpc_metrics_http **ret, int *ret_port);
+BASE_MUST_USE base_result rpc_metrics_http_start(const char *addr, void (*render)(void *arg, FILE *out),
+                                                 void *arg, rpc_metrics_http **ret, int *ret_port);
 void rpc_metrics_http_stop(rpc_metrics_http *h);
 
 /* ---- health (grpc.health.v1) ---- */

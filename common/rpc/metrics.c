@@ -33,7 +33,8 @@ void rpc_metrics_observe(rpc_method_metrics *m, rpc_code code, int64_t micros)
 void rpc_metrics_write(FILE *out, const char *service, rpc_method_metrics *const *methods, size_t n,
                        long inflight, long queued)
 {
-    fprintf(out, "# HELP alma_rpc_server_calls_total RPCs completed by the server, by method and status code.\n");
+    fprintf(out,
+            "# HELP alma_rpc_server_calls_total RPCs completed by the server, by method and status code.\n");
     fprintf(out, "# TYPE alma_rpc_server_calls_total counter\n");
     for (size_t i = 0; i < n; i++)
         for (int c = 0; c < RPC_CODE_COUNT; c++) {
@@ -41,8 +42,8 @@ void rpc_metrics_write(FILE *out, const char *service, rpc_method_metrics *const
             /* OK and the codes seen are printed; unseen error codes are left out to keep the page short. */
             if (v == 0 && c != RPC_OK)
                 continue;
-            fprintf(out, "alma_rpc_server_calls_total{service=\"%s\",method=\"%s\",code=\"%s\"} %llu\n", service,
-                    methods[i]->name, rpc_code_name((rpc_code)c), (unsigned long long)v);
+            fprintf(out, "alma_rpc_server_calls_total{service=\"%s\",method=\"%s\",code=\"%s\"} %llu\n",
+                    service, methods[i]->name, rpc_code_name((rpc_code)c), (unsigned long long)v);
         }
     fprintf(out, "# HELP alma_rpc_server_latency_seconds Time from call arrival to the final status.\n");
     fprintf(out, "# TYPE alma_rpc_server_latency_seconds histogram\n");
@@ -51,12 +52,15 @@ void rpc_metrics_write(FILE *out, const char *service, rpc_method_metrics *const
         for (size_t b = 0; b <= RPC_LATENCY_BUCKETS; b++) {
             cum += atomic_load_explicit(&methods[i]->buckets[b], memory_order_relaxed);
             if (b < RPC_LATENCY_BUCKETS)
-                fprintf(out, "alma_rpc_server_latency_seconds_bucket{service=\"%s\",method=\"%s\",le=\"%g\"} %llu\n",
-                        service, methods[i]->name, (double)rpc_bucket_us[b] / 1e6, (unsigned long long)cum);
+                fprintf(
+                    out,
+                    "alma_rpc_server_latency_seconds_bucket{service=\"%s\",method=\"%s\",le=\"%g\"} %llu\n",
+                    service, methods[i]->name, (double)rpc_bucket_us[b] / 1e6, (unsigned long long)cum);
             else
-                fprintf(out,
-                        "alma_rpc_server_latency_seconds_bucket{service=\"%s\",method=\"%s\",le=\"+Inf\"} %llu\n",
-                        service, methods[i]->name, (unsigned long long)cum);
+                fprintf(
+                    out,
+                    "alma_rpc_server_latency_seconds_bucket{service=\"%s\",method=\"%s\",le=\"+Inf\"} %llu\n",
+                    service, methods[i]->name, (unsigned long long)cum);
         }
         fprintf(out, "alma_rpc_server_latency_seconds_sum{service=\"%s\",method=\"%s\"} %.6f\n", service,
                 methods[i]->name,

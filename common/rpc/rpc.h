@@ -190,8 +190,8 @@ rpc_code rpc_call_unary(rpc_channel *ch, const char *method, const ProtobufCMess
 /* Client streams: open, send (zero or more), close_send, recv until eof, finish. Thread-safe for one
  * sender and one receiver. */
 typedef struct rpc_client_stream rpc_client_stream;
-BASE_MUST_USE base_result rpc_client_stream_open(rpc_channel *ch, const char *method, const rpc_call_opts *opts,
-                                                 rpc_client_stream **ret);
+BASE_MUST_USE base_result rpc_client_stream_open(rpc_channel *ch, const char *method,
+                                                 const rpc_call_opts *opts, rpc_client_stream **ret);
 BASE_MUST_USE base_result rpc_client_stream_send(rpc_client_stream *s, const ProtobufCMessage *msg);
 BASE_MUST_USE base_result rpc_client_stream_close_send(rpc_client_stream *s);
 BASE_MUST_USE base_result rpc_client_stream_recv(rpc_client_stream *s, const ProtobufCMessageDescriptor *desc,

@@ -16,8 +16,8 @@
 #include <time.h>
 
 #define RPC_MD_AUTHORIZATION_MAX 8192
-#define RPC_REQUEST_ID_MAX 64
-#define RPC_ARENA_LIMIT (64u << 20)
+#define RPC_REQUEST_ID_MAX       64
+#define RPC_ARENA_LIMIT          (64u << 20)
 
 typedef struct rpc_port rpc_port;
 
@@ -63,8 +63,9 @@ struct rpc_server {
     rpc_method_metrics **metric_ptrs;
     size_t metric_count;
 
-    pthread_mutex_t mu; /* guards the fields below and the work queue */
-    pthread_cond_t cv;  /* work queue / call count / shutdown progress */
+    pthread_mutex_t mu;     /* guards the fields below and the work queue */
+    pthread_cond_t work_cv; /* a call was queued (workers wait here; signalled one at a time) */
+    pthread_cond_t cv;      /* shutdown progress: calls finished, ports down (only waited on by shutdown) */
     long active_calls;
     bool shutting_down;
     bool stopped;
@@ -137,9 +138,9 @@ gpr_timespec rpc_deadline_from_ms(int64_t ms)
 const char *rpc_code_name(rpc_code code)
 {
     static const char *const names[RPC_CODE_COUNT] = {
-        "OK",        "CANCELLED",         "UNKNOWN",          "INVALID_ARGUMENT",    "DEADLINE_EXCEEDED",
-        "NOT_FOUND", "ALREADY_EXISTS",    "PERMISSION_DENIED", "RESOURCE_EXHAUSTED", "FAILED_PRECONDITION",
-        "ABORTED",   "OUT_OF_RANGE",      "UNIMPLEMENTED",    "INTERNAL",            "UNAVAILABLE",
+        "OK",        "CANCELLED",       "UNKNOWN",           "INVALID_ARGUMENT",   "DEADLINE_EXCEEDED",
+        "NOT_FOUND", "ALREADY_EXISTS",  "PERMISSION_DENIED", "RESOURCE_EXHAUSTED", "FAILED_PRECONDITION",
+        "ABORTED",   "OUT_OF_RANGE",    "UNIMPLEMENTED",     "INTERNAL",           "UNAVAILABLE",
         "DATA_LOSS", "UNAUTHENTICATED",
     };
     return (unsigned)code < RPC_CODE_COUNT ? names[code] : "UNKNOWN";
@@ -422,7 +423,8 @@ static void rpc_call_unref(rpc_ctx *ctx)
     free(ctx);
     pthread_mutex_lock(&srv->mu);
     srv->active_calls--;
-    pthread_cond_broadcast(&srv->cv);
+    if (srv->shutting_down)
+        pthread_cond_broadcast(&srv->cv);
     pthread_mutex_unlock(&srv->mu);
 }
 
@@ -661,8 +663,8 @@ static const char *rpc_read_metadata(rpc_ctx *ctx, rpc_code *code)
 static rpc_code rpc_decode(rpc_ctx *ctx, grpc_byte_buffer *bb, const ProtobufCMessageDescriptor *desc,
                            ProtobufCAllocator *alloc, ProtobufCMessage **ret, const char **why)
 {
-    uint32_t max = ctx->method->max_request_bytes ? ctx->method->max_request_bytes
-                                                  : ctx->srv->cfg.max_message_bytes;
+    uint32_t max =
+        ctx->method->max_request_bytes ? ctx->method->max_request_bytes : ctx->srv->cfg.max_message_bytes;
     if (grpc_byte_buffer_length(bb) > max) {
         *why = "request message is larger than this method accepts";
         return RPC_RESOURCE_EXHAUSTED;
@@ -720,7 +722,7 @@ static void *rpc_worker_main(void *arg)
     pthread_mutex_lock(&srv->mu);
     for (;;) {
         while (srv->queue_len == 0 && !srv->workers_stop)
-            pthread_cond_wait(&srv->cv, &srv->mu);
+            pthread_cond_wait(&srv->work_cv, &srv->mu);
         if (srv->queue_len == 0 && srv->workers_stop)
             break;
         rpc_ctx *ctx = srv->queue[srv->queue_head];
@@ -741,7 +743,7 @@ static bool rpc_enqueue(rpc_server *srv, rpc_ctx *ctx)
     if (ok) {
         srv->queue[(srv->queue_head + srv->queue_len) % srv->queue_cap] = ctx;
         srv->queue_len++;
-        pthread_cond_broadcast(&srv->cv);
+        pthread_cond_signal(&srv->work_cv);
     }
     pthread_mutex_unlock(&srv->mu);
     return ok;
@@ -845,7 +847,8 @@ static void rpc_on_new_call(rpc_tag *tag, bool ok)
         ctx->md = slot->md;
         ctx->payload = slot->payload;
         ctx->method = slot->index == SIZE_MAX ? NULL : port->methods[slot->index];
-        ctx->metrics = &srv->metrics[slot->index == SIZE_MAX ? srv->metric_count - 1 : port->metric_index[slot->index]];
+        ctx->metrics =
+            &srv->metrics[slot->index == SIZE_MAX ? srv->metric_count - 1 : port->metric_index[slot->index]];
         ctx->final_details = grpc_empty_slice();
         atomic_init(&ctx->refs, 1);
         atomic_init(&ctx->cancelled, false);
@@ -880,13 +883,13 @@ static void rpc_arm(rpc_slot *slot)
     grpc_call_error e;
     if (slot->index == SIZE_MAX) {
         grpc_call_details_init(&slot->details);
-        e = grpc_server_request_call(slot->port->server, &slot->call, &slot->details, &slot->md, srv->cq, srv->cq,
-                                     &slot->tag);
+        e = grpc_server_request_call(slot->port->server, &slot->call, &slot->details, &slot->md, srv->cq,
+                                     srv->cq, &slot->tag);
     } else {
         bool has_payload = slot->port->methods[slot->index]->kind != RPC_KIND_BIDI_STREAM;
-        e = grpc_server_request_registered_call(slot->port->server, slot->handle, &slot->call, &slot->deadline,
-                                                &slot->md, has_payload ? &slot->payload : NULL, srv->cq,
-                                                srv->cq, &slot->tag);
+        e = grpc_server_request_registered_call(
+            slot->port->server, slot->handle, &slot->call, &slot->deadline, &slot->md,
+            has_payload ? &slot->payload : NULL, srv->cq, srv->cq, &slot->tag);
     }
     if (e != GRPC_CALL_OK) {
         grpc_metadata_array_destroy(&slot->md);
@@ -1070,9 +1073,11 @@ static base_result rpc_port_setup(rpc_server *srv, rpc_port *port, const char *a
         const rpc_method *m = methods[i];
         port->slots[i].port = port;
         port->slots[i].index = i;
-        port->slots[i].handle = grpc_server_register_method(
-            port->server, m->name, NULL,
-            m->kind == RPC_KIND_BIDI_STREAM ? GRPC_SRM_PAYLOAD_NONE : GRPC_SRM_PAYLOAD_READ_INITIAL_BYTE_BUFFER, 0);
+        port->slots[i].handle = grpc_server_register_method(port->server, m->name, NULL,
+                                                            m->kind == RPC_KIND_BIDI_STREAM
+                                                                ? GRPC_SRM_PAYLOAD_NONE
+                                                                : GRPC_SRM_PAYLOAD_READ_INITIAL_BYTE_BUFFER,
+                                                            0);
         if (!port->slots[i].handle)
             return base_fail(BASE_ERR_INVALID, "method %s could not be registered (duplicate?)", m->name);
     }
@@ -1097,7 +1102,8 @@ static base_result rpc_port_setup(rpc_server *srv, rpc_port *port, const char *a
         free(ca_pem);
         BASE_GUARD(r);
         if (!creds)
-            return base_fail(BASE_ERR_INVALID, "TLS credentials could not be created (check tls-cert/tls-key)");
+            return base_fail(BASE_ERR_INVALID,
+                             "TLS credentials could not be created (check tls-cert/tls-key)");
     } else {
         creds = grpc_insecure_server_credentials_create();
     }
@@ -1115,7 +1121,8 @@ static void rpc_render_metrics(void *arg, FILE *out)
 
 base_result rpc_server_start(const rpc_server_config *cfg, rpc_server **ret)
 {
-    BASE_ENSURE(cfg->service_name && cfg->api_addr, BASE_ERR_INVALID, "service name and api address are required");
+    BASE_ENSURE(cfg->service_name && cfg->api_addr, BASE_ERR_INVALID,
+                "service name and api address are required");
     BASE_ENSURE(cfg->insecure_api || (cfg->tls.cert && cfg->tls.key && cfg->tls.ca), BASE_ERR_INVALID,
                 "tls-cert, tls-key and tls-ca are required for the API port");
     for (size_t i = 0; i < cfg->method_count; i++) {
@@ -1145,6 +1152,7 @@ base_result rpc_server_start(const rpc_server_config *cfg, rpc_server **ret)
         srv->cfg.max_concurrent_streams = 256;
     pthread_mutex_init(&srv->mu, NULL);
     pthread_cond_init(&srv->cv, NULL);
+    pthread_cond_init(&srv->work_cv, NULL);
     pthread_mutex_init(&srv->health.mu, NULL);
     pthread_cond_init(&srv->health.cv, NULL);
     srv->health.serving = true;
@@ -1180,19 +1188,21 @@ base_result rpc_server_start(const rpc_server_config *cfg, rpc_server **ret)
         list[cfg->method_count + i] = &rpc_health_methods[i];
         idx[cfg->method_count + i] = cfg->method_count + i;
     }
-    BASE_GUARD_GOTO(r,
-                    rpc_port_setup(srv, &srv->api, cfg->api_addr, !cfg->insecure_api, list, idx,
-                                   cfg->method_count + 2),
-                    fail);
+    BASE_GUARD_GOTO(
+        r,
+        rpc_port_setup(srv, &srv->api, cfg->api_addr, !cfg->insecure_api, list, idx, cfg->method_count + 2),
+        fail);
     if (cfg->admin_addr) {
         srv->has_admin = true;
-        BASE_GUARD_GOTO(r, rpc_port_setup(srv, &srv->admin, cfg->admin_addr, false, list + cfg->method_count,
-                                          idx + cfg->method_count, 2),
+        BASE_GUARD_GOTO(r,
+                        rpc_port_setup(srv, &srv->admin, cfg->admin_addr, false, list + cfg->method_count,
+                                       idx + cfg->method_count, 2),
                         fail);
     }
     if (cfg->metrics_addr)
-        BASE_GUARD_GOTO(r, rpc_metrics_http_start(cfg->metrics_addr, rpc_render_metrics, srv, &srv->metrics_http,
-                                                  &srv->metrics_port),
+        BASE_GUARD_GOTO(r,
+                        rpc_metrics_http_start(cfg->metrics_addr, rpc_render_metrics, srv, &srv->metrics_http,
+                                               &srv->metrics_port),
                         fail);
     grpc_server_start(srv->api.server);
     if (srv->has_admin)
@@ -1312,7 +1322,7 @@ int rpc_server_shutdown(rpc_server *srv, int drain_ms)
     while (srv->active_calls > 0 || !rpc_ports_down(srv))
         pthread_cond_wait(&srv->cv, &srv->mu);
     srv->workers_stop = true;
-    pthread_cond_broadcast(&srv->cv);
+    pthread_cond_broadcast(&srv->work_cv);
     pthread_mutex_unlock(&srv->mu);
     for (int i = 0; i < srv->worker_count; i++)
         pthread_join(srv->workers[i], NULL);
@@ -1376,6 +1386,7 @@ void rpc_server_free(rpc_server *srv)
     free(srv->workers);
     pthread_mutex_destroy(&srv->mu);
     pthread_cond_destroy(&srv->cv);
+    pthread_cond_destroy(&srv->work_cv);
     pthread_mutex_destroy(&srv->health.mu);
     pthread_cond_destroy(&srv->health.cv);
     free(srv);

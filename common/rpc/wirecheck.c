@@ -64,7 +64,8 @@ static bool rpc_utf8_valid(const uint8_t *s, size_t n)
     return true;
 }
 
-static bool rpc_wire_walk(const ProtobufCMessageDescriptor *desc, const uint8_t *p, const uint8_t *end, int depth)
+static bool rpc_wire_walk(const ProtobufCMessageDescriptor *desc, const uint8_t *p, const uint8_t *end,
+                          int depth)
 {
     if (depth > RPC_WIRE_MAX_DEPTH)
         return false;
@@ -91,7 +92,8 @@ static bool rpc_wire_walk(const ProtobufCMessageDescriptor *desc, const uint8_t 
         case 2: {
             if (!rpc_wire_varint(&p, end, &v) || v > (uint64_t)(end - p))
                 return false;
-            const ProtobufCFieldDescriptor *fd = desc ? protobuf_c_message_descriptor_get_field(desc, field) : NULL;
+            const ProtobufCFieldDescriptor *fd =
+                desc ? protobuf_c_message_descriptor_get_field(desc, field) : NULL;
             if (fd && fd->type == PROTOBUF_C_TYPE_STRING && !rpc_utf8_valid(p, (size_t)v))
                 return false;
             if (fd && fd->type == PROTOBUF_C_TYPE_MESSAGE &&
@@ -110,6 +112,7 @@ static bool rpc_wire_walk(const ProtobufCMessageDescriptor *desc, const uint8_t 
 base_result rpc_wire_check_strings(const ProtobufCMessageDescriptor *desc, const uint8_t *data, size_t len)
 {
     if (!rpc_wire_walk(desc, data, data + len, 0))
-        return base_fail(BASE_ERR_INVALID, "message has a malformed field, a NUL byte or invalid UTF-8 in a string");
+        return base_fail(BASE_ERR_INVALID,
+                         "message has a malformed field, a NUL byte or invalid UTF-8 in a string");
     return BASE_OK_RESULT;
 }

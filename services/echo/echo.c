@@ -7,10 +7,10 @@
 #include <time.h>
 
 /* Bounds on what a caller may ask of us. */
-#define ECHO_MAX_DELAY_MS 60000u
-#define ECHO_MAX_COUNT 10000u
+#define ECHO_MAX_DELAY_MS    60000u
+#define ECHO_MAX_COUNT       10000u
 #define ECHO_MAX_INTERVAL_MS 10000u
-#define ECHO_MAX_MESSAGE 65536u
+#define ECHO_MAX_MESSAGE     65536u
 
 static const char *const echo_any_peer[] = {RPC_ANY_PEER, NULL};
 
@@ -95,7 +95,8 @@ static rpc_code echo_chat(rpc_ctx *ctx, const void *unused, rpc_stream *stream)
         bool eof = false;
         base_result r = rpc_stream_recv(stream, &m, &eof);
         if (!base_is_ok(r))
-            return r.err == BASE_ERR_UNAVAILABLE ? rpc_fail(ctx, RPC_CANCELLED, "call ended") : rpc_fail_result(ctx, r);
+            return r.err == BASE_ERR_UNAVAILABLE ? rpc_fail(ctx, RPC_CANCELLED, "call ended")
+                                                 : rpc_fail_result(ctx, r);
         if (eof)
             return RPC_OK;
         Alma__Echo__V1__EchoRequest *req = (Alma__Echo__V1__EchoRequest *)m;

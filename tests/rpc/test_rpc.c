@@ -47,10 +47,6 @@ static rpc_client_tls tls_for(const char *name, const char *ca)
     return t;
 }
 
-static void dbg_done(const char *m, rpc_code c, int64_t us, const char *rid, const char *peer)
-{
-    fprintf(stderr, "DONE %s %s %lld\n", m, rpc_code_name(c), (long long)us);
-}
 static int setup(void **state)
 {
     memcpy(test_methods, echo_methods, echo_method_count * sizeof *echo_methods);
@@ -62,12 +58,12 @@ static int setup(void **state)
         .api_addr = "127.0.0.1:0",
         .admin_addr = "127.0.0.1:0",
         .metrics_addr = "127.0.0.1:0",
-        .tls = {strdup(testenv_pki("echo.pem")), strdup(testenv_pki("echo-key.pem")), strdup(testenv_pki("ca.pem"))},
+        .tls = {strdup(testenv_pki("echo.pem")), strdup(testenv_pki("echo-key.pem")),
+                strdup(testenv_pki("ca.pem"))},
         .trust_domain = "alma.local",
         .workers = 4,
         .methods = test_methods,
         .method_count = echo_method_count,
-        .on_call_done = getenv("RPC_DEBUG") ? dbg_done : NULL,
     };
     base_result r = rpc_server_start(&cfg, &f->srv);
     if (!base_is_ok(r))
@@ -101,15 +97,16 @@ static rpc_channel *open_as(const fixture *f, const char *who, const char *ca)
     return ch;
 }
 
-static rpc_code echo_call(rpc_channel *ch, const char *method, const char *msg, uint32_t delay, int timeout_ms,
-                          Alma__Echo__V1__EchoResponse **ret, rpc_status *st)
+static rpc_code echo_call(rpc_channel *ch, const char *method, const char *msg, uint32_t delay,
+                          int timeout_ms, Alma__Echo__V1__EchoResponse **ret, rpc_status *st)
 {
     Alma__Echo__V1__EchoRequest req = ALMA__ECHO__V1__ECHO_REQUEST__INIT;
     req.message = (char *)msg;
     req.delay_ms = delay;
     rpc_call_opts o = {.timeout_ms = timeout_ms, .request_id = "req-test-1"};
     ProtobufCMessage *resp = NULL;
-    rpc_code c = rpc_call_unary(ch, method, &req.base, &alma__echo__v1__echo_response__descriptor, &o, &resp, st);
+    rpc_code c =
+        rpc_call_unary(ch, method, &req.base, &alma__echo__v1__echo_response__descriptor, &o, &resp, st);
     if (c == RPC_OK && ret)
         *ret = (Alma__Echo__V1__EchoResponse *)resp;
     else if (resp)
@@ -151,11 +148,13 @@ static void test_wrong_caller_denied(void **state)
 static void test_no_client_cert_refused(void **state)
 {
     fixture *f = *state;
-    rpc_client_tls t = {.files = {.cert = NULL, .key = NULL, .ca = testenv_pki("ca.pem")}, .server_name = "localhost"};
+    rpc_client_tls t = {.files = {.cert = NULL, .key = NULL, .ca = testenv_pki("ca.pem")},
+                        .server_name = "localhost"};
     rpc_channel *ch = NULL;
     assert_true(base_is_ok(rpc_channel_open(f->api, &t, &ch)));
     rpc_status st;
-    assert_int_equal(echo_call(ch, "/alma.echo.v1.Echo/EchoInline", "hi", 0, 3000, NULL, &st), RPC_UNAVAILABLE);
+    assert_int_equal(echo_call(ch, "/alma.echo.v1.Echo/EchoInline", "hi", 0, 3000, NULL, &st),
+                     RPC_UNAVAILABLE);
     rpc_channel_close(ch);
 }
 
@@ -177,7 +176,8 @@ static void test_plaintext_client_refused(void **state)
     rpc_channel *ch = NULL;
     assert_true(base_is_ok(rpc_channel_open(f->api, NULL, &ch)));
     rpc_status st;
-    assert_int_equal(echo_call(ch, "/alma.echo.v1.Echo/EchoInline", "hi", 0, 3000, NULL, &st), RPC_UNAVAILABLE);
+    assert_int_equal(echo_call(ch, "/alma.echo.v1.Echo/EchoInline", "hi", 0, 3000, NULL, &st),
+                     RPC_UNAVAILABLE);
     rpc_channel_close(ch);
 }
 
@@ -196,7 +196,8 @@ static void test_server_stream(void **state)
     for (;;) {
         ProtobufCMessage *m = NULL;
         bool eof = false;
-        assert_true(base_is_ok(rpc_client_stream_recv(s, &alma__echo__v1__echo_response__descriptor, &m, &eof)));
+        assert_true(
+            base_is_ok(rpc_client_stream_recv(s, &alma__echo__v1__echo_response__descriptor, &m, &eof)));
         if (eof)
             break;
         Alma__Echo__V1__EchoResponse *r = (Alma__Echo__V1__EchoResponse *)m;
@@ -225,7 +226,8 @@ static void test_bidi_stream(void **state)
         assert_true(base_is_ok(rpc_client_stream_send(s, &req.base)));
         ProtobufCMessage *m = NULL;
         bool eof = true;
-        assert_true(base_is_ok(rpc_client_stream_recv(s, &alma__echo__v1__echo_response__descriptor, &m, &eof)));
+        assert_true(
+            base_is_ok(rpc_client_stream_recv(s, &alma__echo__v1__echo_response__descriptor, &m, &eof)));
         assert_false(eof);
         Alma__Echo__V1__EchoResponse *r = (Alma__Echo__V1__EchoResponse *)m;
         assert_string_equal(r->message, words[i]);
@@ -300,7 +302,8 @@ static rpc_code raw_call(rpc_channel *ch, const void *bytes, size_t n, rpc_statu
     raw.message.data = (uint8_t *)bytes;
     raw.message.len = n;
     ProtobufCMessage *resp = NULL;
-    rpc_code c = rpc_call_unary(ch, ECHO, &raw.base, &alma__echo__v1__echo_response__descriptor, NULL, &resp, st);
+    rpc_code c =
+        rpc_call_unary(ch, ECHO, &raw.base, &alma__echo__v1__echo_response__descriptor, NULL, &resp, st);
     if (resp)
         protobuf_c_message_free_unpacked(resp, NULL);
     return c;
@@ -316,7 +319,7 @@ static void test_bad_requests_rejected(void **state)
     assert_null(strstr(st.message, "DROP")); /* the error never echoes the caller's data */
     assert_int_equal(raw_call(ch, "\xc3\x28", 2, &st), RPC_INVALID_ARGUMENT);
     assert_int_equal(raw_call(ch, "\xed\xa0\x80", 3, &st), RPC_INVALID_ARGUMENT); /* a UTF-16 surrogate */
-    assert_int_equal(raw_call(ch, "h\xc3\xa9llo", 6, &st), RPC_OK);                /* valid UTF-8 passes */
+    assert_int_equal(raw_call(ch, "h\xc3\xa9llo", 6, &st), RPC_OK);               /* valid UTF-8 passes */
     char big[2048];
     memset(big, 'x', sizeof big);
     assert_int_equal(raw_call(ch, big, sizeof big, &st), RPC_RESOURCE_EXHAUSTED); /* over Echo's 1 KiB */
@@ -325,7 +328,8 @@ static void test_bad_requests_rejected(void **state)
     rpc_channel_close(ch);
 }
 
-static rpc_code health_check(const char *addr, const rpc_client_tls *tls, const char *service, int *ret_status)
+static rpc_code health_check(const char *addr, const rpc_client_tls *tls, const char *service,
+                             int *ret_status)
 {
     rpc_channel *ch = NULL;
     assert_true(base_is_ok(rpc_channel_open(addr, tls, &ch)));
@@ -367,8 +371,8 @@ static void test_health(void **state)
     for (int i = 0; i < 2; i++) {
         ProtobufCMessage *m = NULL;
         bool eof = true;
-        assert_true(
-            base_is_ok(rpc_client_stream_recv(s, &grpc__health__v1__health_check_response__descriptor, &m, &eof)));
+        assert_true(base_is_ok(
+            rpc_client_stream_recv(s, &grpc__health__v1__health_check_response__descriptor, &m, &eof)));
         assert_false(eof);
         assert_int_equal(((Grpc__Health__V1__HealthCheckResponse *)m)->status, expect[i]);
         protobuf_c_message_free_unpacked(m, NULL);
@@ -386,7 +390,8 @@ static void test_health(void **state)
 
     /* The admin port is plaintext and serves health only. */
     assert_true(base_is_ok(rpc_channel_open(f->admin, NULL, &ch)));
-    assert_int_equal(echo_call(ch, "/alma.echo.v1.Echo/EchoInline", "x", 0, 3000, NULL, &st), RPC_UNIMPLEMENTED);
+    assert_int_equal(echo_call(ch, "/alma.echo.v1.Echo/EchoInline", "x", 0, 3000, NULL, &st),
+                     RPC_UNIMPLEMENTED);
     rpc_channel_close(ch);
 }
 
@@ -420,8 +425,9 @@ static void test_metrics_scrape(void **state)
     rpc_channel_close(ch);
     char *page = http_get(f->metrics_port, "/metrics");
     assert_non_null(strstr(page, "200 OK"));
-    assert_non_null(strstr(page, "alma_rpc_server_calls_total{service=\"echo\",method=\"/alma.echo.v1.Echo/Echo\","
-                                 "code=\"OK\"}"));
+    assert_non_null(strstr(page,
+                           "alma_rpc_server_calls_total{service=\"echo\",method=\"/alma.echo.v1.Echo/Echo\","
+                           "code=\"OK\"}"));
     assert_non_null(strstr(page, "alma_rpc_server_latency_seconds_bucket"));
     char *body = strstr(page, "\r\n\r\n");
     assert_non_null(body);

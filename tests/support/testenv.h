@@ -3,7 +3,8 @@
 #ifndef ALMA_TESTENV_H
 #define ALMA_TESTENV_H
 
-/* libpq connection URI of the harness Postgres (superuser), e.g. postgresql://postgres@127.0.0.1:PORT/postgres */
+/* libpq connection URI of the harness Postgres (superuser), e.g.
+ * postgresql://postgres@127.0.0.1:PORT/postgres */
 const char *testenv_pg_uri(void);
 /* "127.0.0.1" and the port of the harness Redis. */
 const char *testenv_redis_host(void);
@@ -13,7 +14,8 @@ const char *testenv_pki(const char *file);
 /* Path below the source tree / the build tree. Returned pointers are static per call site buffer: copy. */
 const char *testenv_source_path(const char *rel);
 const char *testenv_binary_path(const char *rel);
-/* Read a whole small file (test data, certificates) into a malloc'd NUL-terminated buffer; aborts on error. */
+/* Read a whole small file (test data, certificates) into a malloc'd NUL-terminated buffer; aborts on error.
+ */
 char *testenv_read_file(const char *path);
 
 #endif
