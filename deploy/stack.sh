@@ -507,6 +507,11 @@ ALMA_STACK_PG_PORT=$(pg_port)
 ALMA_STACK_PG_SOCKET=$(pg_sockdir)
 ALMA_STACK_REDIS_ADDR=127.0.0.1:$(redis_port)
 EOF
+    local svc
+    for svc in "${SERVICES[@]}"; do
+        echo "ALMA_STACK_${svc^^}_API=127.0.0.1:$(svc_api_port "$svc")" >>"$STATE/stack.env"
+        echo "ALMA_STACK_${svc^^}_ADMIN=127.0.0.1:$(svc_admin_port "$svc")" >>"$STATE/stack.env"
+    done
 }
 
 cmd_stop() {

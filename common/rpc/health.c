@@ -35,13 +35,31 @@ static rpc_code rpc_health_check(rpc_ctx *ctx, const void *reqp, void *respp)
     return RPC_OK;
 }
 
+static rpc_code rpc_health_watch_loop(rpc_ctx *ctx, rpc_health *h, bool known, rpc_stream *stream);
+
 /* Sends the status now and at every change, until the caller leaves or the server shuts down. */
 static rpc_code rpc_health_watch(rpc_ctx *ctx, const void *reqp, rpc_stream *stream)
 {
     const Grpc__Health__V1__HealthCheckRequest *req = reqp;
     rpc_health *h = rpc_ctx_health(ctx);
-    Grpc__Health__V1__HealthCheckResponse resp = GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__INIT;
     bool known = rpc_health_known(ctx, req->service);
+    pthread_mutex_lock(&h->mu);
+    bool admitted = h->watchers < h->max_watchers;
+    if (admitted)
+        h->watchers++;
+    pthread_mutex_unlock(&h->mu);
+    if (!admitted)
+        return rpc_fail(ctx, RPC_RESOURCE_EXHAUSTED, "too many health watchers; use Check");
+    rpc_code code = rpc_health_watch_loop(ctx, h, known, stream);
+    pthread_mutex_lock(&h->mu);
+    h->watchers--;
+    pthread_mutex_unlock(&h->mu);
+    return code;
+}
+
+static rpc_code rpc_health_watch_loop(rpc_ctx *ctx, rpc_health *h, bool known, rpc_stream *stream)
+{
+    Grpc__Health__V1__HealthCheckResponse resp = GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__INIT;
     uint64_t seen = UINT64_MAX;
     for (;;) {
         pthread_mutex_lock(&h->mu);

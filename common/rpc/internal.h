@@ -61,6 +61,8 @@ typedef struct rpc_health {
     bool serving;
     bool closing;
     uint64_t version;
+    int watchers;     /* Watch streams open; each holds a worker thread */
+    int max_watchers; /* at most half the workers, so probes cannot starve the service */
 } rpc_health;
 extern const rpc_method rpc_health_methods[2]; /* Check (inline), Watch (server streaming) */
 

@@ -1156,6 +1156,7 @@ base_result rpc_server_start(const rpc_server_config *cfg, rpc_server **ret)
     pthread_mutex_init(&srv->health.mu, NULL);
     pthread_cond_init(&srv->health.cv, NULL);
     srv->health.serving = true;
+    srv->health.max_watchers = srv->cfg.workers / 2 > 0 ? srv->cfg.workers / 2 : 1;
     rpc_global_init();
 
     /* metrics rows: service methods, health Check and Watch, unknown */
