@@ -25,8 +25,54 @@
 
 static const char *const only_test_client[] = {"test-client", NULL};
 
-/* The echo table, with Echo narrowed to the test-client identity and a small request limit. */
+/* The echo table, with Echo narrowed to the test-client identity and a small request limit, plus Relay. */
 static rpc_method test_methods[8];
+static size_t test_method_count;
+
+/* Relay: a handler that calls this same server's Echo (delay 3 s) with the incoming call as parent, so the
+ * inner call inherits the caller's deadline and request id. What the inner call saw is kept here. */
+static char relay_target[64];
+static rpc_code relay_inner_code;
+static int64_t relay_inner_ms;
+static char relay_inner_request_id[65];
+
+static int64_t now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static rpc_code relay(rpc_ctx *ctx, const void *reqp, void *respp)
+{
+    rpc_client_tls t = {.files = {.cert = testenv_pki("test-client.pem"),
+                                  .key = testenv_pki("test-client-key.pem"),
+                                  .ca = testenv_pki("ca.pem")},
+                        .server_name = "localhost"};
+    rpc_channel *ch = NULL;
+    if (!base_is_ok(rpc_channel_open(relay_target, &t, &ch)))
+        return rpc_fail(ctx, RPC_INTERNAL, "relay channel");
+    Alma__Echo__V1__EchoRequest req = ALMA__ECHO__V1__ECHO_REQUEST__INIT;
+    req.message = (char *)((const Alma__Echo__V1__EchoRequest *)reqp)->message;
+    req.delay_ms = 3000;
+    rpc_call_opts o = {.timeout_ms = 20000, .parent = ctx};
+    ProtobufCMessage *resp = NULL;
+    rpc_status st;
+    int64_t t0 = now_ms();
+    relay_inner_code = rpc_call_unary(ch, "/alma.echo.v1.Echo/Echo", &req.base,
+                                      &alma__echo__v1__echo_response__descriptor, &o, &resp, &st);
+    relay_inner_ms = now_ms() - t0;
+    if (resp) {
+        snprintf(relay_inner_request_id, sizeof relay_inner_request_id, "%s",
+                 ((Alma__Echo__V1__EchoResponse *)resp)->request_id);
+        protobuf_c_message_free_unpacked(resp, NULL);
+    }
+    rpc_channel_close(ch);
+    (void)respp;
+    return relay_inner_code == RPC_OK ? RPC_OK : rpc_fail(ctx, relay_inner_code, "inner call failed");
+}
+
+static const char *const any_peer[] = {RPC_ANY_PEER, NULL};
 
 typedef struct fixture {
     rpc_server *srv;
@@ -52,6 +98,15 @@ static int setup(void **state)
     memcpy(test_methods, echo_methods, echo_method_count * sizeof *echo_methods);
     test_methods[0].allowed_peers = only_test_client;
     test_methods[0].max_request_bytes = 1024;
+    test_methods[echo_method_count] = (rpc_method){
+        .name = "/alma.echo.v1.Echo/Relay",
+        .kind = RPC_KIND_UNARY,
+        .request = &alma__echo__v1__echo_request__descriptor,
+        .response = &alma__echo__v1__echo_response__descriptor,
+        .unary = relay,
+        .allowed_peers = any_peer,
+    };
+    test_method_count = echo_method_count + 1;
     fixture *f = calloc(1, sizeof *f);
     rpc_server_config cfg = {
         .service_name = "echo",
@@ -63,7 +118,7 @@ static int setup(void **state)
         .trust_domain = "alma.local",
         .workers = 4,
         .methods = test_methods,
-        .method_count = echo_method_count,
+        .method_count = test_method_count,
     };
     base_result r = rpc_server_start(&cfg, &f->srv);
     if (!base_is_ok(r))
@@ -75,6 +130,7 @@ static int setup(void **state)
     snprintf(f->api, sizeof f->api, "127.0.0.1:%d", rpc_server_api_port(f->srv));
     snprintf(f->admin, sizeof f->admin, "127.0.0.1:%d", rpc_server_admin_port(f->srv));
     f->metrics_port = rpc_server_metrics_port(f->srv);
+    snprintf(relay_target, sizeof relay_target, "%s", f->api);
     assert_true(rpc_server_api_port(f->srv) > 0 && rpc_server_admin_port(f->srv) > 0 && f->metrics_port > 0);
     *state = f;
     return 0;
@@ -256,6 +312,33 @@ static void test_deadline_exceeded(void **state)
     clock_gettime(CLOCK_MONOTONIC, &b);
     /* The deadline, not the 5 s handler delay, ended the call (a bound, not a timing benchmark). */
     assert_true(b.tv_sec - a.tv_sec < 4);
+    rpc_channel_close(ch);
+}
+
+/* A call made from a handler with .parent inherits the caller's deadline (300 ms here, though the inner
+ * call asked for 20 s and its handler sleeps 3 s) and the caller's request id. */
+static void test_deadline_propagates(void **state)
+{
+    fixture *f = *state;
+    rpc_channel *ch = open_as(f, "test-client.pem", "ca.pem");
+    rpc_status st;
+    relay_inner_code = RPC_OK;
+    relay_inner_ms = -1;
+    assert_int_equal(echo_call(ch, "/alma.echo.v1.Echo/Relay", "via", 0, 300, NULL, &st),
+                     RPC_DEADLINE_EXCEEDED);
+    /* Wait (bounded) for the relay handler to see its inner call end. */
+    for (int i = 0; i < 300 && relay_inner_ms < 0; i++) {
+        struct timespec ts = {0, 10 * 1000000L};
+        nanosleep(&ts, NULL);
+    }
+    assert_true(relay_inner_ms >= 0);
+    assert_true(relay_inner_ms < 2500); /* ended by the parent's deadline, not the 3 s sleep */
+    assert_true(relay_inner_code == RPC_DEADLINE_EXCEEDED || relay_inner_code == RPC_CANCELLED);
+
+    /* With time enough, the inner call succeeds and carries the outer request id. */
+    relay_inner_request_id[0] = '\0';
+    assert_int_equal(echo_call(ch, "/alma.echo.v1.Echo/Relay", "via", 0, 10000, NULL, &st), RPC_OK);
+    assert_string_equal(relay_inner_request_id, "req-test-1");
     rpc_channel_close(ch);
 }
 
@@ -515,6 +598,7 @@ int main(void)
         cmocka_unit_test(test_bidi_stream),
         cmocka_unit_test(test_deadline_exceeded),
         cmocka_unit_test(test_cancelled_stream),
+        cmocka_unit_test(test_deadline_propagates),
         cmocka_unit_test(test_unknown_method_unimplemented),
         cmocka_unit_test(test_bad_requests_rejected),
         cmocka_unit_test(test_health),
