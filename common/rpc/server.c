@@ -484,6 +484,12 @@ static void rpc_finish(rpc_ctx *ctx, bool include_close)
         ops[n].data.send_message.send_message = ctx->final_buf;
         n++;
     }
+    /* A handler that stopped because rpc_ctx_cancelled() turned true after the deadline passed says
+     * CANCELLED; the caller must see the same DEADLINE_EXCEEDED its own timer would give it. */
+    if (ctx->code == RPC_CANCELLED && rpc_ctx_remaining_ms(ctx) <= 0) {
+        ctx->code = RPC_DEADLINE_EXCEEDED;
+        snprintf(ctx->message, sizeof ctx->message, "deadline exceeded");
+    }
     if (ctx->code != RPC_OK && !ctx->message[0])
         snprintf(ctx->message, sizeof ctx->message, "%s", rpc_code_name(ctx->code));
     ctx->final_details = grpc_slice_from_copied_string(ctx->code == RPC_OK ? "" : ctx->message);
