@@ -84,6 +84,11 @@ base_result log_level_parse(const char *s, log_level *ret)
     return base_fail(BASE_ERR_INVALID, "invalid log level: expected debug, info, warn or error");
 }
 
+bool log_enabled(log_level level)
+{
+    return (int)level >= atomic_load(&log_min_level);
+}
+
 void log_init(const char *service, log_level min_level)
 {
     pthread_mutex_lock(&log_mutex);

@@ -46,6 +46,9 @@ const char *log_level_name(log_level level);
 /* Where lines go: stderr by default and after log_set_output(NULL). The caller keeps `f` open. */
 void log_set_output(FILE *f);
 
+/* Whether a line at `level` would be written: lets a hot path skip formatting its fields. */
+bool log_enabled(log_level level);
+
 /* Write one line if `level` is at least the minimum level.
  *
  * request_id may be NULL (then omitted). `msg` must be a constant string by convention: it says what

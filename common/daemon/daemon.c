@@ -56,11 +56,14 @@ static void daemon_grpc_log(int severity, const char *file, int line, const char
 static void daemon_call_done(const char *method, rpc_code code, int64_t micros, const char *request_id,
                              const char *peer_service)
 {
+    log_level level = code == RPC_OK ? LOG_DEBUG : LOG_INFO;
+    if (!log_enabled(level))
+        return;
     char us[32];
     snprintf(us, sizeof us, "%.3f", (double)micros / 1000.0);
     /* Failures at info; successful calls only at debug so the hot path stays quiet. */
-    log_emit(code == RPC_OK ? LOG_DEBUG : LOG_INFO, request_id, "call", "method", method, "code",
-             rpc_code_name(code), "duration_ms", us, "peer", peer_service, NULL);
+    log_emit(level, request_id, "call", "method", method, "code", rpc_code_name(code), "duration_ms", us,
+             "peer", peer_service, NULL);
 }
 
 static base_result daemon_write_ready(const char *path, const rpc_server *srv)

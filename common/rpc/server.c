@@ -178,20 +178,39 @@ rpc_code rpc_code_from_err(base_err err)
     }
 }
 
+/* Request ids need to be unique, not secret: a per-thread xorshift128+ seeded once from the kernel
+ * keeps a syscall off every call that arrives without an x-request-id. */
+static uint64_t rpc_rid_next(void)
+{
+    static _Thread_local uint64_t s0, s1;
+    if (!s0 && !s1) {
+        uint64_t seed[2] = {0, 0};
+        if (getentropy(seed, sizeof seed) != 0) {
+            struct timespec ts;
+            clock_gettime(CLOCK_REALTIME, &ts);
+            seed[0] = (uint64_t)ts.tv_nsec ^ ((uint64_t)ts.tv_sec << 32);
+            seed[1] = (uint64_t)(uintptr_t)&s0;
+        }
+        s0 = seed[0] | 1;
+        s1 = seed[1];
+    }
+    uint64_t a = s0, b = s1;
+    s0 = b;
+    a ^= a << 23;
+    s1 = a ^ b ^ (a >> 17) ^ (b >> 26);
+    return s1 + b;
+}
+
 void rpc_new_request_id(char *buf, size_t n)
 {
     static const char hex[] = "0123456789abcdef";
     unsigned char r[16];
-    FILE *f = NULL;
-    /* getrandom() would do; the libc wrapper keeps this file free of a crypto dependency. */
-    if (getentropy(r, sizeof r) != 0) {
-        f = fopen("/dev/urandom", "rb");
-        if (!f || fread(r, 1, sizeof r, f) != sizeof r)
-            memset(r, 0, sizeof r);
-        if (f)
-            fclose(f);
+    uint64_t hi = rpc_rid_next(), lo = rpc_rid_next();
+    for (int i = 0; i < 8; i++) {
+        r[i] = (unsigned char)(hi >> (8 * i));
+        r[8 + i] = (unsigned char)(lo >> (8 * i));
     }
-    r[6] = (unsigned char)((r[6] & 0x0f) | 0x40); /* UUID version 4 */
+    r[6] = (unsigned char)((r[6] & 0x0f) | 0x40); /* UUID version 4 layout */
     r[8] = (unsigned char)((r[8] & 0x3f) | 0x80);
     char out[37];
     size_t o = 0;
