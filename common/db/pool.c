@@ -2,6 +2,7 @@
  * mutex and condition variable. Connecting uses libpq's non-blocking API so that a database that is down or
  * unreachable costs at most connect_timeout_ms, never libpq's whole-second (or infinite) default. */
 #include "db_internal.h"
+#include "base/clock.h"
 
 #include <errno.h>
 #include <poll.h>
@@ -254,14 +255,7 @@ base_result db_pool_acquire(db_pool *pool, int timeout_ms, db_conn **ret_conn)
     BASE_ENSURE(pool && ret_conn, BASE_ERR_INVALID, "db_pool_acquire: missing argument");
     BASE_ENSURE(timeout_ms >= 0, BASE_ERR_INVALID, "db_pool_acquire: timeout must be >= 0");
 
-    struct timespec until;
-    clock_gettime(CLOCK_MONOTONIC, &until);
-    until.tv_sec += timeout_ms / 1000;
-    until.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
-    if (until.tv_nsec >= 1000000000L) {
-        until.tv_sec++;
-        until.tv_nsec -= 1000000000L;
-    }
+    struct timespec until = base_time_after_ms(CLOCK_MONOTONIC, timeout_ms);
 
     pthread_mutex_lock(&pool->mu);
     db_conn *c = db_pick_locked(pool);

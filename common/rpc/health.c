@@ -2,6 +2,7 @@
  * (Kubernetes probes cannot do TLS). The server has one status for "" and for its own service name;
  * any other service name is NOT_FOUND, as the health protocol specifies. */
 #include "internal.h"
+#include "base/clock.h"
 
 #include "grpc/health/v1/health.pb-c.h"
 
@@ -65,13 +66,7 @@ static rpc_code rpc_health_watch_loop(rpc_ctx *ctx, rpc_health *h, bool known, r
         pthread_mutex_lock(&h->mu);
         while (h->version == seen && !h->closing && !rpc_ctx_cancelled(ctx)) {
             /* Wake up now and then to notice a cancelled caller. */
-            struct timespec until;
-            clock_gettime(CLOCK_REALTIME, &until);
-            until.tv_nsec += 200 * 1000000L;
-            if (until.tv_nsec >= 1000000000L) {
-                until.tv_sec++;
-                until.tv_nsec -= 1000000000L;
-            }
+            struct timespec until = base_time_after_ms(CLOCK_REALTIME, 200);
             (void)pthread_cond_timedwait(&h->cv, &h->mu, &until);
         }
         bool closing = h->closing;

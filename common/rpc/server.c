@@ -8,6 +8,7 @@
  *   for a worker. The worker runs the handler and starts the final batch (+1 ref). Each batch's tag
  *   drops its ref on completion; the last ref frees the call. */
 #include "internal.h"
+#include "base/clock.h"
 
 #include <errno.h>
 #include <sys/random.h>
@@ -1322,14 +1323,7 @@ int rpc_server_shutdown(rpc_server *srv, int drain_ms)
         grpc_server_shutdown_and_notify(srv->admin.server, srv->cq, &srv->admin.shutdown_tag);
     }
 
-    struct timespec until;
-    clock_gettime(CLOCK_REALTIME, &until);
-    until.tv_sec += drain_ms / 1000;
-    until.tv_nsec += (long)(drain_ms % 1000) * 1000000L;
-    if (until.tv_nsec >= 1000000000L) {
-        until.tv_sec++;
-        until.tv_nsec -= 1000000000L;
-    }
+    struct timespec until = base_time_after_ms(CLOCK_REALTIME, drain_ms);
     int cancelled = 0;
     pthread_mutex_lock(&srv->mu);
     while (srv->active_calls > 0) {

@@ -7,22 +7,10 @@
 
 #include "crypto/crypto.h"
 #include "crypto/crypto_internal.h"
+#include "crypto_test.h"
 
 #include <stdlib.h>
 #include <string.h>
-
-#define ASSERT_OK(expr)                                                                                      \
-    do {                                                                                                     \
-        base_result r_ = (expr);                                                                             \
-        if (!base_is_ok(r_))                                                                                 \
-            fail_msg("%s failed: %s", #expr, base_error_message());                                          \
-    } while (0)
-
-#define ASSERT_ERR(expr, code)                                                                               \
-    do {                                                                                                     \
-        base_result r_ = (expr);                                                                             \
-        assert_int_equal(r_.err, (code));                                                                    \
-    } while (0)
 
 typedef base_result (*encode_fn)(const void *, size_t, char *, size_t, size_t *);
 typedef base_result (*decode_fn)(const char *, size_t, void *, size_t, size_t *);
