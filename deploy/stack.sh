@@ -595,6 +595,11 @@ foreground_wait() {
     while true; do
         sleep 2 &
         wait $! || true
+        # `make stop` from another shell: nothing left to watch, so end quietly.
+        if ! pg_running && ! redis_pid >/dev/null; then
+            say "the stack was stopped (make stop); exiting"
+            exit 0
+        fi
         for svc in "${SERVICES[@]}"; do
             if [ -f "$RUN/$svc.pid" ] && ! svc_pid "$svc" >/dev/null && [[ "$dead" != *" $svc "* ]]; then
                 warn "$svc has exited (log: $(rel "$LOGS/$svc.log"))"
