@@ -80,8 +80,11 @@ done
 
 mkdir -p "$DIR" || die "cannot create $DIR"
 DIR=$(cd "$DIR" && pwd)
-DATA=$DIR/pg
-LOG=$DIR/pg.log
+# The server's own files (data, log, socket) live where the server user can reach them: DIR itself, or,
+# when a parent of DIR is private (a clone under a mode-700 temporary directory, say), a directory of
+# their own under /tmp named after DIR. DIR keeps the lock, the URI and the port.
+SRV=$DIR
+SRVFILE=$DIR/pg.srvdir
 URIFILE=$DIR/pg.uri
 PORTFILE=$DIR/pg.port
 SOCKFILE=$DIR/pg.sockdir # where the unix socket directory is, when it is not DIR/pg-sock
@@ -109,6 +112,19 @@ fi
 exec 9>"$DIR/pg.lock"
 flock -w 120 9 || die "timed out waiting for the lock on $DIR/pg.lock"
 
+if [[ -s $SRVFILE ]]; then
+    SRV=$(cat "$SRVFILE")
+elif [[ $(id -u) -eq 0 ]]; then
+    chmod a+x "$DIR" 2>/dev/null || true
+    if ! as_pg test -x "$DIR"; then
+        SRV=/tmp/alma-pgsrv.$(printf '%s' "$DIR" | sha256sum | cut -c1-16)
+        mkdir -p -m 755 "$SRV"
+        echo "$SRV" >"$SRVFILE"
+    fi
+fi
+DATA=$SRV/pg
+LOG=$SRV/pg.log
+
 port_in_use() { # PORT -> 0 when something listens on it or accepts connections
     if command -v ss >/dev/null 2>&1 && [[ -n $(ss -Hltn "sport = :$1" 2>/dev/null) ]]; then
         return 0
@@ -126,7 +142,7 @@ sockdir() {
     if [[ -s $SOCKFILE ]]; then
         cat "$SOCKFILE"
     else
-        echo "$DIR/pg-sock"
+        echo "$SRV/pg-sock"
     fi
 }
 
@@ -180,7 +196,7 @@ do_stop() {
 remove_files() {
     local sd
     sd=$(sockdir)
-    rm -rf "$DATA" "$URIFILE" "$URIFILE.tmp" "$PORTFILE" "$PORTFILE.tmp" "$DIR/pg-sock" "$DIR/pg.initdb.log"
+    rm -rf "$DATA" "$URIFILE" "$URIFILE.tmp" "$PORTFILE" "$PORTFILE.tmp" "$SRV/pg-sock" "$SRV/pg.initdb.log"
     # A socket directory outside DIR is ours only when we made it (mktemp below).
     if [[ $sd == /tmp/alma-pg.* ]]; then
         rm -rf "$sd"
@@ -190,15 +206,14 @@ remove_files() {
 
 init_cluster() {
     local sd
-    # The server user must be able to reach DIR: it owns DIR/pg, the log and the socket directory only.
-    [[ $(id -u) -ne 0 ]] || chmod a+x "$DIR"
-    as_pg test -x "$DIR" || die "user '$PGOS_USER' cannot reach $DIR (a parent directory is not searchable)"
+    # The server user must be able to reach SRV: it owns SRV/pg, the log and the socket directory only.
+    as_pg test -x "$SRV" || die "user '$PGOS_USER' cannot reach $SRV (a parent directory is not searchable)"
     remove_files
     mkdir -m 700 "$DATA"
     give_to_pg "$DATA"
     : >"$LOG"
     give_to_pg "$LOG"
-    sd=$DIR/pg-sock
+    sd=$SRV/pg-sock
     if ((${#sd} > MAX_SOCKDIR_LEN)); then
         sd=$(mktemp -d /tmp/alma-pg.XXXXXX)
         echo "$sd" >"$SOCKFILE"
@@ -208,8 +223,8 @@ init_cluster() {
     give_to_pg "$sd"
     # -N: do not fsync initdb's own files (seconds per run); the server itself runs with fsync=on.
     if ! as_pg "$BINDIR/initdb" -D "$DATA" -U postgres --auth=trust --locale=C --encoding=UTF8 -N \
-        >"$DIR/pg.initdb.log" 2>&1; then
-        cat "$DIR/pg.initdb.log" >&2
+        >"$SRV/pg.initdb.log" 2>&1; then
+        cat "$SRV/pg.initdb.log" >&2
         die "initdb failed for $DATA"
     fi
     # Loopback only: trust for the test superuser, passwords for every other role.
@@ -315,6 +330,9 @@ start)
 stop)
     do_stop
     remove_files
+    if [[ $SRV != "$DIR" ]]; then
+        rm -rf "$SRV" "$SRVFILE"
+    fi
     echo "$PROG: stopped ($DIR)"
     ;;
 restart)
