@@ -1,0 +1,829 @@
+/* The audit log's durable append path: group commit under an advisory lock, frontier catch-up, checkpoints,
+ * verification. See store.h for the design; the SQL below is all constant (common/db's rule). */
+#include "store.h"
+
+#include "audit_migrations.h"
+#include "checkpoint.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#define STORE_MSG_MAX    256
+#define FOLD_BATCH       10000 /* leaf hashes read per statement when catching up */
+#define VERIFY_BATCH     1000  /* rows (entries up to 64 KiB) read per statement when verifying */
+#define TXN_MAX_ATTEMPTS 3
+#define DEFAULT_SCHEMA   "audit"
+
+/* ---- SQL (constants only) --------------------------------------------------------------------------- */
+
+static const char SQL_LOCK[] = "SELECT pg_advisory_xact_lock($1::bigint)";
+static const char SQL_NEXT_SEQ[] = "SELECT coalesce(max(seq) + 1, 0) FROM events";
+static const char SQL_FOLD[] =
+    "SELECT seq, leaf_hash FROM events WHERE seq >= $1::bigint AND seq < $2::bigint "
+    "ORDER BY seq LIMIT 10000";
+/* One statement per batch: the rows travel as array literals (text parameters), bytea as hex text. */
+static const char SQL_INSERT[] =
+    "INSERT INTO events (seq, tenant_id, logged_at, action, purpose, outcome, patient_ref, actor_id, entry, "
+    "leaf_hash) "
+    "SELECT u.s, u.t, timestamptz 'epoch' + $3::bigint * interval '1 microsecond', u.a, u.p, u.o, u.pr, "
+    "u.ac, "
+    "decode(u.e, 'hex'), decode(u.h, 'hex') "
+    "FROM unnest($1::bigint[], $2::text[], $4::smallint[], $5::smallint[], $6::smallint[], $7::text[], "
+    "$8::text[], $9::text[], $10::text[]) AS u(s, t, a, p, o, pr, ac, e, h)";
+static const char SQL_LATEST_CHECKPOINT[] =
+    "SELECT tree_size, root_hash, signed_note, frontier FROM checkpoints ORDER BY tree_size DESC LIMIT 1";
+static const char SQL_INSERT_CHECKPOINT[] =
+    "INSERT INTO checkpoints (tree_size, root_hash, signed_at, signed_note, frontier) "
+    "VALUES ($1::bigint, $2::bytea, now(), $3, $4::bytea) ON CONFLICT (tree_size) DO NOTHING";
+static const char SQL_MAX_CHECKPOINT[] = "SELECT coalesce(max(tree_size), 0) FROM checkpoints";
+static const char SQL_CHECKPOINTS_IN[] = "SELECT tree_size, root_hash, signed_note FROM checkpoints "
+                                         "WHERE tree_size > $1::bigint AND tree_size <= $2::bigint "
+                                         "ORDER BY tree_size";
+static const char SQL_VERIFY_ROWS[] = "SELECT seq, entry, leaf_hash FROM events "
+                                      "WHERE seq >= $1::bigint AND seq < $2::bigint ORDER BY seq LIMIT 1000";
+
+/* ---- Types ------------------------------------------------------------------------------------------ */
+
+/* One waiting append, on its caller's stack. The committer fills the result fields, then sets done. */
+typedef struct pending {
+    const audit_store_event *ev;
+    struct pending *next;
+    bool done;
+    base_err err;
+    char msg[STORE_MSG_MAX];
+    uint64_t seq;
+    uint8_t leaf[AUDIT_MERKLE_HASH_LEN];
+    int64_t time_micros;
+    /* committer scratch, reset on every attempt of the transaction */
+    char *entry;
+    size_t entry_len;
+    bool enc_failed;
+} pending;
+
+struct audit_store {
+    db_pool *pool;
+    char *origin;
+    char *key_name;
+    char *vkey;
+    const acrypto_ed25519_key *key;
+    size_t max_batch;
+    int max_wait_us;
+    int checkpoint_interval_ms;
+
+    pthread_mutex_t mu;
+    pthread_cond_t work_cv; /* committer waits: queue non-empty, closing */
+    pthread_cond_t done_cv; /* appenders wait: their pending is done */
+    pthread_t committer;
+    bool committer_started;
+    bool closing;
+    pending *head, *tail;
+    size_t queued;
+
+    /* Written by the committer (and open) under mu; the committer may read it without mu. */
+    audit_merkle_frontier frontier;
+    audit_store_stats stats;
+    uint64_t last_ckpt_size;
+    bool have_ckpt;
+    int64_t last_ckpt_ms;
+};
+
+/* ---- Helpers ---------------------------------------------------------------------------------------- */
+
+static int64_t mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static int64_t real_micros(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+static char *dup_str(const char *s)
+{
+    size_t n = strlen(s) + 1;
+    char *d = malloc(n);
+    if (d)
+        memcpy(d, s, n);
+    return d;
+}
+
+static void copy_msg(char dst[STORE_MSG_MAX], const char *src)
+{
+    snprintf(dst, STORE_MSG_MAX, "%s", src ? src : "");
+}
+
+/* A growable buffer for array literals; the first allocation failure sticks (checked once at the end). */
+typedef struct sbuf {
+    char *p;
+    size_t len, cap;
+    bool oom;
+} sbuf;
+
+static void sb_put(sbuf *b, const char *s, size_t n)
+{
+    if (b->oom)
+        return;
+    if (b->len + n + 1 > b->cap) {
+        size_t cap = b->cap ? b->cap : 256;
+        while (cap < b->len + n + 1)
+            cap *= 2;
+        char *p = realloc(b->p, cap);
+        if (!p) {
+            b->oom = true;
+            return;
+        }
+        b->p = p;
+        b->cap = cap;
+    }
+    memcpy(b->p + b->len, s, n);
+    b->len += n;
+    b->p[b->len] = '\0';
+}
+
+static void sb_putc(sbuf *b, char c)
+{
+    sb_put(b, &c, 1);
+}
+
+static void sb_i64(sbuf *b, int64_t v)
+{
+    char tmp[32];
+    int n = snprintf(tmp, sizeof tmp, "%" PRId64, v);
+    sb_put(b, tmp, (size_t)n);
+}
+
+/* One element of a text[] literal: always double-quoted, '\' and '"' backslash-escaped (PostgreSQL's array
+ * input rules), so commas, braces, spaces and the word NULL inside a value stay data. NULL -> NULL. */
+static void sb_text_elem(sbuf *b, const char *s)
+{
+    if (!s) {
+        sb_put(b, "NULL", 4);
+        return;
+    }
+    sb_putc(b, '"');
+    for (const char *c = s; *c; c++) {
+        if (*c == '"' || *c == '\\')
+            sb_putc(b, '\\');
+        sb_putc(b, *c);
+    }
+    sb_putc(b, '"');
+}
+
+static void sb_hex_elem(sbuf *b, const void *data, size_t n)
+{
+    static const char digits[] = "0123456789abcdef";
+    const uint8_t *d = data;
+    sb_putc(b, '"');
+    for (size_t i = 0; i < n; i++) {
+        char two[2] = {digits[d[i] >> 4], digits[d[i] & 15]};
+        sb_put(b, two, 2);
+    }
+    sb_putc(b, '"');
+}
+
+static base_result get_u64(const db_result *res, int row, int col, uint64_t *ret)
+{
+    int64_t v = 0;
+    BASE_GUARD(db_result_get_int64(res, row, col, &v));
+    if (v < 0)
+        return base_fail(BASE_ERR_INTERNAL, "audit store: negative value in an unsigned column");
+    *ret = (uint64_t)v;
+    return BASE_OK_RESULT;
+}
+
+static base_result get_hash(const db_result *res, int row, int col, uint8_t ret[AUDIT_MERKLE_HASH_LEN])
+{
+    unsigned char *data = NULL;
+    size_t len = 0;
+    BASE_GUARD(db_result_get_bytea(res, row, col, &data, &len));
+    if (len != AUDIT_MERKLE_HASH_LEN) {
+        free(data);
+        return base_fail(BASE_ERR_INTERNAL, "audit store: stored hash has the wrong length");
+    }
+    memcpy(ret, data, AUDIT_MERKLE_HASH_LEN);
+    free(data);
+    return BASE_OK_RESULT;
+}
+
+static base_result query_u64(db_conn *c, const char *sql, uint64_t *ret)
+{
+    BASE_CLEANUP(db_result_freep) db_result *res = NULL;
+    BASE_GUARD(db_exec(c, sql, 0, NULL, &res));
+    if (db_result_ntuples(res) != 1)
+        return base_fail(BASE_ERR_INTERNAL, "audit store: expected one row");
+    return get_u64(res, 0, 0, ret);
+}
+
+/* Append the stored leaf hashes of seqs [f->size, upto) to f, in order. A missing seq is BASE_ERR_CONFLICT
+ * "gap in seq" (f then holds the leaves before the gap). */
+static base_result fold_leaves(db_conn *c, audit_merkle_frontier *f, uint64_t upto, uint64_t *ret_folded)
+{
+    uint64_t folded = 0;
+    while (f->size < upto) {
+        char from[24], to[24];
+        snprintf(from, sizeof from, "%" PRIu64, f->size);
+        snprintf(to, sizeof to, "%" PRIu64, upto);
+        const char *p[] = {from, to};
+        BASE_CLEANUP(db_result_freep) db_result *res = NULL;
+        BASE_GUARD(db_exec(c, SQL_FOLD, 2, p, &res));
+        int n = db_result_ntuples(res);
+        if (n == 0)
+            break;
+        for (int i = 0; i < n; i++) {
+            uint64_t seq = 0;
+            uint8_t h[AUDIT_MERKLE_HASH_LEN];
+            BASE_GUARD(get_u64(res, i, 0, &seq));
+            if (seq != f->size)
+                return base_fail(BASE_ERR_CONFLICT, "audit store: gap in seq");
+            BASE_GUARD(get_hash(res, i, 1, h));
+            BASE_GUARD(audit_merkle_frontier_append(f, h));
+            folded++;
+        }
+        if (n < FOLD_BATCH)
+            break;
+    }
+    if (f->size != upto)
+        return base_fail(BASE_ERR_CONFLICT, "audit store: gap in seq");
+    if (ret_folded)
+        *ret_folded = folded;
+    return BASE_OK_RESULT;
+}
+
+/* ---- Checkpoints ------------------------------------------------------------------------------------ */
+
+static base_result store_checkpoint(audit_store *s, const audit_merkle_frontier *f)
+{
+    uint8_t root[AUDIT_MERKLE_HASH_LEN];
+    uint8_t ser[AUDIT_MERKLE_FRONTIER_MAX_BYTES];
+    size_t ser_len = 0;
+    BASE_GUARD(audit_merkle_frontier_root(f, root));
+    BASE_GUARD(audit_merkle_frontier_serialise(f, ser, sizeof ser, &ser_len));
+
+    char *text = NULL, *note = NULL;
+    size_t text_len = 0, note_len = 0;
+    BASE_GUARD(audit_checkpoint_format(s->origin, f->size, root, NULL, 0, &text, &text_len));
+    base_result r = audit_note_sign(text, text_len, s->key_name, s->key, &note, &note_len);
+    free(text);
+    BASE_GUARD(r);
+
+    char size[24];
+    snprintf(size, sizeof size, "%" PRIu64, f->size);
+    const char *p[] = {size, (const char *)root, note, (const char *)ser};
+    const int lengths[] = {0, AUDIT_MERKLE_HASH_LEN, 0, (int)ser_len};
+    const int formats[] = {0, 1, 0, 1};
+    db_conn *c = NULL;
+    r = db_pool_acquire(s->pool, 5000, &c);
+    if (base_is_ok(r))
+        r = db_exec_params(c, SQL_INSERT_CHECKPOINT, 4, p, lengths, formats, NULL);
+    db_conn_release(c);
+    free(note);
+    BASE_GUARD(r);
+
+    pthread_mutex_lock(&s->mu);
+    if (!s->have_ckpt || f->size > s->last_ckpt_size) {
+        s->last_ckpt_size = f->size;
+        s->have_ckpt = true;
+    }
+    s->last_ckpt_ms = mono_ms();
+    s->stats.checkpoints++;
+    pthread_mutex_unlock(&s->mu);
+    return BASE_OK_RESULT;
+}
+
+base_result audit_store_checkpoint_now(audit_store *s)
+{
+    BASE_ENSURE(s, BASE_ERR_INVALID, "audit store: NULL store");
+    audit_merkle_frontier f;
+    pthread_mutex_lock(&s->mu);
+    f = s->frontier;
+    pthread_mutex_unlock(&s->mu);
+    return store_checkpoint(s, &f);
+}
+
+/* ---- The committer ---------------------------------------------------------------------------------- */
+
+typedef struct batch {
+    audit_store *s;
+    pending **items;
+    size_t n;
+    audit_merkle_frontier work; /* the frontier after this batch, valid when the transaction committed */
+    uint64_t folded;
+} batch;
+
+static void free_entries(batch *b)
+{
+    for (size_t i = 0; i < b->n; i++) {
+        free(b->items[i]->entry);
+        b->items[i]->entry = NULL;
+        b->items[i]->entry_len = 0;
+    }
+}
+
+/* Forget what a previous attempt of the transaction encoded. */
+static void reset_scratch(batch *b)
+{
+    free_entries(b);
+    for (size_t i = 0; i < b->n; i++)
+        b->items[i]->enc_failed = false;
+}
+
+static base_result commit_body(db_conn *c, void *arg)
+{
+    batch *b = arg;
+    reset_scratch(b);
+    b->work = b->s->frontier; /* only the committer writes it */
+    b->folded = 0;
+
+    char key[24];
+    snprintf(key, sizeof key, "%" PRId64, AUDIT_STORE_LOCK_KEY);
+    const char *kp[] = {key};
+    BASE_GUARD(db_exec(c, SQL_LOCK, 1, kp, NULL));
+
+    uint64_t next = 0;
+    BASE_GUARD(query_u64(c, SQL_NEXT_SEQ, &next));
+    if (next < b->work.size)
+        return base_fail(BASE_ERR_CONFLICT, "audit store: the log is shorter than the in-memory frontier");
+    if (next > b->work.size)
+        BASE_GUARD(fold_leaves(c, &b->work, next, &b->folded));
+
+    int64_t t = real_micros();
+    sbuf seqs = {0}, tenants = {0}, actions = {0}, purposes = {0}, outcomes = {0}, patients = {0},
+         actors = {0}, entries = {0}, leaves = {0};
+    sbuf *all[] = {&seqs, &tenants, &actions, &purposes, &outcomes, &patients, &actors, &entries, &leaves};
+    for (size_t k = 0; k < BASE_ARRAY_LEN(all); k++)
+        sb_putc(all[k], '{');
+
+    base_result r = BASE_OK_RESULT;
+    size_t n_ok = 0;
+    for (size_t i = 0; i < b->n; i++) {
+        pending *p = b->items[i];
+        const audit_store_event *ev = p->ev;
+        uint64_t seq = b->work.size;
+        char *entry = NULL;
+        size_t len = 0;
+        base_result er = ev->encode(ev->encode_arg, seq, t, &entry, &len);
+        if (base_is_ok(er) && (!entry || len == 0 || len > AUDIT_STORE_MAX_ENTRY)) {
+            free(entry);
+            entry = NULL;
+            er = base_fail(BASE_ERR_LIMIT, "audit store: encoded entry is empty or too long");
+        }
+        uint8_t leaf[AUDIT_MERKLE_HASH_LEN];
+        if (base_is_ok(er))
+            er = audit_merkle_leaf_hash(entry, len, leaf);
+        if (base_is_ok(er))
+            er = audit_merkle_frontier_append(&b->work, leaf);
+        if (!base_is_ok(er)) {
+            free(entry);
+            p->enc_failed = true;
+            p->err = er.err;
+            copy_msg(p->msg, base_error_message());
+            continue;
+        }
+        p->entry = entry;
+        p->entry_len = len;
+        p->seq = seq;
+        p->time_micros = t;
+        memcpy(p->leaf, leaf, sizeof leaf);
+
+        if (n_ok > 0)
+            for (size_t k = 0; k < BASE_ARRAY_LEN(all); k++)
+                sb_putc(all[k], ',');
+        sb_i64(&seqs, (int64_t)seq);
+        sb_text_elem(&tenants, ev->tenant_id);
+        sb_i64(&actions, ev->action);
+        sb_i64(&purposes, ev->purpose);
+        sb_i64(&outcomes, ev->outcome);
+        sb_text_elem(&patients, ev->patient_ref);
+        sb_text_elem(&actors, ev->actor_id);
+        sb_hex_elem(&entries, entry, len);
+        sb_hex_elem(&leaves, leaf, sizeof leaf);
+        n_ok++;
+    }
+    bool oom = false;
+    for (size_t k = 0; k < BASE_ARRAY_LEN(all); k++) {
+        sb_putc(all[k], '}');
+        oom = oom || all[k]->oom;
+    }
+    if (oom) {
+        r = base_fail(BASE_ERR_NOMEM, "audit store: out of memory building a batch");
+    } else if (n_ok > 0) {
+        char tbuf[24];
+        snprintf(tbuf, sizeof tbuf, "%" PRId64, t);
+        const char *p[] = {seqs.p,     tenants.p,  tbuf,     actions.p, purposes.p,
+                           outcomes.p, patients.p, actors.p, entries.p, leaves.p};
+        db_result *res = NULL;
+        r = db_exec(c, SQL_INSERT, 10, p, &res);
+        if (base_is_ok(r) && db_result_affected_rows(res) != (int64_t)n_ok)
+            r = base_fail(BASE_ERR_INTERNAL, "audit store: batch insert count mismatch");
+        db_result_free(res);
+    }
+    for (size_t k = 0; k < BASE_ARRAY_LEN(all); k++)
+        free(all[k]->p);
+    return r;
+}
+
+static void run_batch(audit_store *s, pending **items, size_t n)
+{
+    batch b = {.s = s, .items = items, .n = n};
+    base_result r = db_transaction(s->pool, DB_READ_COMMITTED, TXN_MAX_ATTEMPTS, commit_body, &b);
+    char msg[STORE_MSG_MAX];
+    copy_msg(msg, base_is_ok(r) ? "" : base_error_message());
+    free_entries(&b);
+
+    pthread_mutex_lock(&s->mu);
+    if (base_is_ok(r)) {
+        size_t ok = 0;
+        for (size_t i = 0; i < n; i++)
+            ok += !items[i]->enc_failed;
+        s->frontier = b.work;
+        s->stats.batches++;
+        s->stats.events += ok;
+        s->stats.folded_leaves += b.folded;
+    } else {
+        s->stats.failed_batches++;
+    }
+    for (size_t i = 0; i < n; i++) {
+        pending *p = items[i];
+        if (!base_is_ok(r) && !p->enc_failed) {
+            p->err = r.err;
+            copy_msg(p->msg, msg);
+        } else if (!p->enc_failed) {
+            p->err = BASE_OK;
+        }
+        p->done = true;
+    }
+    pthread_cond_broadcast(&s->done_cv);
+    bool want_ckpt = base_is_ok(r) && mono_ms() - s->last_ckpt_ms >= s->checkpoint_interval_ms &&
+                     (!s->have_ckpt || s->frontier.size != s->last_ckpt_size);
+    audit_merkle_frontier snap = s->frontier;
+    pthread_mutex_unlock(&s->mu);
+
+    if (want_ckpt && !base_is_ok(store_checkpoint(s, &snap))) {
+        pthread_mutex_lock(&s->mu);
+        s->stats.checkpoint_failures++;
+        s->last_ckpt_ms = mono_ms(); /* do not retry after every batch while the database is sick */
+        pthread_mutex_unlock(&s->mu);
+    }
+}
+
+static void *committer_main(void *arg)
+{
+    audit_store *s = arg;
+    pending **items = calloc(s->max_batch, sizeof *items);
+    pthread_mutex_lock(&s->mu);
+    for (;;) {
+        while (!s->head && !s->closing)
+            pthread_cond_wait(&s->work_cv, &s->mu);
+        if (!s->head)
+            break; /* closing and drained */
+        if (s->queued < s->max_batch && s->max_wait_us > 0 && !s->closing) {
+            struct timespec dl;
+            clock_gettime(CLOCK_REALTIME, &dl);
+            dl.tv_nsec += (long)s->max_wait_us * 1000;
+            dl.tv_sec += dl.tv_nsec / 1000000000;
+            dl.tv_nsec %= 1000000000;
+            while (s->queued < s->max_batch && !s->closing)
+                if (pthread_cond_timedwait(&s->work_cv, &s->mu, &dl) == ETIMEDOUT)
+                    break;
+        }
+        size_t n = 0;
+        while (s->head && n < s->max_batch) {
+            pending *p = s->head;
+            s->head = p->next;
+            if (!s->head)
+                s->tail = NULL;
+            s->queued--;
+            if (items)
+                items[n++] = p;
+            else { /* no memory for the batch array: fail the appends one by one */
+                p->err = BASE_ERR_NOMEM;
+                copy_msg(p->msg, "audit store: out of memory");
+                p->done = true;
+                pthread_cond_broadcast(&s->done_cv);
+            }
+        }
+        if (n == 0)
+            continue;
+        pthread_mutex_unlock(&s->mu);
+        run_batch(s, items, n);
+        pthread_mutex_lock(&s->mu);
+    }
+    pthread_mutex_unlock(&s->mu);
+    free(items);
+    return NULL;
+}
+
+base_result audit_store_append(audit_store *s, const audit_store_event *ev, uint64_t *ret_seq,
+                               uint8_t ret_leaf[AUDIT_MERKLE_HASH_LEN], int64_t *ret_time_micros)
+{
+    BASE_ENSURE(s && ev && ev->encode && ev->tenant_id && ev->actor_id, BASE_ERR_INVALID,
+                "audit store: append needs a store, an event with tenant, actor and encoder");
+    pending p = {.ev = ev};
+    pthread_mutex_lock(&s->mu);
+    if (s->closing) {
+        pthread_mutex_unlock(&s->mu);
+        return base_fail(BASE_ERR_UNAVAILABLE, "audit store: closing");
+    }
+    if (s->tail)
+        s->tail->next = &p;
+    else
+        s->head = &p;
+    s->tail = &p;
+    s->queued++;
+    pthread_cond_signal(&s->work_cv);
+    while (!p.done)
+        pthread_cond_wait(&s->done_cv, &s->mu);
+    pthread_mutex_unlock(&s->mu);
+    if (p.err != BASE_OK)
+        return base_fail(p.err, "%s", p.msg);
+    if (ret_seq)
+        *ret_seq = p.seq;
+    if (ret_leaf)
+        memcpy(ret_leaf, p.leaf, AUDIT_MERKLE_HASH_LEN);
+    if (ret_time_micros)
+        *ret_time_micros = p.time_micros;
+    return BASE_OK_RESULT;
+}
+
+/* ---- Open / close ----------------------------------------------------------------------------------- */
+
+typedef struct load_ctx {
+    audit_store *s;
+    audit_merkle_frontier f;
+    bool have_ckpt;
+    uint64_t ckpt_size;
+} load_ctx;
+
+static base_result load_body(db_conn *c, void *arg)
+{
+    load_ctx *l = arg;
+    audit_merkle_frontier_init(&l->f);
+    l->have_ckpt = false;
+    l->ckpt_size = 0;
+
+    BASE_CLEANUP(db_result_freep) db_result *res = NULL;
+    BASE_GUARD(db_exec(c, SQL_LATEST_CHECKPOINT, 0, NULL, &res));
+    if (db_result_ntuples(res) == 1) {
+        uint64_t size = 0;
+        uint8_t root[AUDIT_MERKLE_HASH_LEN], froot[AUDIT_MERKLE_HASH_LEN];
+        BASE_GUARD(get_u64(res, 0, 0, &size));
+        BASE_GUARD(get_hash(res, 0, 1, root));
+        unsigned char *fr = NULL;
+        size_t fr_len = 0;
+        BASE_GUARD(db_result_get_bytea(res, 0, 3, &fr, &fr_len));
+        base_result r = audit_merkle_frontier_parse(fr, fr_len, &l->f);
+        free(fr);
+        if (!base_is_ok(r))
+            return base_fail(BASE_ERR_CRYPTO, "audit store: latest checkpoint's frontier does not parse");
+        BASE_GUARD(audit_merkle_frontier_root(&l->f, froot));
+        const char *note = db_result_get(res, 0, 2);
+        audit_checkpoint *cp = NULL;
+        bool good = l->f.size == size && acrypto_equal(root, froot, sizeof root) && note &&
+                    base_is_ok(audit_checkpoint_open_vkey(note, db_result_length(res, 0, 2), l->s->vkey,
+                                                          l->s->origin, &cp)) &&
+                    cp->size == size && acrypto_equal(cp->root, root, sizeof root);
+        audit_checkpoint_free(cp);
+        if (!good)
+            return base_fail(BASE_ERR_CRYPTO, "audit store: latest checkpoint does not verify");
+        l->have_ckpt = true;
+        l->ckpt_size = size;
+    }
+    uint64_t next = 0;
+    BASE_GUARD(query_u64(c, SQL_NEXT_SEQ, &next));
+    if (next < l->f.size)
+        return base_fail(BASE_ERR_CONFLICT, "audit store: the log is shorter than its latest checkpoint");
+    return fold_leaves(c, &l->f, next, NULL);
+}
+
+base_result audit_store_open(const audit_store_config *cfg, audit_store **ret_store)
+{
+    BASE_ENSURE(cfg && ret_store && cfg->pool && cfg->origin && cfg->key, BASE_ERR_INVALID,
+                "audit store: config needs a pool, an origin and a key");
+    BASE_ENSURE(acrypto_ed25519_has_private(cfg->key), BASE_ERR_INVALID,
+                "audit store: the signing key has no private part");
+    BASE_ENSURE(cfg->max_batch <= AUDIT_STORE_MAX_BATCH, BASE_ERR_INVALID,
+                "audit store: max_batch too large");
+
+    db_migration_set set = audit_migrations;
+    if (cfg->schema)
+        set.schema = cfg->schema;
+    BASE_GUARD(db_migrate(cfg->pool, &set, NULL));
+
+    audit_store *s = calloc(1, sizeof *s);
+    if (!s)
+        return base_fail(BASE_ERR_NOMEM, "audit store: out of memory");
+    base_result r = BASE_OK_RESULT;
+    s->pool = cfg->pool;
+    s->key = cfg->key;
+    s->max_batch = cfg->max_batch ? cfg->max_batch : AUDIT_STORE_DEFAULT_MAX_BATCH;
+    s->max_wait_us = cfg->max_wait_us >= 0 ? cfg->max_wait_us : AUDIT_STORE_DEFAULT_MAX_WAIT_US;
+    s->checkpoint_interval_ms = cfg->checkpoint_interval_ms > 0 ? cfg->checkpoint_interval_ms
+                                                                : AUDIT_STORE_DEFAULT_CHECKPOINT_INTERVAL;
+    s->origin = dup_str(cfg->origin);
+    s->key_name = dup_str(cfg->key_name ? cfg->key_name : cfg->origin);
+    pthread_mutex_init(&s->mu, NULL);
+    pthread_cond_init(&s->work_cv, NULL);
+    pthread_cond_init(&s->done_cv, NULL);
+    if (!s->origin || !s->key_name) {
+        r = base_fail(BASE_ERR_NOMEM, "audit store: out of memory");
+        goto out;
+    }
+    uint8_t pub[ACRYPTO_ED25519_PUBLIC_LEN];
+    size_t vkey_len = 0;
+    BASE_GUARD_GOTO(r, acrypto_ed25519_public_raw(cfg->key, pub), out);
+    BASE_GUARD_GOTO(r, audit_note_vkey_format(s->key_name, pub, &s->vkey, &vkey_len), out);
+
+    load_ctx l = {.s = s};
+    BASE_GUARD_GOTO(r, db_transaction(s->pool, DB_REPEATABLE_READ, TXN_MAX_ATTEMPTS, load_body, &l), out);
+    s->frontier = l.f;
+    s->have_ckpt = l.have_ckpt;
+    s->last_ckpt_size = l.ckpt_size;
+    s->last_ckpt_ms = mono_ms() - s->checkpoint_interval_ms; /* the first batch may checkpoint at once */
+
+    if (pthread_create(&s->committer, NULL, committer_main, s) != 0) {
+        r = base_fail(BASE_ERR_INTERNAL, "audit store: cannot start the committer thread");
+        goto out;
+    }
+    s->committer_started = true;
+    *ret_store = s;
+    return BASE_OK_RESULT;
+out:
+    audit_store_close(s);
+    return r;
+}
+
+void audit_store_close(audit_store *s)
+{
+    if (!s)
+        return;
+    if (s->committer_started) {
+        pthread_mutex_lock(&s->mu);
+        s->closing = true;
+        pthread_cond_broadcast(&s->work_cv);
+        pthread_mutex_unlock(&s->mu);
+        pthread_join(s->committer, NULL);
+    }
+    pthread_cond_destroy(&s->work_cv);
+    pthread_cond_destroy(&s->done_cv);
+    pthread_mutex_destroy(&s->mu);
+    free(s->origin);
+    free(s->key_name);
+    free(s->vkey);
+    free(s);
+}
+
+void audit_store_frontier(audit_store *s, audit_merkle_frontier *ret_frontier)
+{
+    pthread_mutex_lock(&s->mu);
+    *ret_frontier = s->frontier;
+    pthread_mutex_unlock(&s->mu);
+}
+
+void audit_store_stats_get(audit_store *s, audit_store_stats *ret_stats)
+{
+    pthread_mutex_lock(&s->mu);
+    *ret_stats = s->stats;
+    pthread_mutex_unlock(&s->mu);
+}
+
+/* ---- Verification ----------------------------------------------------------------------------------- */
+
+typedef struct verify_ctx {
+    audit_store *s;
+    uint64_t start, end;
+    audit_verify_report rep;
+} verify_ctx;
+
+static void report(audit_verify_report *rep, audit_verify_problem problem, uint64_t seq, uint64_t ckpt_size,
+                   const char *what)
+{
+    rep->problem = problem;
+    rep->first_bad_seq = seq;
+    rep->checkpoint_size = ckpt_size;
+    rep->what = what;
+}
+
+/* Compare the root of f with checkpoint row i of cks (tree_size == f->size). False when a problem was
+ * reported. */
+static bool check_checkpoint(verify_ctx *v, const db_result *cks, int i, const audit_merkle_frontier *f)
+{
+    uint8_t root[AUDIT_MERKLE_HASH_LEN], stored[AUDIT_MERKLE_HASH_LEN];
+    v->rep.checkpoints_checked++;
+    const char *note = db_result_get(cks, i, 2);
+    audit_checkpoint *cp = NULL;
+    bool sig_ok = base_is_ok(get_hash(cks, i, 1, stored)) && note &&
+                  base_is_ok(audit_checkpoint_open_vkey(note, db_result_length(cks, i, 2), v->s->vkey,
+                                                        v->s->origin, &cp)) &&
+                  cp->size == f->size && acrypto_equal(cp->root, stored, sizeof stored);
+    audit_checkpoint_free(cp);
+    if (!sig_ok) {
+        report(&v->rep, AUDIT_VERIFY_CHECKPOINT_INVALID, f->size - 1, f->size,
+               "checkpoint signature or contents do not verify");
+        return false;
+    }
+    if (!base_is_ok(audit_merkle_frontier_root(f, root)) || !acrypto_equal(root, stored, sizeof root)) {
+        report(&v->rep, AUDIT_VERIFY_ROOT_MISMATCH, f->size - 1, f->size, "checkpoint root mismatch");
+        return false;
+    }
+    return true;
+}
+
+static base_result verify_body(db_conn *c, void *arg)
+{
+    verify_ctx *v = arg;
+    audit_verify_report *rep = &v->rep;
+    memset(rep, 0, sizeof *rep);
+    rep->what = "ok";
+
+    uint64_t log_size = 0, ck_max = 0;
+    BASE_GUARD(query_u64(c, SQL_NEXT_SEQ, &log_size));
+    BASE_GUARD(query_u64(c, SQL_MAX_CHECKPOINT, &ck_max));
+    uint64_t limit = log_size > ck_max ? log_size : ck_max;
+    uint64_t end = v->end < limit ? v->end : limit;
+    uint64_t start = v->start < end ? v->start : end;
+    rep->start = start;
+    rep->end = end;
+
+    /* The frontier at start, from the stored leaf hashes before it. */
+    audit_merkle_frontier f;
+    audit_merkle_frontier_init(&f);
+    base_result r = fold_leaves(c, &f, start, NULL);
+    if (r.err == BASE_ERR_CONFLICT) {
+        report(rep, AUDIT_VERIFY_GAP, f.size, 0, "gap in seq");
+        return BASE_OK_RESULT;
+    }
+    BASE_GUARD(r);
+
+    char a[24], b[24];
+    snprintf(a, sizeof a, "%" PRIu64, start);
+    snprintf(b, sizeof b, "%" PRIu64, end);
+    const char *range[] = {a, b};
+    BASE_CLEANUP(db_result_freep) db_result *cks = NULL;
+    BASE_GUARD(db_exec(c, SQL_CHECKPOINTS_IN, 2, range, &cks));
+    int n_ck = db_result_ntuples(cks), ck = 0;
+    uint64_t ck_size = 0;
+    if (n_ck > 0)
+        BASE_GUARD(get_u64(cks, 0, 0, &ck_size));
+
+    uint64_t next = start;
+    while (next < end) {
+        snprintf(a, sizeof a, "%" PRIu64, next);
+        const char *p[] = {a, b};
+        BASE_CLEANUP(db_result_freep) db_result *rows = NULL;
+        BASE_GUARD(db_exec(c, SQL_VERIFY_ROWS, 2, p, &rows));
+        int n = db_result_ntuples(rows);
+        for (int i = 0; i < n; i++) {
+            uint64_t seq = 0;
+            uint8_t stored[AUDIT_MERKLE_HASH_LEN], leaf[AUDIT_MERKLE_HASH_LEN];
+            BASE_GUARD(get_u64(rows, i, 0, &seq));
+            if (seq != next) {
+                report(rep, AUDIT_VERIFY_GAP, next, 0, "gap in seq");
+                return BASE_OK_RESULT;
+            }
+            unsigned char *entry = NULL;
+            size_t len = 0;
+            BASE_GUARD(db_result_get_bytea(rows, i, 1, &entry, &len));
+            r = audit_merkle_leaf_hash(entry, len, leaf);
+            free(entry);
+            BASE_GUARD(r);
+            if (!base_is_ok(get_hash(rows, i, 2, stored)) || !acrypto_equal(leaf, stored, sizeof leaf)) {
+                report(rep, AUDIT_VERIFY_LEAF_MISMATCH, seq, 0, "leaf hash mismatch");
+                return BASE_OK_RESULT;
+            }
+            BASE_GUARD(audit_merkle_frontier_append(&f, leaf));
+            rep->leaves_checked++;
+            next++;
+            while (ck < n_ck && ck_size == next) {
+                if (!check_checkpoint(v, cks, ck, &f))
+                    return BASE_OK_RESULT;
+                if (++ck < n_ck)
+                    BASE_GUARD(get_u64(cks, ck, 0, &ck_size));
+            }
+        }
+        if (n < VERIFY_BATCH)
+            break;
+    }
+    if (next < end)
+        report(rep, AUDIT_VERIFY_GAP, next, 0, "gap in seq");
+    return BASE_OK_RESULT;
+}
+
+base_result audit_store_verify(audit_store *s, uint64_t start, uint64_t end, audit_verify_report *ret_report)
+{
+    BASE_ENSURE(s && ret_report, BASE_ERR_INVALID, "audit store: verify needs a store and a report");
+    BASE_ENSURE(start <= end, BASE_ERR_INVALID, "audit store: verify range start after end");
+    verify_ctx v = {.s = s, .start = start, .end = end};
+    BASE_GUARD(db_transaction(s->pool, DB_REPEATABLE_READ, TXN_MAX_ATTEMPTS, verify_body, &v));
+    *ret_report = v.rep;
+    return BASE_OK_RESULT;
+}

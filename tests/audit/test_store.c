@@ -1,0 +1,650 @@
+/* The audit store against the real PostgreSQL of the "pg" fixture. Every test works in a schema of its own
+ * (ast_<pid>_<random>_<n>, the store's cfg.schema), dropped at the end. */
+#include "checkpoint.h"
+#include "db/db.h"
+#include "merkle.h"
+#include "store.h"
+#include "testenv.h"
+
+#include <arpa/inet.h>
+#include <inttypes.h>
+#include <netinet/in.h>
+#include <pthread.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#define MUST(expr)                                                                                           \
+    do {                                                                                                     \
+        base_result must_r__ = (expr);                                                                       \
+        if (!base_is_ok(must_r__))                                                                           \
+            fail_msg("%s failed: %s: %s", #expr, base_err_name(must_r__.err), base_error_message());         \
+    } while (0)
+
+#define ORIGIN "alma.test/audit"
+
+static char g_uri[512];
+static char g_prefix[40];
+static int g_nschema;
+static db_pool *g_root; /* superuser, no search_path */
+static acrypto_ed25519_key *g_key;
+static char *g_vkey;
+
+static int64_t now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* ---- Fixture: one schema, a superuser pool in it, a store --------------------------------------------- */
+
+typedef struct fx {
+    char schema[64];
+    db_pool *pool;  /* the store's */
+    db_pool *admin; /* superuser, search_path = schema */
+    audit_store *store;
+} fx;
+
+static db_pool *pool_in(const char *conninfo, const char *schema, int size)
+{
+    db_pool_config cfg = db_pool_config_default(conninfo, size, 3000);
+    cfg.search_path = schema;
+    cfg.application_name = "alma-test-audit-store";
+    db_pool *p = NULL;
+    MUST(db_pool_create_config(&cfg, &p));
+    return p;
+}
+
+static audit_store_config store_cfg(fx *f)
+{
+    audit_store_config cfg = {.pool = f->pool,
+                              .schema = f->schema,
+                              .origin = ORIGIN,
+                              .key = g_key,
+                              .max_wait_us = -1,
+                              .checkpoint_interval_ms = 3600 * 1000};
+    return cfg;
+}
+
+static void fx_open(fx *f, const char *conninfo)
+{
+    memset(f, 0, sizeof *f);
+    snprintf(f->schema, sizeof f->schema, "%s_%d", g_prefix, g_nschema++);
+    f->pool = pool_in(conninfo, f->schema, 8);
+    f->admin = pool_in(g_uri, f->schema, 2);
+    audit_store_config cfg = store_cfg(f);
+    MUST(audit_store_open(&cfg, &f->store));
+}
+
+static void drop_schema(const char *schema)
+{
+    db_conn *c = NULL;
+    const char *p[] = {schema};
+    if (!base_is_ok(db_pool_acquire(g_root, 5000, &c)))
+        return;
+    if (base_is_ok(db_exec(c, "BEGIN", 0, NULL, NULL)) &&
+        base_is_ok(db_exec(c, "SELECT set_config('alma.test_schema', $1, true)", 1, p, NULL)) &&
+        base_is_ok(db_exec(c,
+                           "DO $$ BEGIN EXECUTE format('DROP SCHEMA IF EXISTS %I CASCADE', "
+                           "current_setting('alma.test_schema')); END $$",
+                           0, NULL, NULL)))
+        (void)db_exec(c, "COMMIT", 0, NULL, NULL).err;
+    db_conn_release(c);
+}
+
+static void fx_close(fx *f)
+{
+    audit_store_close(f->store);
+    db_pool_destroy(f->pool);
+    db_pool_destroy(f->admin);
+    drop_schema(f->schema);
+}
+
+static base_result admin_exec(fx *f, const char *sql)
+{
+    db_conn *c = NULL;
+    BASE_GUARD(db_pool_acquire(f->admin, 5000, &c));
+    base_result r = db_exec(c, sql, 0, NULL, NULL);
+    db_conn_release(c);
+    return r;
+}
+
+static int64_t query_int(db_pool *pool, const char *sql)
+{
+    db_conn *c = NULL;
+    db_result *res = NULL;
+    int64_t v = -1;
+    MUST(db_pool_acquire(pool, 5000, &c));
+    MUST(db_exec(c, sql, 0, NULL, &res));
+    assert_int_equal(db_result_ntuples(res), 1);
+    MUST(db_result_get_int64(res, 0, 0, &v));
+    db_result_free(res);
+    db_conn_release(c);
+    return v;
+}
+
+/* ---- Events ------------------------------------------------------------------------------------------ */
+
+typedef struct enc_arg {
+    char tag[32];
+    int calls;
+} enc_arg;
+
+static base_result encode(void *arg, uint64_t seq, int64_t time_micros, char **ret_entry, size_t *ret_len)
+{
+    enc_arg *a = arg;
+    a->calls++;
+    char *b = malloc(128);
+    if (!b)
+        return base_fail(BASE_ERR_NOMEM, "test encoder: out of memory");
+    int n =
+        snprintf(b, 128, "{\"seq\":%" PRIu64 ",\"t\":%" PRId64 ",\"tag\":\"%s\"}", seq, time_micros, a->tag);
+    *ret_entry = b;
+    *ret_len = (size_t)n;
+    return BASE_OK_RESULT;
+}
+
+static base_result encode_fail(void *arg, uint64_t seq, int64_t time_micros, char **ret_entry,
+                               size_t *ret_len)
+{
+    (void)arg, (void)seq, (void)time_micros, (void)ret_entry, (void)ret_len;
+    return base_fail(BASE_ERR_INVALID, "test encoder: refused");
+}
+
+/* Awkward for array literals on purpose: quotes, backslashes, commas, braces, spaces, the word NULL. */
+#define TENANT "t\"1\\,{x} NULL"
+#define ACTOR  "a b,\"c\"\\"
+
+static audit_store_event event(enc_arg *a)
+{
+    audit_store_event ev = {.tenant_id = TENANT,
+                            .action = 1,
+                            .purpose = 2,
+                            .outcome = 1,
+                            .patient_ref = NULL,
+                            .actor_id = ACTOR,
+                            .encode = encode,
+                            .encode_arg = a};
+    return ev;
+}
+
+static uint64_t append_one(audit_store *s, const char *tag)
+{
+    enc_arg a = {0};
+    snprintf(a.tag, sizeof a.tag, "%s", tag);
+    audit_store_event ev = event(&a);
+    uint64_t seq = 0;
+    MUST(audit_store_append(s, &ev, &seq, NULL, NULL));
+    return seq;
+}
+
+/* Every stored row: leaf hashes recomputed from entry, checked against the stored ones, seq 0..n-1. */
+typedef struct rows {
+    size_t n;
+    uint8_t (*leaf)[32];
+    char **entry;
+} rows;
+
+static void rows_load(db_pool *pool, rows *r)
+{
+    db_conn *c = NULL;
+    db_result *res = NULL;
+    MUST(db_pool_acquire(pool, 5000, &c));
+    MUST(db_exec(c, "SELECT seq, entry, leaf_hash FROM events ORDER BY seq", 0, NULL, &res));
+    r->n = (size_t)db_result_ntuples(res);
+    r->leaf = calloc(r->n + 1, sizeof *r->leaf);
+    r->entry = calloc(r->n + 1, sizeof *r->entry);
+    for (size_t i = 0; i < r->n; i++) {
+        int64_t seq = -1;
+        MUST(db_result_get_int64(res, (int)i, 0, &seq));
+        assert_int_equal(seq, (int64_t)i);
+        unsigned char *e = NULL, *h = NULL;
+        size_t elen = 0, hlen = 0;
+        MUST(db_result_get_bytea(res, (int)i, 1, &e, &elen));
+        MUST(db_result_get_bytea(res, (int)i, 2, &h, &hlen));
+        /* SHA-256(0x00 || entry), computed here without merkle.c. */
+        unsigned char *buf = malloc(elen + 1);
+        buf[0] = 0;
+        memcpy(buf + 1, e, elen);
+        MUST(acrypto_sha256(buf, elen + 1, r->leaf[i]));
+        assert_int_equal(hlen, 32);
+        assert_memory_equal(h, r->leaf[i], 32);
+        r->entry[i] = calloc(1, elen + 1);
+        memcpy(r->entry[i], e, elen);
+        free(buf);
+        free(e);
+        free(h);
+    }
+    db_result_free(res);
+    db_conn_release(c);
+}
+
+static void rows_free(rows *r)
+{
+    for (size_t i = 0; i < r->n; i++)
+        free(r->entry[i]);
+    free(r->entry);
+    free(r->leaf);
+}
+
+static base_result rows_leaf(void *ctx, uint64_t index, uint8_t ret_hash[32])
+{
+    rows *r = ctx;
+    memcpy(ret_hash, r->leaf[index], 32);
+    return BASE_OK_RESULT;
+}
+
+static void rows_root(rows *r, uint8_t root[32])
+{
+    audit_merkle_source src = {.leaf = rows_leaf, .ctx = r};
+    MUST(audit_merkle_root(&src, r->n, root));
+}
+
+static void frontier_root(audit_store *s, uint64_t *size, uint8_t root[32])
+{
+    audit_merkle_frontier f;
+    audit_store_frontier(s, &f);
+    *size = audit_merkle_frontier_size(&f);
+    MUST(audit_merkle_frontier_root(&f, root));
+}
+
+/* ---- Tests ------------------------------------------------------------------------------------------- */
+
+#define THREADS    64
+#define PER_THREAD 50
+#define TOTAL      (THREADS * PER_THREAD)
+
+typedef struct worker {
+    audit_store *s;
+    int id;
+    uint64_t seq[PER_THREAD];
+    uint8_t leaf[PER_THREAD][32];
+    int64_t time[PER_THREAD];
+    base_err err;
+} worker;
+
+static void *worker_main(void *arg)
+{
+    worker *w = arg;
+    for (int i = 0; i < PER_THREAD; i++) {
+        enc_arg a = {0};
+        snprintf(a.tag, sizeof a.tag, "w%d-%d", w->id, i);
+        audit_store_event ev = event(&a);
+        if (i % 7 == 0)
+            ev.patient_ref = "pt_0123456789abcdef0123456789abcdef";
+        base_result r = audit_store_append(w->s, &ev, &w->seq[i], w->leaf[i], &w->time[i]);
+        if (!base_is_ok(r)) {
+            w->err = r.err;
+            return NULL;
+        }
+    }
+    return NULL;
+}
+
+static void test_concurrent_group_commit(void **state)
+{
+    (void)state;
+    fx f;
+    fx_open(&f, g_uri);
+    static worker w[THREADS];
+    pthread_t t[THREADS];
+    for (int i = 0; i < THREADS; i++) {
+        w[i] = (worker){.s = f.store, .id = i};
+        assert_int_equal(pthread_create(&t[i], NULL, worker_main, &w[i]), 0);
+    }
+    for (int i = 0; i < THREADS; i++)
+        pthread_join(t[i], NULL);
+
+    rows r = {0};
+    rows_load(f.pool, &r);
+    assert_int_equal(r.n, TOTAL);
+    static bool seen[TOTAL];
+    memset(seen, 0, sizeof seen);
+    for (int i = 0; i < THREADS; i++) {
+        assert_int_equal(w[i].err, BASE_OK);
+        for (int j = 0; j < PER_THREAD; j++) {
+            uint64_t seq = w[i].seq[j];
+            assert_true(seq < TOTAL);
+            assert_false(seen[seq]);
+            seen[seq] = true;
+            /* The returned leaf is the stored row's SHA-256(0x00 || entry), and the entry holds its seq,
+             * time and this caller's tag. */
+            assert_memory_equal(w[i].leaf[j], r.leaf[seq], 32);
+            char want[128];
+            snprintf(want, sizeof want, "{\"seq\":%" PRIu64 ",\"t\":%" PRId64 ",\"tag\":\"w%d-%d\"}", seq,
+                     w[i].time[j], i, j);
+            assert_string_equal(r.entry[seq], want);
+        }
+    }
+    audit_store_stats st;
+    audit_store_stats_get(f.store, &st);
+    assert_int_equal(st.events, TOTAL);
+    assert_true(st.batches < st.events);
+    assert_int_equal(st.failed_batches, 0);
+    print_message("group commit: %" PRIu64 " events in %" PRIu64 " batches\n", st.events, st.batches);
+
+    /* The awkward strings survived the array literals, and NULL patient refs stayed NULL. */
+    db_conn *c = NULL;
+    db_result *res = NULL;
+    MUST(db_pool_acquire(f.pool, 5000, &c));
+    MUST(db_exec(c,
+                 "SELECT tenant_id, actor_id, count(*), count(patient_ref), min(action), max(purpose) "
+                 "FROM events GROUP BY 1, 2",
+                 0, NULL, &res));
+    assert_int_equal(db_result_ntuples(res), 1);
+    assert_string_equal(db_result_get(res, 0, 0), TENANT);
+    assert_string_equal(db_result_get(res, 0, 1), ACTOR);
+    assert_string_equal(db_result_get(res, 0, 2), "3200");
+    assert_string_equal(db_result_get(res, 0, 3), "512"); /* j % 7 == 0: 8 of 50 per thread */
+    assert_string_equal(db_result_get(res, 0, 4), "1");
+    assert_string_equal(db_result_get(res, 0, 5), "2");
+    db_result_free(res);
+    db_conn_release(c);
+
+    uint8_t want[32], got[32];
+    uint64_t size = 0;
+    rows_root(&r, want);
+    frontier_root(f.store, &size, got);
+    assert_int_equal(size, TOTAL);
+    assert_memory_equal(want, got, 32);
+    rows_free(&r);
+
+    audit_verify_report rep;
+    MUST(audit_store_verify(f.store, 0, UINT64_MAX, &rep));
+    assert_int_equal(rep.problem, AUDIT_VERIFY_OK);
+    assert_int_equal(rep.leaves_checked, TOTAL);
+    fx_close(&f);
+}
+
+static void test_encoder_failure_fails_only_its_event(void **state)
+{
+    (void)state;
+    fx f;
+    fx_open(&f, g_uri);
+    assert_int_equal(append_one(f.store, "a"), 0);
+    audit_store_event ev = event(NULL);
+    ev.encode = encode_fail;
+    assert_int_equal(audit_store_append(f.store, &ev, NULL, NULL, NULL).err, BASE_ERR_INVALID);
+    assert_int_equal(append_one(f.store, "b"), 1);
+    assert_int_equal(query_int(f.pool, "SELECT count(*) FROM events"), 2);
+    fx_close(&f);
+}
+
+static void test_restart_and_checkpoint(void **state)
+{
+    (void)state;
+    fx f;
+    fx_open(&f, g_uri);
+    for (int i = 0; i < 10; i++)
+        assert_int_equal(append_one(f.store, "r"), (uint64_t)i);
+
+    /* Checkpoint: the signed note verifies with the vkey and carries the frontier root. */
+    MUST(audit_store_checkpoint_now(f.store));
+    uint8_t froot[32];
+    uint64_t size = 0;
+    frontier_root(f.store, &size, froot);
+    assert_int_equal(size, 10);
+    db_conn *c = NULL;
+    db_result *res = NULL;
+    MUST(db_pool_acquire(f.pool, 5000, &c));
+    MUST(db_exec(c, "SELECT signed_note FROM checkpoints WHERE tree_size = 10", 0, NULL, &res));
+    assert_int_equal(db_result_ntuples(res), 1);
+    audit_checkpoint *cp = NULL;
+    MUST(audit_checkpoint_open_vkey(db_result_get(res, 0, 0), db_result_length(res, 0, 0), g_vkey, ORIGIN,
+                                    &cp));
+    assert_int_equal(cp->size, 10);
+    assert_memory_equal(cp->root, froot, 32);
+    audit_checkpoint_free(cp);
+    db_result_free(res);
+    db_conn_release(c);
+
+    /* More leaves after the checkpoint, then a restart: checkpoint frontier + folded leaves. */
+    for (int i = 10; i < 15; i++)
+        assert_int_equal(append_one(f.store, "s"), (uint64_t)i);
+    audit_store_close(f.store);
+    f.store = NULL;
+    audit_store_config cfg = store_cfg(&f);
+    MUST(audit_store_open(&cfg, &f.store));
+    rows r = {0};
+    rows_load(f.pool, &r);
+    uint8_t want[32], got[32];
+    rows_root(&r, want);
+    frontier_root(f.store, &size, got);
+    assert_int_equal(size, 15);
+    assert_memory_equal(want, got, 32);
+    rows_free(&r);
+    assert_int_equal(append_one(f.store, "t"), 15);
+
+    /* Another replica (a second store on the same log) appends; the first folds its leaves in. */
+    audit_store *other = NULL;
+    MUST(audit_store_open(&cfg, &other));
+    assert_int_equal(append_one(other, "o"), 16);
+    assert_int_equal(append_one(other, "o"), 17);
+    assert_int_equal(append_one(f.store, "u"), 18);
+    audit_store_stats st;
+    audit_store_stats_get(f.store, &st);
+    assert_int_equal(st.folded_leaves, 2);
+    audit_store_close(other);
+    rows_load(f.pool, &r);
+    rows_root(&r, want);
+    frontier_root(f.store, &size, got);
+    assert_int_equal(size, 19);
+    assert_memory_equal(want, got, 32);
+    rows_free(&r);
+
+    /* A restart with no checkpoint at all works too (fold from 0) — and a tampered latest checkpoint is
+     * refused. */
+    MUST(admin_exec(&f, "ALTER TABLE checkpoints DISABLE TRIGGER checkpoints_append_only"));
+    MUST(admin_exec(&f, "UPDATE checkpoints SET root_hash = sha256(root_hash)"));
+    audit_store *bad = NULL;
+    assert_int_equal(audit_store_open(&cfg, &bad).err, BASE_ERR_CRYPTO);
+    MUST(admin_exec(&f, "DELETE FROM checkpoints"));
+    MUST(audit_store_open(&cfg, &bad));
+    frontier_root(bad, &size, got);
+    assert_int_equal(size, 19);
+    assert_memory_equal(want, got, 32);
+    audit_store_close(bad);
+    fx_close(&f);
+}
+
+static void test_tamper_detected(void **state)
+{
+    (void)state;
+    fx f;
+    fx_open(&f, g_uri);
+    for (int i = 0; i < 30; i++)
+        (void)append_one(f.store, "x");
+    MUST(audit_store_checkpoint_now(f.store));
+    for (int i = 30; i < 40; i++)
+        (void)append_one(f.store, "y");
+    MUST(audit_store_checkpoint_now(f.store));
+    audit_verify_report rep;
+    MUST(audit_store_verify(f.store, 0, UINT64_MAX, &rep));
+    assert_int_equal(rep.problem, AUDIT_VERIFY_OK);
+    assert_int_equal(rep.leaves_checked, 40);
+    /* 3: the first batch after open checkpoints at once (size 1), then the two above. */
+    assert_int_equal(rep.checkpoints_checked, 3);
+
+    /* The triggers refuse UPDATE and DELETE, even for a superuser. */
+    assert_int_equal(admin_exec(&f, "UPDATE events SET entry = '\\x7b7d' WHERE seq = 17").err,
+                     BASE_ERR_DENIED);
+    assert_int_equal(admin_exec(&f, "DELETE FROM events WHERE seq = 23").err, BASE_ERR_DENIED);
+    assert_int_equal(admin_exec(&f, "TRUNCATE events").err, BASE_ERR_DENIED);
+    assert_int_equal(query_int(f.pool, "SELECT count(*) FROM events"), 40);
+
+    /* A superuser who disables the trigger can: verify names the first bad seq. */
+    MUST(admin_exec(&f, "ALTER TABLE events DISABLE TRIGGER events_append_only"));
+    MUST(admin_exec(&f, "UPDATE events SET entry = '\\x7b7d' WHERE seq = 17"));
+    MUST(audit_store_verify(f.store, 0, UINT64_MAX, &rep));
+    assert_int_equal(rep.problem, AUDIT_VERIFY_LEAF_MISMATCH);
+    assert_int_equal(rep.first_bad_seq, 17);
+    assert_string_equal(rep.what, "leaf hash mismatch");
+    assert_int_equal(rep.leaves_checked, 17);
+
+    /* Rewriting an entry together with its leaf hash passes the leaf check but not the checkpoint (leaves
+     * before start contribute their stored hashes, so 17's original hash still counts here). */
+    MUST(admin_exec(&f,
+                    "UPDATE events SET entry = '\\x7b7d', leaf_hash = sha256('\\x007b7d') WHERE seq = 35"));
+    MUST(audit_store_verify(f.store, 18, UINT64_MAX, &rep));
+    assert_int_equal(rep.problem, AUDIT_VERIFY_ROOT_MISMATCH);
+    assert_int_equal(rep.checkpoint_size, 40);
+    assert_int_equal(rep.checkpoints_checked, 2); /* 30 matched, 40 did not */
+
+    /* The last row deleted: the log now ends before its checkpoint, which is a gap too. */
+    MUST(admin_exec(&f, "DELETE FROM events WHERE seq = 39"));
+    MUST(audit_store_verify(f.store, 36, UINT64_MAX, &rep));
+    assert_int_equal(rep.problem, AUDIT_VERIFY_GAP);
+    assert_int_equal(rep.first_bad_seq, 39);
+
+    /* A row deleted in the middle. */
+    MUST(admin_exec(&f, "DELETE FROM events WHERE seq = 23"));
+    MUST(audit_store_verify(f.store, 18, UINT64_MAX, &rep));
+    assert_int_equal(rep.problem, AUDIT_VERIFY_GAP);
+    assert_int_equal(rep.first_bad_seq, 23);
+    assert_string_equal(rep.what, "gap in seq");
+    /* And the whole log still reports the first problem, seq 17. */
+    MUST(audit_store_verify(f.store, 0, UINT64_MAX, &rep));
+    assert_int_equal(rep.problem, AUDIT_VERIFY_LEAF_MISMATCH);
+    assert_int_equal(rep.first_bad_seq, 17);
+
+    /* The store refuses to append onto a log with a hole (max(seq) + 1 no longer matches its leaves). */
+    enc_arg a = {0};
+    audit_store_event ev = event(&a);
+    assert_int_equal(audit_store_append(f.store, &ev, NULL, NULL, NULL).err, BASE_ERR_CONFLICT);
+    fx_close(&f);
+}
+
+static int closed_port(void)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    assert_true(fd >= 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = 0, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    assert_int_equal(bind(fd, (struct sockaddr *)&a, sizeof a), 0);
+    socklen_t len = sizeof a;
+    assert_int_equal(getsockname(fd, (struct sockaddr *)&a, &len), 0);
+    close(fd);
+    return ntohs(a.sin_port);
+}
+
+/* Run one constant statement as superuser with $1 = the test role's name available as a setting. */
+static void root_with_role(const char *role, const char *sql)
+{
+    db_conn *c = NULL;
+    const char *p[] = {role};
+    MUST(db_pool_acquire(g_root, 5000, &c));
+    MUST(db_exec(c, "BEGIN", 0, NULL, NULL));
+    MUST(db_exec(c, "SELECT set_config('alma.test_role', $1, true)", 1, p, NULL));
+    MUST(db_exec(c, sql, 0, NULL, NULL));
+    MUST(db_exec(c, "COMMIT", 0, NULL, NULL));
+    db_conn_release(c);
+}
+
+static void test_postgres_unreachable(void **state)
+{
+    (void)state;
+    /* Down from the start: open fails promptly. */
+    char uri[256];
+    snprintf(uri, sizeof uri, "postgresql://postgres@127.0.0.1:%d/postgres", closed_port());
+    db_pool *dead = pool_in(uri, "audit", 2);
+    audit_store_config cfg = {.pool = dead, .origin = ORIGIN, .key = g_key, .max_wait_us = -1};
+    audit_store *s = NULL;
+    int64_t t0 = now_ms();
+    assert_int_equal(audit_store_open(&cfg, &s).err, BASE_ERR_UNAVAILABLE);
+    assert_true(now_ms() - t0 < 3000);
+    db_pool_destroy(dead);
+
+    /* Down after open: the store runs as a role that then loses LOGIN and its connections. */
+    char role[64], port[16] = "5432", conninfo[256];
+    snprintf(role, sizeof role, "%s_role", g_prefix);
+    const char *colon = strrchr(g_uri, ':'); /* postgresql://postgres@127.0.0.1:PORT/postgres */
+    if (colon) {
+        size_t n = strcspn(colon + 1, "/");
+        snprintf(port, sizeof port, "%.*s", (int)n, colon + 1);
+    }
+    snprintf(conninfo, sizeof conninfo,
+             "host=127.0.0.1 port=%s dbname=postgres user=%s password=store-test-pw", port, role);
+    root_with_role(role, "DO $$ BEGIN EXECUTE format('CREATE ROLE %I LOGIN SUPERUSER PASSWORD "
+                         "''store-test-pw''', current_setting('alma.test_role')); END $$");
+    fx f;
+    fx_open(&f, conninfo);
+    assert_int_equal(append_one(f.store, "before"), 0);
+    assert_int_equal(append_one(f.store, "before"), 1);
+
+    root_with_role(role, "DO $$ BEGIN EXECUTE format('ALTER ROLE %I NOLOGIN', "
+                         "current_setting('alma.test_role')); END $$");
+    root_with_role(role, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                         "WHERE usename = current_setting('alma.test_role')");
+    enc_arg a = {0};
+    audit_store_event ev = event(&a);
+    t0 = now_ms();
+    base_result r = audit_store_append(f.store, &ev, NULL, NULL, NULL);
+    assert_int_equal(r.err, BASE_ERR_UNAVAILABLE);
+    assert_true(now_ms() - t0 < 5000);
+    assert_int_equal(a.calls, 0); /* never reached the encoder: nothing was assigned */
+    assert_int_equal(query_int(f.admin, "SELECT count(*) FROM events"), 2);
+    uint8_t root[32];
+    uint64_t size = 0;
+    frontier_root(f.store, &size, root);
+    assert_int_equal(size, 2);
+
+    /* Back up: appends continue at the next seq. */
+    root_with_role(role, "DO $$ BEGIN EXECUTE format('ALTER ROLE %I LOGIN', "
+                         "current_setting('alma.test_role')); END $$");
+    assert_int_equal(append_one(f.store, "after"), 2);
+    audit_verify_report rep;
+    MUST(audit_store_verify(f.store, 0, UINT64_MAX, &rep));
+    assert_int_equal(rep.problem, AUDIT_VERIFY_OK);
+    fx_close(&f);
+    root_with_role(role, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                         "WHERE usename = current_setting('alma.test_role')");
+    root_with_role(role, "DO $$ BEGIN EXECUTE format('DROP ROLE IF EXISTS %I', "
+                         "current_setting('alma.test_role')); END $$");
+}
+
+static int group_setup(void **state)
+{
+    (void)state;
+    snprintf(g_uri, sizeof g_uri, "%s", testenv_pg_uri());
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    snprintf(g_prefix, sizeof g_prefix, "ast_%d_%lx", (int)getpid(),
+             (unsigned long)(ts.tv_nsec ^ ts.tv_sec) & 0xfffff);
+    MUST(db_pool_create(g_uri, 2, 5000, &g_root));
+    MUST(acrypto_ed25519_generate(&g_key));
+    uint8_t pub[ACRYPTO_ED25519_PUBLIC_LEN];
+    size_t len = 0;
+    MUST(acrypto_ed25519_public_raw(g_key, pub));
+    MUST(audit_note_vkey_format(ORIGIN, pub, &g_vkey, &len));
+    return 0;
+}
+
+static int group_teardown(void **state)
+{
+    (void)state;
+    db_pool_destroy(g_root);
+    acrypto_ed25519_free(g_key);
+    free(g_vkey);
+    return 0;
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_concurrent_group_commit),
+        cmocka_unit_test(test_encoder_failure_fails_only_its_event),
+        cmocka_unit_test(test_restart_and_checkpoint),
+        cmocka_unit_test(test_tamper_detected),
+        cmocka_unit_test(test_postgres_unreachable),
+    };
+    return cmocka_run_group_tests(tests, group_setup, group_teardown);
+}
