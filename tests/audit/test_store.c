@@ -4,6 +4,7 @@
 #include "db/db.h"
 #include "merkle.h"
 #include "store.h"
+#include "testdb.h"
 #include "testenv.h"
 
 #include <arpa/inet.h>
@@ -88,18 +89,7 @@ static void fx_open(fx *f, const char *conninfo)
 
 static void drop_schema(const char *schema)
 {
-    db_conn *c = NULL;
-    const char *p[] = {schema};
-    if (!base_is_ok(db_pool_acquire(g_root, 5000, &c)))
-        return;
-    if (base_is_ok(db_exec(c, "BEGIN", 0, NULL, NULL)) &&
-        base_is_ok(db_exec(c, "SELECT set_config('alma.test_schema', $1, true)", 1, p, NULL)) &&
-        base_is_ok(db_exec(c,
-                           "DO $$ BEGIN EXECUTE format('DROP SCHEMA IF EXISTS %I CASCADE', "
-                           "current_setting('alma.test_schema')); END $$",
-                           0, NULL, NULL)))
-        (void)db_exec(c, "COMMIT", 0, NULL, NULL).err;
-    db_conn_release(c);
+    testdb_drop_schema(g_root, schema);
 }
 
 static void fx_close(fx *f)

@@ -2,6 +2,7 @@
  * (dbt_<pid>_<random>...), created by db_migrate and dropped at the end, so runs never collide. */
 #include "db/db.h"
 #include "dbtest_migrations.h"
+#include "testdb.h"
 #include "testenv.h"
 
 #include <arpa/inet.h>
@@ -86,19 +87,7 @@ static int64_t query_int(db_pool *pool, const char *sql, int nparams, const char
 
 static void drop_schema(const char *schema)
 {
-    db_conn *c = NULL;
-    const char *p[] = {schema};
-    if (!base_is_ok(db_pool_acquire(g_admin, 5000, &c)))
-        return;
-    /* Identifiers cannot be parameters: pass the name as a setting and quote it server-side. */
-    if (base_is_ok(db_exec(c, "BEGIN", 0, NULL, NULL)) &&
-        base_is_ok(db_exec(c, "SELECT set_config('alma.test_schema', $1, true)", 1, p, NULL)) &&
-        base_is_ok(db_exec(c,
-                           "DO $$ BEGIN EXECUTE format('DROP SCHEMA IF EXISTS %I CASCADE', "
-                           "current_setting('alma.test_schema')); END $$",
-                           0, NULL, NULL)))
-        (void)db_exec(c, "COMMIT", 0, NULL, NULL).err;
-    db_conn_release(c);
+    testdb_drop_schema(g_admin, schema);
 }
 
 static int group_setup(void **state)
