@@ -1,5 +1,6 @@
 /* JSON-lines logging with a key allowlist. See log.h. */
 #include "log.h"
+#include "utf8.h"
 
 #include <errno.h>
 #include <pthread.h>
@@ -106,28 +107,6 @@ void log_set_output(FILE *f)
     pthread_mutex_unlock(&log_mutex);
 }
 
-/* Length of the valid UTF-8 sequence at s (RFC 3629: no overlongs, no surrogates, at most U+10FFFF), or
- * 0 if the bytes there are not one. Stops at the NUL terminator, which is never a continuation byte. */
-static size_t log_utf8_len(const unsigned char *s)
-{
-    unsigned char c = s[0];
-    if (c < 0x80)
-        return 1;
-    if (c >= 0xc2 && c <= 0xdf)
-        return (s[1] & 0xc0) == 0x80 ? 2 : 0;
-    if (c >= 0xe0 && c <= 0xef) {
-        unsigned char lo = c == 0xe0 ? 0xa0 : 0x80;
-        unsigned char hi = c == 0xed ? 0x9f : 0xbf;
-        return s[1] >= lo && s[1] <= hi && (s[2] & 0xc0) == 0x80 ? 3 : 0;
-    }
-    if (c >= 0xf0 && c <= 0xf4) {
-        unsigned char lo = c == 0xf0 ? 0x90 : 0x80;
-        unsigned char hi = c == 0xf4 ? 0x8f : 0xbf;
-        return s[1] >= lo && s[1] <= hi && (s[2] & 0xc0) == 0x80 && (s[3] & 0xc0) == 0x80 ? 4 : 0;
-    }
-    return 0;
-}
-
 /* Escape the character (or invalid byte) at s into out; returns the escaped length and sets *consumed. */
 static size_t log_escape_unit(const unsigned char *s, char out[static 8], size_t *consumed)
 {
@@ -159,7 +138,8 @@ static size_t log_escape_unit(const unsigned char *s, char out[static 8], size_t
         out[5] = hex[c & 0xf];
         return 6;
     }
-    size_t n = log_utf8_len(s);
+    /* A NUL ends the string and is never a continuation byte, so at most 4 bytes up to it matter. */
+    size_t n = base_utf8_next(s, strnlen((const char *)s, 4), NULL);
     if (n == 0) {
         memcpy(out, "\\ufffd", 6);
         return 6;

@@ -4,6 +4,8 @@
  * nesting depth, so every handler can trust its strings. Bounded: depth and lengths are checked. */
 #include "rpc.h"
 
+#include "base/utf8.h"
+
 #include <string.h>
 
 #define RPC_WIRE_MAX_DEPTH 32
@@ -24,40 +26,13 @@ static bool rpc_wire_varint(const uint8_t **p, const uint8_t *end, uint64_t *ret
     return false;
 }
 
+/* Well-formed UTF-8 with no NUL: protobuf-c would cut the string at the first NUL. */
 static bool rpc_utf8_valid(const uint8_t *s, size_t n)
 {
-    size_t i = 0;
-    while (i < n) {
-        uint8_t c = s[i];
-        if (c == 0)
-            return false;
-        if (c < 0x80) {
-            i++;
-            continue;
-        }
-        size_t len;
-        uint32_t cp;
-        if (c >= 0xc2 && c <= 0xdf) {
-            len = 2;
-            cp = c & 0x1f;
-        } else if (c >= 0xe0 && c <= 0xef) {
-            len = 3;
-            cp = c & 0x0f;
-        } else if (c >= 0xf0 && c <= 0xf4) {
-            len = 4;
-            cp = c & 0x07;
-        } else {
-            return false;
-        }
-        if (n - i < len)
-            return false;
-        for (size_t k = 1; k < len; k++) {
-            if ((s[i + k] & 0xc0) != 0x80)
-                return false;
-            cp = (cp << 6) | (s[i + k] & 0x3f);
-        }
-        if ((len == 3 && cp < 0x800) || (len == 4 && (cp < 0x10000 || cp > 0x10ffff)) ||
-            (cp >= 0xd800 && cp <= 0xdfff))
+    for (size_t i = 0; i < n;) {
+        uint32_t cp = 0;
+        size_t len = base_utf8_next(s + i, n - i, &cp);
+        if (len == 0 || cp == 0)
             return false;
         i += len;
     }

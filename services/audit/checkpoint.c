@@ -6,6 +6,8 @@
  * signature is checked on a note that would be refused anyway. */
 #include "checkpoint.h"
 
+#include "base/utf8.h"
+
 #include <inttypes.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -56,50 +58,6 @@ typedef struct note_view {
 /* ---------------------------------------------------------------------------------------------------------
  * Text rules. */
 
-/* Length (1-4) of the well-formed UTF-8 sequence at s[0, n), with its code point; 0 if it is not one.
- * Well-formed as RFC 3629 says: no overlong forms, no surrogates, nothing above U+10FFFF. */
-static size_t utf8_next(const unsigned char *s, size_t n, uint32_t *ret_cp)
-{
-    unsigned c = s[0];
-    if (c < 0x80) {
-        *ret_cp = c;
-        return 1;
-    }
-    size_t len;
-    uint32_t cp;
-    unsigned lo = 0x80, hi = 0xBF; /* allowed range of the second byte */
-    if (c >= 0xC2 && c <= 0xDF) {
-        len = 2;
-        cp = c & 0x1F;
-    } else if (c >= 0xE0 && c <= 0xEF) {
-        len = 3;
-        cp = c & 0x0F;
-        if (c == 0xE0)
-            lo = 0xA0; /* overlong */
-        else if (c == 0xED)
-            hi = 0x9F; /* surrogates */
-    } else if (c >= 0xF0 && c <= 0xF4) {
-        len = 4;
-        cp = c & 0x07;
-        if (c == 0xF0)
-            lo = 0x90; /* overlong */
-        else if (c == 0xF4)
-            hi = 0x8F; /* above U+10FFFF */
-    } else {
-        return 0;
-    }
-    if (n < len)
-        return 0;
-    for (size_t i = 1; i < len; i++) {
-        unsigned b = s[i];
-        if (b < (i == 1 ? lo : 0x80) || b > (i == 1 ? hi : 0xBF))
-            return 0;
-        cp = (cp << 6) | (b & 0x3F);
-    }
-    *ret_cp = cp;
-    return len;
-}
-
 /* The signed-note rule for all of a note: valid UTF-8 and no control character below U+0020 other than
  * newline (and newline only where allowed). */
 static bool text_ok(const char *s, size_t n, bool allow_newline)
@@ -107,7 +65,7 @@ static bool text_ok(const char *s, size_t n, bool allow_newline)
     const unsigned char *p = (const unsigned char *)s;
     for (size_t i = 0; i < n;) {
         uint32_t cp = 0;
-        size_t len = utf8_next(p + i, n - i, &cp);
+        size_t len = base_utf8_next(p + i, n - i, &cp);
         if (len == 0 || (cp < 0x20 && !(cp == '\n' && allow_newline)))
             return false;
         i += len;
@@ -132,7 +90,7 @@ static bool key_name_ok(const char *s, size_t n)
     const unsigned char *p = (const unsigned char *)s;
     for (size_t i = 0; i < n;) {
         uint32_t cp = 0;
-        size_t len = utf8_next(p + i, n - i, &cp);
+        size_t len = base_utf8_next(p + i, n - i, &cp);
         if (len == 0 || cp < 0x20 || cp == '+' || unicode_space(cp))
             return false;
         i += len;
