@@ -514,18 +514,6 @@ static void test_tamper_detected(void **state)
     fx_close(&f);
 }
 
-static int closed_port(void)
-{
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    assert_true(fd >= 0);
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = 0, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    assert_int_equal(bind(fd, (struct sockaddr *)&a, sizeof a), 0);
-    socklen_t len = sizeof a;
-    assert_int_equal(getsockname(fd, (struct sockaddr *)&a, &len), 0);
-    close(fd);
-    return ntohs(a.sin_port);
-}
-
 /* Run one constant statement as superuser with $1 = the test role's name available as a setting. */
 static void root_with_role(const char *role, const char *sql)
 {
@@ -544,7 +532,7 @@ static void test_postgres_unreachable(void **state)
     (void)state;
     /* Down from the start: open fails promptly. */
     char uri[256];
-    snprintf(uri, sizeof uri, "postgresql://postgres@127.0.0.1:%d/postgres", closed_port());
+    snprintf(uri, sizeof uri, "postgresql://postgres@127.0.0.1:%d/postgres", testenv_closed_port());
     db_pool *dead = pool_in(uri, "audit", 2);
     audit_store_config cfg = {.pool = dead, .origin = ORIGIN, .key = g_key, .max_wait_us = -1};
     audit_store *s = NULL;

@@ -108,19 +108,6 @@ static int teardown(void **state)
     return 0;
 }
 
-/* A loopback port nothing listens on: bind an ephemeral port, then close it. */
-static int closed_port(void)
-{
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    assert_true(fd >= 0);
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    assert_int_equal(bind(fd, (struct sockaddr *)&a, sizeof a), 0);
-    socklen_t alen = sizeof a;
-    assert_int_equal(getsockname(fd, (struct sockaddr *)&a, &alen), 0);
-    close(fd);
-    return ntohs(a.sin_port);
-}
-
 /* ---- basic commands ---------------------------------------------------------------------------- */
 
 static void test_set_get_binary(void **state)
@@ -519,7 +506,7 @@ static void test_command_argv(void **state)
 static void test_unreachable(void **state)
 {
     (void)state;
-    cache_config cfg = {.host = "127.0.0.1", .port = closed_port(), .connect_timeout_ms = 500};
+    cache_config cfg = {.host = "127.0.0.1", .port = testenv_closed_port(), .connect_timeout_ms = 500};
     cache_conn *c = NULL;
     OK(cache_conn_new(&cfg, &c));
     long long t0 = now_ms();

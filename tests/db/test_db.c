@@ -310,23 +310,11 @@ static void test_pool_exhaustion_times_out(void **state)
     db_pool_destroy(p);
 }
 
-static int closed_port(void)
-{
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    assert_true(fd >= 0);
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = 0, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    assert_int_equal(bind(fd, (struct sockaddr *)&a, sizeof a), 0);
-    socklen_t len = sizeof a;
-    assert_int_equal(getsockname(fd, (struct sockaddr *)&a, &len), 0);
-    close(fd);
-    return ntohs(a.sin_port);
-}
-
 static void test_unreachable_is_unavailable(void **state)
 {
     (void)state;
     char uri[256];
-    snprintf(uri, sizeof uri, "postgresql://postgres:s3cretPW@127.0.0.1:%d/postgres", closed_port());
+    snprintf(uri, sizeof uri, "postgresql://postgres:s3cretPW@127.0.0.1:%d/postgres", testenv_closed_port());
     db_pool *p = NULL;
     MUST(db_pool_create(uri, 2, 2000, &p));
     db_conn *c = NULL;

@@ -1,8 +1,12 @@
 #include "testenv.h"
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 static void testenv_die(const char *what)
 {
@@ -96,4 +100,17 @@ const char *testenv_source_path(const char *rel)
 const char *testenv_binary_path(const char *rel)
 {
     return testenv_join("ALMA_BINARY_DIR", rel);
+}
+
+int testenv_closed_port(void)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    if (fd < 0)
+        testenv_die("socket");
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = 0, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t len = sizeof a;
+    if (bind(fd, (struct sockaddr *)&a, sizeof a) != 0 || getsockname(fd, (struct sockaddr *)&a, &len) != 0)
+        testenv_die("cannot bind a loopback port");
+    close(fd);
+    return ntohs(a.sin_port);
 }

@@ -14,6 +14,9 @@ const char *testenv_pki(const char *file);
 /* Path below the source tree / the build tree. Returned pointers are static per call site buffer: copy. */
 const char *testenv_source_path(const char *rel);
 const char *testenv_binary_path(const char *rel);
+/* A loopback TCP port nothing listens on (an ephemeral port bound, then closed): for "dependency down"
+ * tests. Aborts if it cannot get one. */
+int testenv_closed_port(void);
 /* Read a whole small file (test data, certificates) into a malloc'd NUL-terminated buffer; aborts on error.
  */
 char *testenv_read_file(const char *path);
