@@ -376,18 +376,34 @@ uint64_t audit_merkle_frontier_size(const audit_merkle_frontier *f)
 base_result audit_merkle_frontier_append(audit_merkle_frontier *f,
                                          const uint8_t leaf_hash[AUDIT_MERKLE_HASH_LEN])
 {
-    BASE_ENSURE(f != NULL && leaf_hash != NULL, BASE_ERR_INVALID, "merkle: frontier append argument is NULL");
+    unsigned count = 0;
+    return audit_merkle_frontier_append_nodes(f, leaf_hash, NULL, &count);
+}
+
+base_result audit_merkle_frontier_append_nodes(audit_merkle_frontier *f,
+                                               const uint8_t leaf_hash[AUDIT_MERKLE_HASH_LEN],
+                                               uint8_t (*ret_nodes)[AUDIT_MERKLE_HASH_LEN],
+                                               unsigned *ret_count)
+{
+    BASE_ENSURE(f != NULL && leaf_hash != NULL && ret_count != NULL, BASE_ERR_INVALID,
+                "merkle: frontier append argument is NULL");
     BASE_ENSURE(f->size < AUDIT_MERKLE_MAX_TREE_SIZE, BASE_ERR_LIMIT,
                 "merkle: frontier is full (AUDIT_MERKLE_MAX_TREE_SIZE)");
-    /* Like adding 1 to a binary counter: each set low bit is a complete subtree that merges with the carry.
-     * The frontier is written only once every hash succeeded. size < 2^63 keeps h below 64. */
+    /* Like adding 1 to a binary counter: each set low bit is a complete subtree that merges with the carry;
+     * every merge completes the subtree one level up. The outputs and the frontier are written only once
+     * every hash succeeded. size < 2^63 keeps h below 64. */
     uint8_t carry[HASH_LEN];
+    uint8_t nodes[AUDIT_MERKLE_FRONTIER_LEVELS][HASH_LEN];
     memcpy(carry, leaf_hash, HASH_LEN);
     unsigned h = 0;
     while (((f->size >> h) & 1) != 0) {
         BASE_GUARD(hash_node(NULL, f->level[h], carry, carry));
+        memcpy(nodes[h], carry, HASH_LEN);
         h++;
     }
+    if (ret_nodes)
+        memcpy(ret_nodes, nodes, (size_t)h * HASH_LEN);
+    *ret_count = h;
     memset(f->level, 0, (size_t)h * HASH_LEN);
     memcpy(f->level[h], carry, HASH_LEN);
     f->size++;

@@ -148,6 +148,15 @@ uint64_t audit_merkle_frontier_size(const audit_merkle_frontier *f);
  * AUDIT_MERKLE_MAX_TREE_SIZE. On failure the frontier is unchanged. */
 BASE_MUST_USE base_result audit_merkle_frontier_append(audit_merkle_frontier *f,
                                                        const uint8_t leaf_hash[AUDIT_MERKLE_HASH_LEN]);
+/* The same, also reporting the complete subtrees this leaf closes: with n the size after the append,
+ * ret_nodes[k] (k < *ret_count = number of trailing zero bits of n) is the hash of the subtree at level k + 1
+ * with index (n >> (k + 1)) - 1, i.e. over leaves [n - 2^(k+1), n). A store that keeps them can answer an
+ * audit_merkle_subtree_fn, making roots and proofs O(log n) lookups. ret_nodes may be NULL; it needs room
+ * for AUDIT_MERKLE_FRONTIER_LEVELS hashes. */
+BASE_MUST_USE base_result audit_merkle_frontier_append_nodes(audit_merkle_frontier *f,
+                                                             const uint8_t leaf_hash[AUDIT_MERKLE_HASH_LEN],
+                                                             uint8_t (*ret_nodes)[AUDIT_MERKLE_HASH_LEN],
+                                                             unsigned *ret_count);
 /* MTH(D[0:size]): equal to audit_merkle_root() over the same leaves. */
 BASE_MUST_USE base_result audit_merkle_frontier_root(const audit_merkle_frontier *f,
                                                      uint8_t ret_root[AUDIT_MERKLE_HASH_LEN]);

@@ -35,6 +35,9 @@ static const char SQL_INSERT[] =
     "decode(u.e, 'hex'), decode(u.h, 'hex') "
     "FROM unnest($1::bigint[], $2::text[], $4::smallint[], $5::smallint[], $6::smallint[], $7::text[], "
     "$8::text[], $9::text[], $10::text[]) AS u(s, t, a, p, o, pr, ac, e, h)";
+static const char SQL_INSERT_SUBTREES[] =
+    "INSERT INTO subtrees (level, idx, hash) SELECT u.l, u.i, decode(u.h, 'hex') "
+    "FROM unnest($1::smallint[], $2::bigint[], $3::text[]) AS u(l, i, h)";
 static const char SQL_LATEST_CHECKPOINT[] =
     "SELECT tree_size, root_hash, signed_note, frontier FROM checkpoints ORDER BY tree_size DESC LIMIT 1";
 static const char SQL_INSERT_CHECKPOINT[] =
@@ -49,10 +52,13 @@ static const char SQL_VERIFY_ROWS[] = "SELECT seq, entry, leaf_hash FROM events 
 
 /* ---- Types ------------------------------------------------------------------------------------------ */
 
-/* One waiting append, on its caller's stack. The committer fills the result fields, then sets done. */
+/* One waiting event, owned by its appender. The committer fills the result fields, then sets done. The
+ * events of one audit_store_append_all() call are queued back to back; the first has group_len = their
+ * count (the others 0) and the committer never splits a group across transactions. */
 typedef struct pending {
     const audit_store_event *ev;
     struct pending *next;
+    size_t group_len;
     bool done;
     base_err err;
     char msg[STORE_MSG_MAX];
@@ -337,6 +343,24 @@ static void reset_scratch(batch *b)
         b->items[i]->enc_failed = false;
 }
 
+/* Every event of items [start, end) fails: `culprit` with its own error, the others because they belong to
+ * its group. Entries the members already hold are freed (their rows were taken out of the batch). */
+static void group_fail(batch *b, size_t start, size_t end, size_t culprit, base_err err, const char *why)
+{
+    for (size_t j = start; j < end && j < b->n; j++) {
+        pending *m = b->items[j];
+        free(m->entry);
+        m->entry = NULL;
+        m->entry_len = 0;
+        m->enc_failed = true;
+        m->err = err;
+        if (j == culprit)
+            copy_msg(m->msg, why);
+        else
+            snprintf(m->msg, STORE_MSG_MAX, "audit store: another event of the same batch failed: %s", why);
+    }
+}
+
 static base_result commit_body(db_conn *c, void *arg)
 {
     batch *b = arg;
@@ -359,15 +383,31 @@ static base_result commit_body(db_conn *c, void *arg)
     int64_t t = real_micros();
     sbuf seqs = {0}, tenants = {0}, actions = {0}, purposes = {0}, outcomes = {0}, patients = {0},
          actors = {0}, entries = {0}, leaves = {0};
-    sbuf *all[] = {&seqs, &tenants, &actions, &purposes, &outcomes, &patients, &actors, &entries, &leaves};
+    sbuf st_levels = {0}, st_idxs = {0}, st_hashes = {0};
+    sbuf *cols[] = {&seqs, &tenants, &actions, &purposes, &outcomes, &patients, &actors, &entries, &leaves};
+    sbuf *all[] = {&seqs,   &tenants, &actions, &purposes,  &outcomes, &patients,
+                   &actors, &entries, &leaves,  &st_levels, &st_idxs,  &st_hashes};
     for (size_t k = 0; k < BASE_ARRAY_LEN(all); k++)
         sb_putc(all[k], '{');
+    size_t n_subtrees = 0;
 
     base_result r = BASE_OK_RESULT;
     size_t n_ok = 0;
+    /* What a group started from, to undo it when one of its events cannot be encoded. */
+    size_t group_start = 0, group_end = 0, saved_ok = 0, saved_subtrees = 0, saved_len[BASE_ARRAY_LEN(all)];
+    audit_merkle_frontier saved_work;
     for (size_t i = 0; i < b->n; i++) {
         pending *p = b->items[i];
         const audit_store_event *ev = p->ev;
+        if (i >= group_end) {
+            group_start = i;
+            group_end = i + (p->group_len ? p->group_len : 1);
+            saved_ok = n_ok;
+            saved_subtrees = n_subtrees;
+            saved_work = b->work;
+            for (size_t k = 0; k < BASE_ARRAY_LEN(all); k++)
+                saved_len[k] = all[k]->len;
+        }
         uint64_t seq = b->work.size;
         char *entry = NULL;
         size_t len = 0;
@@ -380,13 +420,25 @@ static base_result commit_body(db_conn *c, void *arg)
         uint8_t leaf[AUDIT_MERKLE_HASH_LEN];
         if (base_is_ok(er))
             er = audit_merkle_leaf_hash(entry, len, leaf);
+        uint8_t nodes[AUDIT_MERKLE_FRONTIER_LEVELS][AUDIT_MERKLE_HASH_LEN];
+        unsigned n_nodes = 0;
         if (base_is_ok(er))
-            er = audit_merkle_frontier_append(&b->work, leaf);
+            er = audit_merkle_frontier_append_nodes(&b->work, leaf, nodes, &n_nodes);
         if (!base_is_ok(er)) {
             free(entry);
-            p->enc_failed = true;
-            p->err = er.err;
-            copy_msg(p->msg, base_error_message());
+            /* The whole group fails with this event: undo the members already added, skip the rest. */
+            char why[STORE_MSG_MAX];
+            copy_msg(why, base_error_message());
+            for (size_t k = 0; k < BASE_ARRAY_LEN(all); k++) {
+                all[k]->len = saved_len[k];
+                if (all[k]->p)
+                    all[k]->p[all[k]->len] = '\0';
+            }
+            n_ok = saved_ok;
+            n_subtrees = saved_subtrees;
+            b->work = saved_work;
+            group_fail(b, group_start, group_end, i, er.err, why);
+            i = group_end - 1;
             continue;
         }
         p->entry = entry;
@@ -396,8 +448,8 @@ static base_result commit_body(db_conn *c, void *arg)
         memcpy(p->leaf, leaf, sizeof leaf);
 
         if (n_ok > 0)
-            for (size_t k = 0; k < BASE_ARRAY_LEN(all); k++)
-                sb_putc(all[k], ',');
+            for (size_t k = 0; k < BASE_ARRAY_LEN(cols); k++)
+                sb_putc(cols[k], ',');
         sb_i64(&seqs, (int64_t)seq);
         sb_text_elem(&tenants, ev->tenant_id);
         sb_i64(&actions, ev->action);
@@ -408,6 +460,17 @@ static base_result commit_body(db_conn *c, void *arg)
         sb_hex_elem(&entries, entry, len);
         sb_hex_elem(&leaves, leaf, sizeof leaf);
         n_ok++;
+        /* The subtrees this leaf closes: level k + 1, index ((seq + 1) >> (k + 1)) - 1. */
+        for (unsigned k = 0; k < n_nodes; k++) {
+            if (n_subtrees++ > 0) {
+                sb_putc(&st_levels, ',');
+                sb_putc(&st_idxs, ',');
+                sb_putc(&st_hashes, ',');
+            }
+            sb_i64(&st_levels, (int64_t)k + 1);
+            sb_i64(&st_idxs, (int64_t)(((seq + 1) >> (k + 1)) - 1));
+            sb_hex_elem(&st_hashes, nodes[k], AUDIT_MERKLE_HASH_LEN);
+        }
     }
     bool oom = false;
     for (size_t k = 0; k < BASE_ARRAY_LEN(all); k++) {
@@ -426,6 +489,10 @@ static base_result commit_body(db_conn *c, void *arg)
         if (base_is_ok(r) && db_result_affected_rows(res) != (int64_t)n_ok)
             r = base_fail(BASE_ERR_INTERNAL, "audit store: batch insert count mismatch");
         db_result_free(res);
+        if (base_is_ok(r) && n_subtrees > 0) {
+            const char *sp[] = {st_levels.p, st_idxs.p, st_hashes.p};
+            r = db_exec(c, SQL_INSERT_SUBTREES, 3, sp, NULL);
+        }
     }
     for (size_t k = 0; k < BASE_ARRAY_LEN(all); k++)
         free(all[k]->p);
@@ -479,7 +546,8 @@ static void run_batch(audit_store *s, pending **items, size_t n)
 static void *committer_main(void *arg)
 {
     audit_store *s = arg;
-    pending **items = calloc(s->max_batch, sizeof *items);
+    /* A group is never split, so a batch may exceed max_batch by up to one group. */
+    pending **items = calloc(s->max_batch + AUDIT_STORE_MAX_GROUP, sizeof *items);
     pthread_mutex_lock(&s->mu);
     for (;;) {
         while (!s->head && !s->closing)
@@ -498,18 +566,21 @@ static void *committer_main(void *arg)
         }
         size_t n = 0;
         while (s->head && n < s->max_batch) {
-            pending *p = s->head;
-            s->head = p->next;
-            if (!s->head)
-                s->tail = NULL;
-            s->queued--;
-            if (items)
-                items[n++] = p;
-            else { /* no memory for the batch array: fail the appends one by one */
-                p->err = BASE_ERR_NOMEM;
-                copy_msg(p->msg, "audit store: out of memory");
-                p->done = true;
-                pthread_cond_broadcast(&s->done_cv);
+            size_t g = s->head->group_len ? s->head->group_len : 1;
+            for (size_t k = 0; k < g && s->head; k++) {
+                pending *p = s->head;
+                s->head = p->next;
+                if (!s->head)
+                    s->tail = NULL;
+                s->queued--;
+                if (items)
+                    items[n++] = p;
+                else { /* no memory for the batch array: fail the appends one by one */
+                    p->err = BASE_ERR_NOMEM;
+                    copy_msg(p->msg, "audit store: out of memory");
+                    p->done = true;
+                    pthread_cond_broadcast(&s->done_cv);
+                }
             }
         }
         if (n == 0)
@@ -523,35 +594,74 @@ static void *committer_main(void *arg)
     return NULL;
 }
 
-base_result audit_store_append(audit_store *s, const audit_store_event *ev, uint64_t *ret_seq,
-                               uint8_t ret_leaf[AUDIT_MERKLE_HASH_LEN], int64_t *ret_time_micros)
+base_result audit_store_append_all(audit_store *s, const audit_store_event *evs, size_t n,
+                                   audit_store_result *ret_results)
 {
-    BASE_ENSURE(s && ev && ev->encode && ev->tenant_id && ev->actor_id, BASE_ERR_INVALID,
-                "audit store: append needs a store, an event with tenant, actor and encoder");
-    pending p = {.ev = ev};
+    BASE_ENSURE(s && evs && n >= 1 && ret_results, BASE_ERR_INVALID,
+                "audit store: append needs a store, events and room for the results");
+    BASE_ENSURE(n <= AUDIT_STORE_MAX_GROUP, BASE_ERR_LIMIT, "audit store: too many events in one append");
+    for (size_t i = 0; i < n; i++)
+        BASE_ENSURE(evs[i].encode && evs[i].tenant_id && evs[i].actor_id, BASE_ERR_INVALID,
+                    "audit store: every event needs a tenant, an actor and an encoder");
+    pending one;
+    pending *ps = n == 1 ? &one : calloc(n, sizeof *ps);
+    if (!ps)
+        return base_fail(BASE_ERR_NOMEM, "audit store: out of memory");
+    memset(ps, 0, n * sizeof *ps);
+    for (size_t i = 0; i < n; i++) {
+        ps[i].ev = &evs[i];
+        ps[i].next = i + 1 < n ? &ps[i + 1] : NULL;
+    }
+    ps[0].group_len = n;
     pthread_mutex_lock(&s->mu);
     if (s->closing) {
         pthread_mutex_unlock(&s->mu);
+        if (ps != &one)
+            free(ps);
         return base_fail(BASE_ERR_UNAVAILABLE, "audit store: closing");
     }
     if (s->tail)
-        s->tail->next = &p;
+        s->tail->next = &ps[0];
     else
-        s->head = &p;
-    s->tail = &p;
-    s->queued++;
+        s->head = &ps[0];
+    s->tail = &ps[n - 1];
+    s->queued += n;
     pthread_cond_signal(&s->work_cv);
-    while (!p.done)
-        pthread_cond_wait(&s->done_cv, &s->mu);
+    for (size_t i = 0; i < n; i++)
+        while (!ps[i].done)
+            pthread_cond_wait(&s->done_cv, &s->mu);
     pthread_mutex_unlock(&s->mu);
-    if (p.err != BASE_OK)
-        return base_fail(p.err, "%s", p.msg);
+    /* A group commits or fails as a whole: report the first failure. */
+    base_result r = BASE_OK_RESULT;
+    for (size_t i = 0; i < n; i++) {
+        if (ps[i].err != BASE_OK) {
+            r = base_fail(ps[i].err, "%s", ps[i].msg);
+            break;
+        }
+    }
+    if (base_is_ok(r))
+        for (size_t i = 0; i < n; i++) {
+            ret_results[i].seq = ps[i].seq;
+            memcpy(ret_results[i].leaf, ps[i].leaf, AUDIT_MERKLE_HASH_LEN);
+            ret_results[i].time_micros = ps[i].time_micros;
+        }
+    if (ps != &one)
+        free(ps);
+    return r;
+}
+
+base_result audit_store_append(audit_store *s, const audit_store_event *ev, uint64_t *ret_seq,
+                               uint8_t ret_leaf[AUDIT_MERKLE_HASH_LEN], int64_t *ret_time_micros)
+{
+    BASE_ENSURE(ev, BASE_ERR_INVALID, "audit store: append needs an event");
+    audit_store_result res;
+    BASE_GUARD(audit_store_append_all(s, ev, 1, &res));
     if (ret_seq)
-        *ret_seq = p.seq;
+        *ret_seq = res.seq;
     if (ret_leaf)
-        memcpy(ret_leaf, p.leaf, AUDIT_MERKLE_HASH_LEN);
+        memcpy(ret_leaf, res.leaf, AUDIT_MERKLE_HASH_LEN);
     if (ret_time_micros)
-        *ret_time_micros = p.time_micros;
+        *ret_time_micros = res.time_micros;
     return BASE_OK_RESULT;
 }
 
@@ -617,7 +727,8 @@ base_result audit_store_open(const audit_store_config *cfg, audit_store **ret_st
     db_migration_set set = audit_migrations;
     if (cfg->schema)
         set.schema = cfg->schema;
-    BASE_GUARD(db_migrate(cfg->pool, &set, NULL));
+    if (!cfg->skip_migrations)
+        BASE_GUARD(db_migrate(cfg->pool, &set, NULL));
 
     audit_store *s = calloc(1, sizeof *s);
     if (!s)

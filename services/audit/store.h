@@ -53,6 +53,7 @@
 #define AUDIT_STORE_DEFAULT_MAX_WAIT_US         2000
 #define AUDIT_STORE_DEFAULT_CHECKPOINT_INTERVAL 1000  /* ms */
 #define AUDIT_STORE_MAX_ENTRY                   65536 /* the events.entry check constraint */
+#define AUDIT_STORE_MAX_GROUP                   1000  /* events in one audit_store_append_all */
 
 typedef struct audit_store_config {
     db_pool *pool;                  /* required; search_path = schema; shared, not owned */
@@ -63,6 +64,7 @@ typedef struct audit_store_config {
     size_t max_batch;               /* events per transaction, 0 = default, at most AUDIT_STORE_MAX_BATCH */
     int max_wait_us;                /* how long the committer waits for more events, <0 = default */
     int checkpoint_interval_ms;     /* <= 0 = default */
+    bool skip_migrations;           /* the schema was migrated by an owner role (runtime role: no DDL) */
 } audit_store_config;
 
 /* The canonical entry of an event, given its sequence number and time (see above). *ret_entry is malloc'd,
@@ -95,7 +97,7 @@ typedef struct audit_store_stats {
     uint64_t folded_leaves;       /* leaves appended by other replicas and folded in */
 } audit_store_stats;
 
-/* Validate cfg, run the migrations, load the latest checkpoint and fold in the later leaves, start the
+/* Validate cfg, run the migrations (unless skip_migrations), load the latest checkpoint and fold in the later leaves, start the
  * committer. BASE_ERR_UNAVAILABLE when Postgres is down, BASE_ERR_CRYPTO when the latest checkpoint's
  * frontier, root or signature do not match, BASE_ERR_CONFLICT for a gap in seq. */
 BASE_MUST_USE base_result audit_store_open(const audit_store_config *cfg, audit_store **ret_store);
@@ -108,6 +110,17 @@ void audit_store_close(audit_store *s);
 BASE_MUST_USE base_result audit_store_append(audit_store *s, const audit_store_event *ev, uint64_t *ret_seq,
                                              uint8_t ret_leaf[AUDIT_MERKLE_HASH_LEN],
                                              int64_t *ret_time_micros);
+
+/* Append n events atomically and in order: they commit in one transaction with consecutive seqs, or none
+ * does (an event that cannot be encoded fails the whole group; its error is returned). Blocks like
+ * audit_store_append. ret_results[i] is written for every event on success. n <= AUDIT_STORE_MAX_GROUP. */
+typedef struct audit_store_result {
+    uint64_t seq;
+    uint8_t leaf[AUDIT_MERKLE_HASH_LEN];
+    int64_t time_micros;
+} audit_store_result;
+BASE_MUST_USE base_result audit_store_append_all(audit_store *s, const audit_store_event *evs, size_t n,
+                                                 audit_store_result *ret_results);
 
 /* Sign and store a checkpoint of the current frontier now (no-op if one of that size exists). */
 BASE_MUST_USE base_result audit_store_checkpoint_now(audit_store *s);

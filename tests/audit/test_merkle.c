@@ -1225,6 +1225,41 @@ static void test_frontier_parse_rejects(void **state)
     ASSERT_ERR(audit_merkle_frontier_root(&f, NULL), BASE_ERR_INVALID);
 }
 
+/* append_nodes reports exactly the complete subtrees each leaf closes, with their reference hashes. */
+static void test_frontier_append_nodes(void **state)
+{
+    (void)state;
+    test_log log;
+    log_events(&log);
+    audit_merkle_frontier f;
+    audit_merkle_frontier_init(&f);
+    uint64_t total = 0;
+    for (uint64_t i = 0; i < MAX_LEAVES; i++) {
+        uint8_t nodes[AUDIT_MERKLE_FRONTIER_LEVELS][HL];
+        unsigned count = 99;
+        ASSERT_OK(audit_merkle_frontier_append_nodes(&f, log.leaves[i], nodes, &count));
+        uint64_t n = i + 1;
+        assert_int_equal(count, (unsigned)__builtin_ctzll(n));
+        for (unsigned k = 0; k < count; k++) {
+            uint64_t width = (uint64_t)1 << (k + 1);
+            uint8_t want[HL];
+            ref_mth((const uint8_t(*)[HL])log.leaves + (n - width), width, want);
+            assert_memory_equal(nodes[k], want, HL);
+        }
+        total += count;
+        uint8_t root[HL], want_root[HL];
+        ASSERT_OK(audit_merkle_frontier_root(&f, root));
+        log_root(&log, n, want_root);
+        assert_memory_equal(root, want_root, HL);
+    }
+    /* A tree of n leaves has n - popcount(n) complete internal nodes. */
+    assert_int_equal(total, MAX_LEAVES - (uint64_t)__builtin_popcountll(MAX_LEAVES));
+    unsigned count = 0;
+    ASSERT_ERR(audit_merkle_frontier_append_nodes(&f, log.leaves[0], NULL, NULL), BASE_ERR_INVALID);
+    ASSERT_OK(audit_merkle_frontier_append_nodes(&f, log.leaves[0], NULL, &count));
+    assert_int_equal(count, (unsigned)__builtin_ctzll(MAX_LEAVES + 1));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1241,6 +1276,7 @@ int main(void)
         cmocka_unit_test(test_huge_tree),
         cmocka_unit_test(test_frontier_serialise_round_trip),
         cmocka_unit_test(test_frontier_parse_rejects),
+        cmocka_unit_test(test_frontier_append_nodes),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

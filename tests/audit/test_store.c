@@ -3,6 +3,7 @@
 #include "checkpoint.h"
 #include "db/db.h"
 #include "merkle.h"
+#include "reader.h"
 #include "store.h"
 #include "testdb.h"
 #include "testenv.h"
@@ -248,6 +249,29 @@ static void frontier_root(audit_store *s, uint64_t *size, uint8_t root[32])
     MUST(audit_merkle_frontier_root(&f, root));
 }
 
+/* The stored leaf hash of seq i (a static buffer). */
+static const uint8_t *got_leaf(fx *f, uint64_t i)
+{
+    static uint8_t h[32];
+    db_conn *c = NULL;
+    db_result *res = NULL;
+    char seq[24];
+    snprintf(seq, sizeof seq, "%" PRIu64, i);
+    const char *p[] = {seq};
+    MUST(db_pool_acquire(f->pool, 5000, &c));
+    MUST(db_exec(c, "SELECT leaf_hash FROM events WHERE seq = $1::bigint", 1, p, &res));
+    assert_int_equal(db_result_ntuples(res), 1);
+    unsigned char *d = NULL;
+    size_t n = 0;
+    MUST(db_result_get_bytea(res, 0, 0, &d, &n));
+    assert_int_equal(n, 32);
+    memcpy(h, d, 32);
+    free(d);
+    db_result_free(res);
+    db_conn_release(c);
+    return h;
+}
+
 /* ---- Tests ------------------------------------------------------------------------------------------- */
 
 #define THREADS    64
@@ -353,6 +377,39 @@ static void test_concurrent_group_commit(void **state)
     MUST(audit_store_verify(f.store, 0, UINT64_MAX, &rep));
     assert_int_equal(rep.problem, AUDIT_VERIFY_OK);
     assert_int_equal(rep.leaves_checked, TOTAL);
+
+    /* Every complete subtree was stored with the batch that closed it: n - popcount(n) of them. */
+    assert_int_equal(query_int(f.pool, "SELECT count(*) FROM subtrees"), TOTAL - __builtin_popcount(TOTAL));
+    /* Proofs read from the stored hashes verify against the root, for every leaf, in trees of every
+     * size up to the log's (spot checks), with and without the cache. */
+    audit_proof_cache *cache = audit_proof_cache_new();
+    assert_non_null(cache);
+    for (uint64_t i = 0; i < TOTAL; i++) {
+        audit_merkle_proof proof;
+        MUST(audit_read_inclusion_proof(f.pool, cache, i, TOTAL, &proof));
+        MUST(audit_merkle_verify_inclusion(i, TOTAL, got_leaf(&f, i), proof.hashes, proof.len, want));
+    }
+    audit_proof_cache_free(cache);
+    uint64_t sizes[] = {1, 2, 3, 7, 64, 65, 1000, 2047, 2048, TOTAL - 1};
+    for (size_t k = 0; k < sizeof sizes / sizeof sizes[0]; k++) {
+        uint8_t old_root[32];
+        rows part = {0};
+        rows_load(f.pool, &part);
+        part.n = sizes[k];
+        rows_root(&part, old_root);
+        part.n = TOTAL;
+        rows_free(&part);
+        audit_merkle_proof proof;
+        MUST(audit_read_consistency_proof(f.pool, sizes[k], TOTAL, &proof));
+        MUST(audit_merkle_verify_consistency(sizes[k], TOTAL, old_root, want, proof.hashes, proof.len));
+        MUST(audit_read_inclusion_proof(f.pool, NULL, sizes[k] - 1, sizes[k], &proof));
+        MUST(audit_merkle_verify_inclusion(sizes[k] - 1, sizes[k], got_leaf(&f, sizes[k] - 1), proof.hashes,
+                                           proof.len, old_root));
+    }
+    audit_merkle_proof proof;
+    assert_int_equal(audit_read_inclusion_proof(f.pool, NULL, 0, TOTAL + 1, &proof).err, BASE_ERR_NOT_FOUND);
+    assert_int_equal(audit_read_inclusion_proof(f.pool, NULL, 5, 5, &proof).err, BASE_ERR_INVALID);
+    assert_int_equal(audit_read_consistency_proof(f.pool, 6, 5, &proof).err, BASE_ERR_INVALID);
     fx_close(&f);
 }
 
@@ -367,6 +424,170 @@ static void test_encoder_failure_fails_only_its_event(void **state)
     assert_int_equal(audit_store_append(f.store, &ev, NULL, NULL, NULL).err, BASE_ERR_INVALID);
     assert_int_equal(append_one(f.store, "b"), 1);
     assert_int_equal(query_int(f.pool, "SELECT count(*) FROM events"), 2);
+    fx_close(&f);
+}
+
+static void test_append_all_is_atomic(void **state)
+{
+    (void)state;
+    fx f;
+    fx_open(&f, g_uri);
+    audit_read_checkpoint none;
+    assert_int_equal(audit_read_latest_checkpoint(f.pool, &none).err, BASE_ERR_NOT_FOUND);
+    assert_int_equal(append_one(f.store, "first"), 0);
+    enc_arg a[5];
+    audit_store_event evs[5];
+    for (int i = 0; i < 5; i++) {
+        memset(&a[i], 0, sizeof a[i]);
+        snprintf(a[i].tag, sizeof a[i].tag, "g%d", i);
+        evs[i] = event(&a[i]);
+    }
+    /* One event of the group cannot be encoded: nothing of the group is stored, and the error is its. */
+    evs[3].encode = encode_fail;
+    audit_store_result res[5];
+    base_result r = audit_store_append_all(f.store, evs, 5, res);
+    assert_int_equal(r.err, BASE_ERR_INVALID);
+    assert_non_null(strstr(base_error_message(), "refused"));
+    assert_int_equal(query_int(f.pool, "SELECT count(*) FROM events"), 1);
+    /* The log continues without a gap; a good group gets consecutive seqs in order and one time. */
+    evs[3].encode = encode;
+    MUST(audit_store_append_all(f.store, evs, 5, res));
+    for (int i = 0; i < 5; i++) {
+        assert_int_equal(res[i].seq, (uint64_t)(1 + i));
+        assert_int_equal(res[i].time_micros, res[0].time_micros);
+    }
+    assert_int_equal(append_one(f.store, "last"), 6);
+    assert_int_equal(audit_store_append_all(f.store, evs, 0, res).err, BASE_ERR_INVALID);
+    audit_verify_report rep;
+    MUST(audit_store_verify(f.store, 0, UINT64_MAX, &rep));
+    assert_int_equal(rep.problem, AUDIT_VERIFY_OK);
+    assert_int_equal(rep.leaves_checked, 7);
+    fx_close(&f);
+}
+
+typedef struct collected {
+    size_t n;
+    uint64_t seq[64];
+    char tag[64][16];
+} collected;
+
+static base_result collect_row(void *arg, const audit_row *row)
+{
+    collected *c = arg;
+    if (c->n >= 64)
+        return base_fail(BASE_ERR_LIMIT, "test: too many rows");
+    c->seq[c->n] = row->seq;
+    const char *t = strstr(row->entry, "\"tag\":\"");
+    snprintf(c->tag[c->n], sizeof c->tag[c->n], "%.*s", t ? 4 : 0, t ? t + 7 : "");
+    /* The leaf hash delivered is SHA-256(0x00 || the entry delivered). */
+    uint8_t leaf[32];
+    BASE_GUARD(audit_merkle_leaf_hash(row->entry, row->entry_len, leaf));
+    if (memcmp(leaf, row->leaf, 32) != 0)
+        return base_fail(BASE_ERR_INTERNAL, "test: leaf does not match entry");
+    c->n++;
+    return BASE_OK_RESULT;
+}
+
+static void append_for(audit_store *s, const char *tenant, const char *patient, const char *actor, int action,
+                       const char *tag)
+{
+    enc_arg a = {0};
+    snprintf(a.tag, sizeof a.tag, "%s", tag);
+    audit_store_event ev = event(&a);
+    ev.tenant_id = tenant;
+    ev.patient_ref = patient;
+    ev.actor_id = actor;
+    ev.action = action;
+    MUST(audit_store_append(s, &ev, NULL, NULL, NULL));
+}
+
+#define PT_A "pt_aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
+#define PT_B "pt_bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb"
+
+static void test_read_events_filters_and_pages(void **state)
+{
+    (void)state;
+    fx f;
+    fx_open(&f, g_uri);
+    for (int i = 0; i < 10; i++) {
+        char tag[8];
+        snprintf(tag, sizeof tag, "a%03d", i);
+        append_for(f.store, "tenant-a", i % 2 ? PT_A : NULL, i < 5 ? "u1" : "u2", i % 3 ? 2 : 5, tag);
+        snprintf(tag, sizeof tag, "b%03d", i);
+        append_for(f.store, "tenant-b", PT_A, "u1", 2, tag);
+    }
+    collected c = {0};
+    size_t n = 0;
+    bool more = false;
+    audit_query q = {.tenant_id = "tenant-a", .limit = 100};
+    MUST(audit_read_events(f.pool, &q, collect_row, &c, &n, &more));
+    assert_int_equal(n, 10);
+    assert_false(more);
+    for (size_t i = 0; i < c.n; i++)
+        assert_int_equal(c.tag[i][0], 'a'); /* never another tenant's */
+    /* Filters combine: PT_A is on odd i, u2 on i >= 5, action 5 on i % 3 == 0. */
+    memset(&c, 0, sizeof c);
+    q = (audit_query){.tenant_id = "tenant-a", .patient_ref = PT_A, .actor_id = "u2", .limit = 100};
+    MUST(audit_read_events(f.pool, &q, collect_row, &c, &n, &more));
+    assert_int_equal(n, 3);
+    assert_string_equal(c.tag[0], "a005");
+    assert_string_equal(c.tag[2], "a009");
+    memset(&c, 0, sizeof c);
+    q = (audit_query){.tenant_id = "tenant-a", .action = 5, .limit = 100};
+    MUST(audit_read_events(f.pool, &q, collect_row, &c, &n, &more));
+    assert_int_equal(n, 4);
+    /* Another tenant's patient and actor never leak through a filter. */
+    memset(&c, 0, sizeof c);
+    q = (audit_query){.tenant_id = "tenant-a", .patient_ref = PT_B, .limit = 100};
+    MUST(audit_read_events(f.pool, &q, collect_row, &c, &n, &more));
+    assert_int_equal(n, 0);
+    /* Time range: nothing was logged in the future. */
+    q = (audit_query){
+        .tenant_id = "tenant-a", .has_start = true, .start_micros = INT64_C(4102444800000000), .limit = 100};
+    MUST(audit_read_events(f.pool, &q, collect_row, &c, &n, &more));
+    assert_int_equal(n, 0);
+    q = (audit_query){.tenant_id = "tenant-a",
+                      .has_start = true,
+                      .start_micros = 0,
+                      .has_end = true,
+                      .end_micros = INT64_C(4102444800000000),
+                      .limit = 100};
+    MUST(audit_read_events(f.pool, &q, collect_row, &c, &n, &more));
+    assert_int_equal(n, 10);
+    /* Pages of 3 with the seq cursor: 3 + 3 + 3 + 1, in order, no repeats. */
+    memset(&c, 0, sizeof c);
+    q = (audit_query){.tenant_id = "tenant-a", .limit = 3};
+    size_t pages = 0;
+    do {
+        size_t before = c.n;
+        MUST(audit_read_events(f.pool, &q, collect_row, &c, &n, &more));
+        assert_int_equal(c.n - before, n);
+        pages++;
+        if (n > 0) {
+            q.has_after = true;
+            q.after_seq = c.seq[c.n - 1];
+        }
+    } while (more);
+    assert_int_equal(pages, 4);
+    assert_int_equal(c.n, 10);
+    for (size_t i = 1; i < c.n; i++)
+        assert_true(c.seq[i] > c.seq[i - 1]);
+    /* below_seq bounds the page (an export's checkpoint). */
+    memset(&c, 0, sizeof c);
+    q = (audit_query){.tenant_id = "tenant-b", .below_seq = 4, .limit = 100};
+    MUST(audit_read_events(f.pool, &q, collect_row, &c, &n, &more));
+    assert_int_equal(n, 2); /* seqs 1 and 3 */
+    q.limit = 0;
+    assert_int_equal(audit_read_events(f.pool, &q, collect_row, &c, &n, &more).err, BASE_ERR_INVALID);
+    q = (audit_query){.tenant_id = "", .limit = 10};
+    assert_int_equal(audit_read_events(f.pool, &q, collect_row, &c, &n, &more).err, BASE_ERR_INVALID);
+    /* The checkpoint reader sees the latest checkpoint. */
+    audit_read_checkpoint ck;
+    MUST(audit_store_checkpoint_now(f.store));
+    MUST(audit_read_latest_checkpoint(f.pool, &ck));
+    assert_int_equal(ck.tree_size, 20);
+    assert_non_null(strstr(ck.signed_note, ORIGIN));
+    audit_read_checkpoint_clear(&ck);
     fx_close(&f);
 }
 
@@ -620,6 +841,8 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_concurrent_group_commit),
         cmocka_unit_test(test_encoder_failure_fails_only_its_event),
+        cmocka_unit_test(test_append_all_is_atomic),
+        cmocka_unit_test(test_read_events_filters_and_pages),
         cmocka_unit_test(test_restart_and_checkpoint),
         cmocka_unit_test(test_tamper_detected),
         cmocka_unit_test(test_postgres_unreachable),
