@@ -2,9 +2,8 @@
  * drain (with and without drain time), start-up failures and their exit codes, the log's redaction of
  * request data, and alma-cli end to end against it.
  *
- * Processes are started with fork/execve (no shell) and an explicit environment: the parent's, minus
- * every ALMA_* variable, plus what a test adds; so a developer's own ALMA_* settings cannot change a
- * result, while sanitizer options still reach the children. Every wait is bounded. */
+ * Processes are started and watched with tests/support/testproc.h (fork/execve, no shell, an environment
+ * without the developer's ALMA_* settings, bounded waits, children killed by the teardown). */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -15,198 +14,22 @@
 #include "grpc/health/v1/health.pb-c.h"
 #include "rpc/rpc.h"
 #include "testenv.h"
+#include "testproc.h"
 
 #include <arpa/inet.h>
-#include <errno.h>
-#include <fcntl.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
-#include <sys/stat.h>
-#include <sys/wait.h>
-#include <time.h>
 #include <unistd.h>
 
-extern char **environ;
-
 #define ECHO_METHOD       "/alma.echo.v1.Echo/Echo"
-#define READY_TIMEOUT_MS  10000
-#define EXIT_TIMEOUT_MS   15000
-#define MAX_ARGS          48
-#define MAX_ENV           512
-#define MAX_CHILDREN      8
 #define ECHO_SPIFFE_CLI   "spiffe://alma.local/ns/alma/sa/alma-cli"
 #define ECHO_SPIFFE_TESTC "spiffe://alma.local/ns/alma/sa/test-client"
 
-/* ------------------------------------------------------------------ time and processes */
-
-static int64_t now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-static void sleep_ms(int ms)
-{
-    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
-    while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
-        ;
-}
-
-/* Children still running when a test fails are killed by its teardown. */
-static pid_t children[MAX_CHILDREN];
-
-static void child_add(pid_t pid)
-{
-    for (int i = 0; i < MAX_CHILDREN; i++) {
-        if (children[i] == 0) {
-            children[i] = pid;
-            return;
-        }
-    }
-    fail_msg("too many child processes");
-}
-
-static void child_forget(pid_t pid)
-{
-    for (int i = 0; i < MAX_CHILDREN; i++)
-        if (children[i] == pid)
-            children[i] = 0;
-}
-
-/* A private directory for one test's files (ready-file, captured output). */
-static char workdir[64];
-
-static int test_setup(void **state)
-{
-    (void)state;
-    snprintf(workdir, sizeof workdir, "/tmp/alma-echo-test-XXXXXX");
-    return mkdtemp(workdir) ? 0 : -1;
-}
-
-static int test_teardown(void **state)
-{
-    (void)state;
-    for (int i = 0; i < MAX_CHILDREN; i++) {
-        if (children[i] > 0) {
-            kill(children[i], SIGKILL);
-            waitpid(children[i], NULL, 0);
-            children[i] = 0;
-        }
-    }
-    static const char *const names[] = {"ready", "ready.tmp", "out1", "err1", "out2", "err2", "out3", "err3"};
-    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
-        char p[128];
-        snprintf(p, sizeof p, "%s/%s", workdir, names[i]);
-        unlink(p);
-    }
-    rmdir(workdir);
-    return 0;
-}
-
-static const char *work_path(const char *name)
-{
-    static char buf[8][128];
-    static int slot;
-    char *out = buf[slot++ % 8];
-    snprintf(out, sizeof buf[0], "%s/%s", workdir, name);
-    return out;
-}
-
-/* The child's environment: ours without ALMA_*, then `extra` (NULL-terminated, may be NULL). */
-static char **child_env(const char *const *extra)
-{
-    static char *env[MAX_ENV + 1];
-    int n = 0;
-    for (char **e = environ; *e && n < MAX_ENV - 16; e++)
-        if (strncmp(*e, "ALMA_", 5) != 0)
-            env[n++] = *e;
-    for (int i = 0; extra && extra[i] && n < MAX_ENV; i++)
-        env[n++] = (char *)extra[i];
-    env[n] = NULL;
-    return env;
-}
-
-/* fork + execve with stdout and stderr into files; no shell. Only async-signal-safe calls in the child. */
-static pid_t spawn(const char *const *argv, char **envp, const char *out_path, const char *err_path)
-{
-    pid_t pid = fork();
-    assert_true(pid >= 0);
-    if (pid == 0) {
-        int in = open("/dev/null", O_RDONLY);
-        int out = open(out_path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
-        int err = open(err_path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
-        if (in < 0 || out < 0 || err < 0 || dup2(in, 0) < 0 || dup2(out, 1) < 0 || dup2(err, 2) < 0)
-            _exit(126);
-        execve(argv[0], (char *const *)argv, envp);
-        _exit(127);
-    }
-    child_add(pid);
-    return pid;
-}
-
-/* The exit status (128+N for a signal), or -1 when it did not exit within timeout_ms (then it is killed). */
-static int wait_exit(pid_t pid, int timeout_ms)
-{
-    int64_t until = now_ms() + timeout_ms;
-    for (;;) {
-        int status = 0;
-        pid_t r = waitpid(pid, &status, WNOHANG);
-        if (r == pid) {
-            child_forget(pid);
-            return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-        }
-        assert_true(r == 0);
-        if (now_ms() > until) {
-            kill(pid, SIGKILL);
-            waitpid(pid, NULL, 0);
-            child_forget(pid);
-            return -1;
-        }
-        sleep_ms(10);
-    }
-}
-
-static bool file_exists(const char *path)
-{
-    struct stat st;
-    return stat(path, &st) == 0;
-}
-
-/* A file that a child may not have created yet: "" until it exists. Free the result. */
-static char *read_or_empty(const char *path)
-{
-    return file_exists(path) ? testenv_read_file(path) : strdup("");
-}
-
-/* Wait (bounded) until the file holds `needle`. */
-static void wait_for_output(const char *path, const char *needle)
-{
-    int64_t until = now_ms() + READY_TIMEOUT_MS;
-    for (;;) {
-        char *seen = read_or_empty(path);
-        bool found = strstr(seen, needle) != NULL;
-        free(seen);
-        if (found)
-            return;
-        if (now_ms() > until)
-            fail_msg("%s never showed \"%s\"", path, needle);
-        sleep_ms(20);
-    }
-}
-
-/* ------------------------------------------------------------------ the daemon */
-
-typedef struct daemon_proc {
-    pid_t pid;
-    int api, admin, metrics;
-    char api_addr[32], admin_addr[32];
-    const char *err_path;
-} daemon_proc;
+/* ------------------------------------------------------------------ the binaries */
 
 static const char *echo_binary(void)
 {
@@ -222,119 +45,12 @@ static const char *cli_binary(void)
     return path;
 }
 
-/* The value of `key=N` in the ready-file line. */
-static int ready_port(const char *text, const char *key)
+/* Start alma-echo (the loopback ports, the dev PKI, a ready-file, then `extra`) and wait for its
+ * ready-file. */
+static void daemon_start(testproc_daemon *d, const char *const *extra)
 {
-    const char *p = strstr(text, key);
-    assert_non_null(p);
-    p += strlen(key);
-    char *end = NULL;
-    long v = strtol(p, &end, 10);
-    assert_true(end != p && v > 0 && v < 65536);
-    return (int)v;
-}
-
-/* argv for alma-echo: the loopback ports, the dev PKI, the ready-file, then `extra`. */
-static void daemon_argv(const char **argv, const char *const *extra, bool with_tls)
-{
-    static char cert[512], key[512], ca[512];
-    snprintf(cert, sizeof cert, "%s", testenv_pki("echo.pem"));
-    snprintf(key, sizeof key, "%s", testenv_pki("echo-key.pem"));
-    snprintf(ca, sizeof ca, "%s", testenv_pki("ca.pem"));
-    int n = 0;
-    argv[n++] = echo_binary();
-    argv[n++] = "--api-addr";
-    argv[n++] = "127.0.0.1:0";
-    argv[n++] = "--admin-addr";
-    argv[n++] = "127.0.0.1:0";
-    argv[n++] = "--metrics-addr";
-    argv[n++] = "127.0.0.1:0";
-    if (with_tls) {
-        argv[n++] = "--tls-cert";
-        argv[n++] = cert;
-        argv[n++] = "--tls-key";
-        argv[n++] = key;
-        argv[n++] = "--tls-ca";
-        argv[n++] = ca;
-    }
-    argv[n++] = "--ready-file";
-    argv[n++] = work_path("ready");
-    for (int i = 0; extra && extra[i]; i++) {
-        assert_true(n < MAX_ARGS - 1);
-        argv[n++] = extra[i];
-    }
-    argv[n] = NULL;
-}
-
-/* Start alma-echo and wait (bounded) for its ready-file. */
-static void daemon_start(daemon_proc *d, const char *const *extra)
-{
-    const char *argv[MAX_ARGS];
-    daemon_argv(argv, extra, true);
-    memset(d, 0, sizeof *d);
-    d->err_path = work_path("err1");
-    unlink(work_path("ready"));
-    d->pid = spawn(argv, child_env(NULL), work_path("out1"), d->err_path);
-    int64_t until = now_ms() + READY_TIMEOUT_MS;
-    while (!file_exists(work_path("ready"))) {
-        int status = 0;
-        if (waitpid(d->pid, &status, WNOHANG) == d->pid) {
-            child_forget(d->pid);
-            char *log = testenv_read_file(d->err_path);
-            fail_msg("alma-echo exited before it was ready (status %d): %s", status, log);
-        }
-        if (now_ms() > until)
-            fail_msg("alma-echo wrote no ready-file within %d ms", READY_TIMEOUT_MS);
-        sleep_ms(20);
-    }
-    char *ready = testenv_read_file(work_path("ready"));
-    d->api = ready_port(ready, "api=");
-    d->admin = ready_port(ready, "admin=");
-    d->metrics = ready_port(ready, "metrics=");
-    free(ready);
-    snprintf(d->api_addr, sizeof d->api_addr, "127.0.0.1:%d", d->api);
-    snprintf(d->admin_addr, sizeof d->admin_addr, "127.0.0.1:%d", d->admin);
-}
-
-/* SIGTERM, then the exit status (bounded). */
-static int daemon_stop(daemon_proc *d)
-{
-    assert_int_equal(kill(d->pid, SIGTERM), 0);
-    return wait_exit(d->pid, EXIT_TIMEOUT_MS);
-}
-
-/* Wait (bounded) until the daemon's log holds `needle`. */
-static bool log_wait_for(const daemon_proc *d, const char *needle, int timeout_ms)
-{
-    int64_t until = now_ms() + timeout_ms;
-    for (;;) {
-        char *log = testenv_read_file(d->err_path);
-        bool found = strstr(log, needle) != NULL;
-        free(log);
-        if (found)
-            return true;
-        if (now_ms() > until)
-            return false;
-        sleep_ms(10);
-    }
-}
-
-/* Run a program to its end; its exit status, with stdout and stderr (free both). */
-static int run_to_end(const char *const *argv, const char *const *extra_env, char **ret_out, char **ret_err)
-{
-    pid_t pid = spawn(argv, child_env(extra_env), work_path("out2"), work_path("err2"));
-    int code = wait_exit(pid, EXIT_TIMEOUT_MS);
-    char *out = testenv_read_file(work_path("out2"));
-    char *err = testenv_read_file(work_path("err2"));
-    if (ret_out)
-        *ret_out = out;
-    else
-        free(out);
-    if (ret_err)
-        *ret_err = err;
-    else
-        free(err);
-    return code;
+    testproc_daemon_init(d, echo_binary(), "echo", extra, NULL);
+    testproc_daemon_start(d);
 }
 
 /* ------------------------------------------------------------------ in-process clients */
@@ -432,7 +148,7 @@ static void *slow_call_main(void *arg)
 static void test_serves_health_and_mtls(void **state)
 {
     (void)state;
-    daemon_proc d;
+    testproc_daemon d;
     daemon_start(&d, NULL);
     int status = -1;
     assert_int_equal(health_check(d.admin_addr, &status), RPC_OK);
@@ -442,7 +158,7 @@ static void test_serves_health_and_mtls(void **state)
     assert_string_equal(peer, ECHO_SPIFFE_TESTC);
     /* The metrics port accepts connections too (its content is test_rpc's business). */
     assert_true(tcp_accepts(d.metrics));
-    assert_int_equal(daemon_stop(&d), 0);
+    assert_int_equal(testproc_daemon_stop(&d), 0);
 }
 
 /* SIGTERM while a call runs: the call finishes OK, new connections are refused during the drain, the
@@ -450,19 +166,19 @@ static void test_serves_health_and_mtls(void **state)
 static void test_sigterm_drains(void **state)
 {
     (void)state;
-    daemon_proc d;
+    testproc_daemon d;
     daemon_start(&d, NULL);
     slow_call c = {.addr = d.api_addr, .delay_ms = 1500, .code = -1};
     assert_int_equal(pthread_create(&c.thread, NULL, slow_call_main, &c), 0);
-    sleep_ms(300);
+    testproc_sleep_ms(300);
     assert_false(c.done);
     assert_int_equal(kill(d.pid, SIGTERM), 0);
 
     /* Once draining, the ports stop accepting (bounded wait: the listeners close asynchronously). */
-    assert_true(log_wait_for(&d, "\"msg\":\"draining\"", 2000));
-    int64_t until = now_ms() + 1000;
-    while (tcp_accepts(d.api) && now_ms() < until)
-        sleep_ms(10);
+    assert_true(testproc_daemon_log_wait(&d, "\"msg\":\"draining\"", 2000));
+    int64_t until = testproc_now_ms() + 1000;
+    while (tcp_accepts(d.api) && testproc_now_ms() < until)
+        testproc_sleep_ms(10);
     assert_false(tcp_accepts(d.api));
     assert_false(tcp_accepts(d.admin));
     int status = -1;
@@ -472,8 +188,8 @@ static void test_sigterm_drains(void **state)
 
     pthread_join(c.thread, NULL);
     assert_int_equal(c.code, RPC_OK);
-    assert_int_equal(wait_exit(d.pid, EXIT_TIMEOUT_MS), 0);
-    char *log = testenv_read_file(d.err_path);
+    assert_int_equal(testproc_daemon_wait(&d, TESTPROC_EXIT_TIMEOUT_MS), 0);
+    char *log = testproc_daemon_log(&d);
     assert_non_null(strstr(log, "\"msg\":\"draining\""));
     assert_non_null(strstr(log, "\"msg\":\"stopped\",\"count\":\"0\""));
     free(log);
@@ -483,30 +199,33 @@ static void test_sigterm_drains(void **state)
 static void test_sigterm_without_drain(void **state)
 {
     (void)state;
-    daemon_proc d;
+    testproc_daemon d;
     const char *const extra[] = {"--drain-seconds", "0", NULL};
     daemon_start(&d, extra);
     slow_call c = {.addr = d.api_addr, .delay_ms = 5000, .code = -1};
     assert_int_equal(pthread_create(&c.thread, NULL, slow_call_main, &c), 0);
-    sleep_ms(300);
-    int64_t sent = now_ms();
+    testproc_sleep_ms(300);
+    int64_t sent = testproc_now_ms();
     assert_int_equal(kill(d.pid, SIGTERM), 0);
     pthread_join(c.thread, NULL);
     assert_true(c.code == RPC_CANCELLED || c.code == RPC_UNAVAILABLE);
-    assert_true(now_ms() - sent < 4000); /* ended by the stop, not by its 5 s delay */
-    assert_int_equal(wait_exit(d.pid, EXIT_TIMEOUT_MS), 0);
-    char *log = testenv_read_file(d.err_path);
+    assert_true(testproc_now_ms() - sent < 4000); /* ended by the stop, not by its 5 s delay */
+    assert_int_equal(testproc_daemon_wait(&d, TESTPROC_EXIT_TIMEOUT_MS), 0);
+    char *log = testproc_daemon_log(&d);
     assert_non_null(strstr(log, "\"msg\":\"stopped\",\"count\":\"1\""));
     free(log);
 }
 
-/* Run alma-echo with arguments that stop it before it serves; its exit status, stdout and stderr. */
+/* Run alma-echo with arguments that stop it before it serves; its exit status, stdout and stderr. It
+ * must not have written its ready-file. */
 static int daemon_run_bad(const char *const *extra, const char *const *env, bool with_tls, char **ret_out,
                           char **ret_err)
 {
-    const char *argv[MAX_ARGS];
-    daemon_argv(argv, extra, with_tls);
-    return run_to_end(argv, env, ret_out, ret_err);
+    testproc_daemon d;
+    testproc_daemon_init(&d, echo_binary(), with_tls ? "echo" : NULL, extra, env);
+    int code = testproc_daemon_run(&d, ret_out, ret_err);
+    assert_false(testproc_file_exists(d.ready_path));
+    return code;
 }
 
 static void test_bad_settings(void **state)
@@ -541,7 +260,6 @@ static void test_bad_settings(void **state)
     assert_non_null(strstr(out, "--api-addr"));
     assert_non_null(strstr(out, "ALMA_API_ADDR"));
     free(out);
-    assert_false(file_exists(work_path("ready")));
 }
 
 /* An API address someone else holds: start-up fails with exit status 1 and says what it could not do. */
@@ -565,7 +283,6 @@ static void test_api_addr_in_use(void **state)
     assert_non_null(strstr(err, "cannot listen"));
     assert_non_null(strstr(err, "\"msg\":\"start-up failed\""));
     free(err);
-    assert_false(file_exists(work_path("ready")));
     close(fd);
 }
 
@@ -573,7 +290,7 @@ static void test_api_addr_in_use(void **state)
 static void test_no_phi_in_logs(void **state)
 {
     (void)state;
-    daemon_proc d;
+    testproc_daemon d;
     const char *const extra[] = {"--log-level", "debug", NULL};
     daemon_start(&d, extra);
     static const char phi[] = "Jane Doe DOB 1970-01-01";
@@ -581,8 +298,8 @@ static void test_no_phi_in_logs(void **state)
     /* A failing call is logged at info, with its code: still without the request. */
     assert_int_equal(echo_call(d.api_addr, "test-client.pem", phi, 600000, 5000, NULL, 0),
                      RPC_INVALID_ARGUMENT);
-    assert_int_equal(daemon_stop(&d), 0);
-    char *log = testenv_read_file(d.err_path);
+    assert_int_equal(testproc_daemon_stop(&d), 0);
+    char *log = testproc_daemon_log(&d);
     assert_non_null(strstr(log, "\"method\":\"/alma.echo.v1.Echo/Echo\",\"code\":\"OK\""));
     assert_non_null(strstr(log, "\"code\":\"INVALID_ARGUMENT\""));
     assert_null(strstr(log, "Jane Doe"));
@@ -614,7 +331,7 @@ static void cli_argv(const char **argv, const char *addr, const char *client, co
         argv[n++] = "--insecure";
     }
     for (int i = 0; words && words[i]; i++) {
-        assert_true(n < MAX_ARGS - 1);
+        assert_true(n < TESTPROC_MAX_ARGS - 1);
         argv[n++] = words[i];
     }
     argv[n] = NULL;
@@ -623,15 +340,15 @@ static void cli_argv(const char **argv, const char *addr, const char *client, co
 static int cli_run(const char *addr, const char *client, const char *const *words, char **ret_out,
                    char **ret_err)
 {
-    const char *argv[MAX_ARGS];
+    const char *argv[TESTPROC_MAX_ARGS];
     cli_argv(argv, addr, client, words);
-    return run_to_end(argv, NULL, ret_out, ret_err);
+    return testproc_run(argv, NULL, ret_out, ret_err);
 }
 
 static void test_cli_end_to_end(void **state)
 {
     (void)state;
-    daemon_proc d;
+    testproc_daemon d;
     daemon_start(&d, NULL);
     char *out = NULL, *err = NULL;
 
@@ -671,7 +388,7 @@ static void test_cli_end_to_end(void **state)
     snprintf(addr_env, sizeof addr_env, "ALMA_CLI_ADDR=%s", d.admin_addr);
     env[0] = addr_env;
     const char *const bare_health[] = {cli_binary(), "health", NULL};
-    assert_int_equal(run_to_end(bare_health, env, &out, NULL), 0);
+    assert_int_equal(testproc_run(bare_health, env, &out, NULL), 0);
     assert_string_equal(out, "SERVING\n");
     free(out);
 
@@ -701,11 +418,11 @@ static void test_cli_end_to_end(void **state)
         free(err);
     }
     const char *const no_tls[] = {cli_binary(), "--addr", d.api_addr, "health", NULL};
-    assert_int_equal(run_to_end(no_tls, NULL, NULL, &err), 2);
+    assert_int_equal(testproc_run(no_tls, NULL, NULL, &err), 2);
     assert_non_null(strstr(err, "ALMA_CLI_CERT"));
     free(err);
     const char *const help[] = {cli_binary(), "--help", NULL};
-    assert_int_equal(run_to_end(help, NULL, &out, NULL), 0);
+    assert_int_equal(testproc_run(help, NULL, &out, NULL), 0);
     assert_non_null(strstr(out, "--addr"));
     assert_non_null(strstr(out, "ALMA_CLI_ADDR"));
     assert_non_null(strstr(out, "\n  health [SERVICE]"));
@@ -713,15 +430,15 @@ static void test_cli_end_to_end(void **state)
 
     /* watch on the admin port sees SERVING, then NOT_SERVING when the daemon is told to stop; the stream
      * then ends with the server's UNAVAILABLE. */
-    const char *argv[MAX_ARGS];
+    const char *argv[TESTPROC_MAX_ARGS];
     const char *const watch[] = {"watch", NULL};
     cli_argv(argv, d.admin_addr, NULL, watch);
-    pid_t w = spawn(argv, child_env(NULL), work_path("out3"), work_path("err3"));
-    wait_for_output(work_path("out3"), "SERVING\n");
-    assert_int_equal(daemon_stop(&d), 0);
-    assert_int_equal(wait_exit(w, EXIT_TIMEOUT_MS), 1);
-    out = testenv_read_file(work_path("out3"));
-    err = testenv_read_file(work_path("err3"));
+    pid_t w = testproc_spawn(argv, NULL, testproc_work_path("out3"), testproc_work_path("err3"));
+    assert_true(testproc_file_wait_for(testproc_work_path("out3"), "SERVING\n", TESTPROC_READY_TIMEOUT_MS));
+    assert_int_equal(testproc_daemon_stop(&d), 0);
+    assert_int_equal(testproc_wait_exit(w, TESTPROC_EXIT_TIMEOUT_MS), 1);
+    out = testenv_read_file(testproc_work_path("out3"));
+    err = testenv_read_file(testproc_work_path("err3"));
     assert_string_equal(out, "SERVING\nNOT_SERVING\n");
     assert_non_null(strstr(err, "alma-cli: UNAVAILABLE: server is shutting down"));
     free(out);
@@ -732,30 +449,30 @@ static void test_cli_end_to_end(void **state)
 static void test_cli_watch_interrupted(void **state)
 {
     (void)state;
-    daemon_proc d;
+    testproc_daemon d;
     daemon_start(&d, NULL);
-    const char *argv[MAX_ARGS];
+    const char *argv[TESTPROC_MAX_ARGS];
     const char *const watch[] = {"watch", NULL};
     cli_argv(argv, d.admin_addr, NULL, watch);
-    pid_t w = spawn(argv, child_env(NULL), work_path("out3"), work_path("err3"));
-    wait_for_output(work_path("out3"), "SERVING\n");
+    pid_t w = testproc_spawn(argv, NULL, testproc_work_path("out3"), testproc_work_path("err3"));
+    assert_true(testproc_file_wait_for(testproc_work_path("out3"), "SERVING\n", TESTPROC_READY_TIMEOUT_MS));
     assert_int_equal(kill(w, SIGINT), 0);
-    assert_int_equal(wait_exit(w, EXIT_TIMEOUT_MS), 0);
-    assert_int_equal(daemon_stop(&d), 0);
+    assert_int_equal(testproc_wait_exit(w, TESTPROC_EXIT_TIMEOUT_MS), 0);
+    assert_int_equal(testproc_daemon_stop(&d), 0);
 }
 
 int main(void)
 {
     /* The binaries under test are built by the same tree (add_dependencies in CMakeLists.txt). */
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_setup_teardown(test_serves_health_and_mtls, test_setup, test_teardown),
-        cmocka_unit_test_setup_teardown(test_sigterm_drains, test_setup, test_teardown),
-        cmocka_unit_test_setup_teardown(test_sigterm_without_drain, test_setup, test_teardown),
-        cmocka_unit_test_setup_teardown(test_bad_settings, test_setup, test_teardown),
-        cmocka_unit_test_setup_teardown(test_api_addr_in_use, test_setup, test_teardown),
-        cmocka_unit_test_setup_teardown(test_no_phi_in_logs, test_setup, test_teardown),
-        cmocka_unit_test_setup_teardown(test_cli_end_to_end, test_setup, test_teardown),
-        cmocka_unit_test_setup_teardown(test_cli_watch_interrupted, test_setup, test_teardown),
+        cmocka_unit_test_setup_teardown(test_serves_health_and_mtls, testproc_setup, testproc_teardown),
+        cmocka_unit_test_setup_teardown(test_sigterm_drains, testproc_setup, testproc_teardown),
+        cmocka_unit_test_setup_teardown(test_sigterm_without_drain, testproc_setup, testproc_teardown),
+        cmocka_unit_test_setup_teardown(test_bad_settings, testproc_setup, testproc_teardown),
+        cmocka_unit_test_setup_teardown(test_api_addr_in_use, testproc_setup, testproc_teardown),
+        cmocka_unit_test_setup_teardown(test_no_phi_in_logs, testproc_setup, testproc_teardown),
+        cmocka_unit_test_setup_teardown(test_cli_end_to_end, testproc_setup, testproc_teardown),
+        cmocka_unit_test_setup_teardown(test_cli_watch_interrupted, testproc_setup, testproc_teardown),
     };
     return cmocka_run_group_tests_name("echo_daemon", tests, NULL, NULL);
 }
