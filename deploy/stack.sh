@@ -22,9 +22,11 @@ Usage: deploy/stack.sh start BUILD_DIR [--foreground]
        deploy/stack.sh --help
 
 start   Creates the dev PKI (.stack/pki), starts PostgreSQL (127.0.0.1:55432 or the next free port) and Redis
-        (127.0.0.1:56379 or the next free port), creates for every service with a services/<svc>/db marker a
-        role alma_<svc> (random password in .stack/secrets/<svc>.pgpass) owning schema <svc> in database
-        alma, then starts every built service binary BUILD_DIR/services/<svc>/alma-<svc> in the background
+        (127.0.0.1:56379 or the next free port), creates for every service with a services/<svc>/db marker an
+        owner role alma_<svc> (schema <svc> in database alma; runs the migrations) and a runtime role
+        alma_<svc>_app (the service's own migrations grant it what it needs; passwords in
+        .stack/secrets/<svc>.pgpass and <svc>-app.pgpass), creates the audit log's Ed25519 signing key
+        (.stack/secrets/audit-signing-key.pem) if missing, then starts every built service binary BUILD_DIR/services/<svc>/alma-<svc> in the background
         and waits until its admin port accepts connections. Runs deploy/demo-data.sh if it exists, then
         prints every endpoint. Components that already run are left alone.
         --foreground: stay attached; Ctrl-C (or SIGTERM) stops the whole stack cleanly.
@@ -240,10 +242,9 @@ REVOKE ALL ON SCHEMA public FROM PUBLIC;
 EOF
 }
 
-# Role alma_<svc> with a random password, owning schema <svc> and nothing else.
-pg_service_role() { # pg_service_role SVC
-    local svc=$1 role="alma_$1" file="$SECRETS/$1.pgpass" pw=""
-    [[ "$svc" =~ ^[a-z][a-z0-9_]*$ ]] || die "service name not usable as an SQL identifier: $svc"
+# A login role with a random password kept in .stack/secrets/<file>.pgpass (created once, reused).
+pg_login_role() { # pg_login_role ROLE FILE SCHEMA
+    local role=$1 file="$SECRETS/$2.pgpass" schema=$3 pw=""
     if [ -s "$file" ]; then
         pw=$(awk -F: 'NF == 5 { print $5; exit }' "$file")
     fi
@@ -267,16 +268,43 @@ DO \$\$ BEGIN
 END \$\$;
 ALTER ROLE $role WITH LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOINHERIT NOREPLICATION NOBYPASSRLS
   CONNECTION LIMIT 64 PASSWORD '$pw';
-ALTER ROLE $role SET search_path = $svc;
+ALTER ROLE $role SET search_path = $schema;
 GRANT CONNECT ON DATABASE alma TO $role;
-CREATE SCHEMA IF NOT EXISTS $svc AUTHORIZATION $role;
-ALTER SCHEMA $svc OWNER TO $role;
-REVOKE ALL ON SCHEMA $svc FROM PUBLIC;
 EOF
-    say "role $role owns schema $svc in database alma"
 }
 
-pg_password() { # pg_password SVC
+# Two roles per service with a services/<svc>/db marker: alma_<svc> owns schema <svc> and runs the
+# migrations (ALMA_PG_OWNER_URI); alma_<svc>_app is what the service runs as (ALMA_PG_URI) and gets only
+# the rights the service's own migrations grant it (e.g. INSERT and SELECT on the audit log).
+pg_service_role() { # pg_service_role SVC
+    local svc=$1
+    [[ "$svc" =~ ^[a-z][a-z0-9_]*$ ]] || die "service name not usable as an SQL identifier: $svc"
+    pg_login_role "alma_$svc" "$svc" "$svc"
+    pg_login_role "alma_${svc}_app" "$svc-app" "$svc"
+    pg_psql alma <<EOF
+SET client_min_messages = warning;
+CREATE SCHEMA IF NOT EXISTS $svc AUTHORIZATION alma_$svc;
+ALTER SCHEMA $svc OWNER TO alma_$svc;
+REVOKE ALL ON SCHEMA $svc FROM PUBLIC;
+EOF
+    say "role alma_$svc owns schema $svc; the service runs as alma_${svc}_app"
+}
+
+# The audit log's Ed25519 checkpoint key (created once; its public half is in every checkpoint response).
+signing_keys() {
+    local key="$SECRETS/audit-signing-key.pem"
+    if [ ! -s "$key" ]; then
+        (
+            umask 077
+            openssl genpkey -algorithm ed25519 -out "$key.tmp" 2>/dev/null
+        ) || die "cannot create the audit signing key"
+        mv -f "$key.tmp" "$key"
+        say "new audit signing key in $(rel "$key")"
+    fi
+    chmod 600 "$key"
+}
+
+pg_password() { # pg_password FILE (SVC or SVC-app)
     awk -F: 'NF == 5 { print $5; exit }' "$SECRETS/$1.pgpass"
 }
 
@@ -388,8 +416,10 @@ svc_start() { # svc_start SVC BIN
     done
     local pg_uri="" rport
     rport=$(redis_port)
+    local pg_owner_uri=""
     if svc_has_db "$svc"; then
-        pg_uri="postgresql://alma_$svc:$(pg_password "$svc")@127.0.0.1:$(pg_port)/alma"
+        pg_uri="postgresql://alma_${svc}_app:$(pg_password "$svc-app")@127.0.0.1:$(pg_port)/alma"
+        pg_owner_uri="postgresql://alma_$svc:$(pg_password "$svc")@127.0.0.1:$(pg_port)/alma"
     fi
     say "starting $svc (log: $(rel "$log"))"
     echo "--- $(date -u +%Y-%m-%dT%H:%M:%SZ) started by deploy/stack.sh" >>"$log"
@@ -400,7 +430,8 @@ svc_start() { # svc_start SVC BIN
         export ALMA_METRICS_ADDR="127.0.0.1:$metrics"
         export ALMA_TLS_CERT="$PKI/$svc.pem" ALMA_TLS_KEY="$PKI/$svc-key.pem" ALMA_TLS_CA="$PKI/ca.pem"
         export ALMA_TRUST_DOMAIN="$TRUST_DOMAIN" ALMA_REDIS_ADDR="127.0.0.1:$rport"
-        if [ -n "$pg_uri" ]; then export ALMA_PG_URI="$pg_uri"; fi
+        if [ -n "$pg_uri" ]; then export ALMA_PG_URI="$pg_uri" ALMA_PG_OWNER_URI="$pg_owner_uri"; fi
+        if [ "$svc" = audit ]; then export ALMA_SIGNING_KEY="$SECRETS/audit-signing-key.pem"; fi
         # Own session: a Ctrl-C in the terminal reaches only this script, which stops things in order.
         exec setsid "$bin" </dev/null >>"$log" 2>&1
     ) &
@@ -549,6 +580,7 @@ cmd_start() {
             pg_service_role "$svc"
         fi
     done
+    signing_keys
     redis_start
     write_env_file
 

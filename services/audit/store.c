@@ -3,6 +3,7 @@
 #include "store.h"
 
 #include "audit_migrations.h"
+#include "base/clock.h"
 #include "checkpoint.h"
 
 #include <errno.h>
@@ -357,7 +358,8 @@ static void group_fail(batch *b, size_t start, size_t end, size_t culprit, base_
         if (j == culprit)
             copy_msg(m->msg, why);
         else
-            snprintf(m->msg, STORE_MSG_MAX, "audit store: another event of the same batch failed: %s", why);
+            snprintf(m->msg, STORE_MSG_MAX, "audit store: another event of the same batch failed: %.*s",
+                     STORE_MSG_MAX / 2, why);
     }
 }
 
@@ -550,8 +552,29 @@ static void *committer_main(void *arg)
     pending **items = calloc(s->max_batch + AUDIT_STORE_MAX_GROUP, sizeof *items);
     pthread_mutex_lock(&s->mu);
     for (;;) {
-        while (!s->head && !s->closing)
-            pthread_cond_wait(&s->work_cv, &s->mu);
+        while (!s->head && !s->closing) {
+            /* Idle with leaves no checkpoint covers yet: sign one when the interval is up, so the latest
+             * checkpoint is never more than an interval behind the last append. */
+            bool behind = !s->have_ckpt || s->frontier.size != s->last_ckpt_size;
+            if (!behind) {
+                pthread_cond_wait(&s->work_cv, &s->mu);
+                continue;
+            }
+            int64_t due = s->last_ckpt_ms + s->checkpoint_interval_ms - mono_ms();
+            if (due > 0) {
+                struct timespec dl = base_time_after_ms(CLOCK_REALTIME, due);
+                pthread_cond_timedwait(&s->work_cv, &s->mu, &dl);
+                continue;
+            }
+            audit_merkle_frontier snap = s->frontier;
+            pthread_mutex_unlock(&s->mu);
+            bool ok = base_is_ok(store_checkpoint(s, &snap));
+            pthread_mutex_lock(&s->mu);
+            if (!ok) {
+                s->stats.checkpoint_failures++;
+                s->last_ckpt_ms = mono_ms();
+            }
+        }
         if (!s->head)
             break; /* closing and drained */
         if (s->queued < s->max_batch && s->max_wait_us > 0 && !s->closing) {
@@ -713,6 +736,15 @@ static base_result load_body(db_conn *c, void *arg)
     if (next < l->f.size)
         return base_fail(BASE_ERR_CONFLICT, "audit store: the log is shorter than its latest checkpoint");
     return fold_leaves(c, &l->f, next, NULL);
+}
+
+base_result audit_store_migrate(db_pool *pool, const char *schema)
+{
+    BASE_ENSURE(pool, BASE_ERR_INVALID, "audit store: NULL pool");
+    db_migration_set set = audit_migrations;
+    if (schema)
+        set.schema = schema;
+    return db_migrate(pool, &set, NULL);
 }
 
 base_result audit_store_open(const audit_store_config *cfg, audit_store **ret_store)

@@ -97,10 +97,14 @@ typedef struct audit_store_stats {
     uint64_t folded_leaves;       /* leaves appended by other replicas and folded in */
 } audit_store_stats;
 
-/* Validate cfg, run the migrations (unless skip_migrations), load the latest checkpoint and fold in the later leaves, start the
- * committer. BASE_ERR_UNAVAILABLE when Postgres is down, BASE_ERR_CRYPTO when the latest checkpoint's
- * frontier, root or signature do not match, BASE_ERR_CONFLICT for a gap in seq. */
+/* Validate cfg, run the migrations (unless skip_migrations), load the latest checkpoint and fold in the later
+ * leaves, start the committer. BASE_ERR_UNAVAILABLE when Postgres is down, BASE_ERR_CRYPTO when the latest
+ * checkpoint's frontier, root or signature do not match, BASE_ERR_CONFLICT for a gap in seq. */
 BASE_MUST_USE base_result audit_store_open(const audit_store_config *cfg, audit_store **ret_store);
+
+/* Apply the log's migrations to `schema` (NULL = "audit") through `pool`: for an owner role that migrates
+ * before the runtime role opens the store with skip_migrations. */
+BASE_MUST_USE base_result audit_store_migrate(db_pool *pool, const char *schema);
 
 /* Drain the queue (pending appends finish or fail), stop the committer, free. Accepts NULL. */
 void audit_store_close(audit_store *s);

@@ -7,6 +7,7 @@
 #include <cmocka.h>
 
 #include "entry.h"
+#include "entry_decode.h"
 #include "merkle.h"
 
 #include <jansson.h>
@@ -587,10 +588,129 @@ static void test_fhir_rejects(void **state)
     assert_int_equal(audit_entry_to_fhir(good, AUDIT_ENTRY_MAX + 1, &out, &len).err, BASE_ERR_LIMIT);
 }
 
+/* ---- Decoding (entry_decode.h) ---- */
+
+typedef struct track {
+    void *p[512];
+    size_t n;
+} track;
+
+static void *track_alloc(void *ctx, size_t n)
+{
+    track *t = ctx;
+    if (t->n >= 512)
+        return NULL;
+    void *p = calloc(1, n);
+    t->p[t->n++] = p;
+    return p;
+}
+
+static void track_free(track *t)
+{
+    for (size_t i = 0; i < t->n; i++)
+        free(t->p[i]);
+    t->n = 0;
+}
+
+/* decode(encode(x)) encodes to the same bytes: nothing is lost or changed on the way back. */
+static void expect_round_trip(const event_fixture *f, uint64_t seq, const char *svc)
+{
+    size_t len = 0;
+    char *entry = encode_ok(f, seq, svc, &len);
+    track t = {0};
+    audit_decoded_entry d;
+    base_result r = audit_entry_decode(entry, len, track_alloc, &t, &d);
+    if (!base_is_ok(r))
+        fail_msg("decode failed: %s", base_error_message());
+    assert_int_equal(d.seq, seq);
+    assert_int_equal(d.time_micros, WHEN);
+    assert_string_equal(d.event->actor->service_identity, svc ? svc : "");
+    char *again = NULL;
+    size_t again_len = 0;
+    r = audit_entry_encode(d.event, d.seq, d.time_micros, d.event->actor->service_identity, &again,
+                           &again_len);
+    if (!base_is_ok(r))
+        fail_msg("re-encode failed: %s", base_error_message());
+    assert_string_equal(again, entry);
+    free(again);
+    free(entry);
+    track_free(&t);
+}
+
+static void test_decode_round_trip(void **state)
+{
+    (void)state;
+    event_fixture f;
+    event_init(&f);
+    expect_round_trip(&f, 0, NULL);
+    event_init_full(&f);
+    expect_round_trip(&f, 123456789, "spiffe://alma.local/ns/alma/sa/vault");
+    f.recipient.name = "Cl\u00ednica \"Sa\u00fade\" \\ \xf0\x9f\x8f\xa5";
+    expect_round_trip(&f, 7, "spiffe://alma.local/ns/alma/sa/vault");
+}
+
+static void expect_decode_invalid(const char *entry)
+{
+    track t = {0};
+    audit_decoded_entry d;
+    base_result r = audit_entry_decode(entry, strlen(entry), track_alloc, &t, &d);
+    track_free(&t);
+    if (r.err != BASE_ERR_INVALID)
+        fail_msg("accepted or wrong error (%s) for: %s", base_err_name(r.err), entry);
+}
+
+static void test_decode_rejects(void **state)
+{
+    (void)state;
+    static const char ok_tail[] = "\"time\":\"2026-11-23T12:00:00.000000Z\",\"v\":1}";
+    char buf[512];
+    expect_decode_invalid("");
+    expect_decode_invalid("[]");
+    expect_decode_invalid("{\"v\":1");
+    snprintf(buf, sizeof buf,
+             "{\"action\":\"ACTION_READ\",\"actor\":{\"principal_id\":\"u\"},\"seq\":1,"
+             "\"tenant_id\":\"t\",%s",
+             ok_tail);
+    track t = {0};
+    audit_decoded_entry d;
+    base_result ok = audit_entry_decode(buf, strlen(buf), track_alloc, &t, &d);
+    if (!base_is_ok(ok))
+        fail_msg("minimal entry refused: %s", base_error_message());
+    assert_string_equal(d.event->tenant_id, "t");
+    assert_string_equal(d.event->patient_ref, "");
+    track_free(&t);
+    /* Each required key missing, a wrong type, an unknown enum name, version 2, an impossible date. */
+    expect_decode_invalid("{\"actor\":{\"principal_id\":\"u\"},\"seq\":1,\"tenant_id\":\"t\","
+                          "\"time\":\"2026-11-23T12:00:00.000000Z\",\"v\":1}");
+    expect_decode_invalid("{\"action\":\"ACTION_READ\",\"seq\":1,\"tenant_id\":\"t\","
+                          "\"time\":\"2026-11-23T12:00:00.000000Z\",\"v\":1}");
+    expect_decode_invalid("{\"action\":\"ACTION_READ\",\"actor\":{\"principal_id\":\"u\"},\"seq\":\"1\","
+                          "\"tenant_id\":\"t\",\"time\":\"2026-11-23T12:00:00.000000Z\",\"v\":1}");
+    expect_decode_invalid("{\"action\":\"ACTION_FLY\",\"actor\":{\"principal_id\":\"u\"},\"seq\":1,"
+                          "\"tenant_id\":\"t\",\"time\":\"2026-11-23T12:00:00.000000Z\",\"v\":1}");
+    expect_decode_invalid("{\"action\":\"ACTION_READ\",\"actor\":{\"principal_id\":\"u\"},\"seq\":1,"
+                          "\"tenant_id\":\"t\",\"time\":\"2026-11-23T12:00:00.000000Z\",\"v\":2}");
+    expect_decode_invalid("{\"action\":\"ACTION_READ\",\"actor\":{\"principal_id\":\"u\"},\"seq\":1,"
+                          "\"tenant_id\":\"t\",\"time\":\"2026-02-30T12:00:00.000000Z\",\"v\":1}");
+    expect_decode_invalid("{\"action\":\"ACTION_READ\",\"actor\":{\"principal_id\":\"u\"},\"seq\":1,"
+                          "\"tenant_id\":\"t\",\"time\":\"2026-11-23 12:00:00Z\",\"v\":1}");
+    expect_decode_invalid("{\"action\":\"ACTION_READ\",\"actor\":{\"principal_id\":\"u\",\"roles\":[1]},"
+                          "\"seq\":1,\"tenant_id\":\"t\",\"time\":\"2026-11-23T12:00:00.000000Z\",\"v\":1}");
+    expect_decode_invalid("{\"action\":\"ACTION_READ\",\"actor\":{\"principal_id\":\"u\"},\"details\":"
+                          "{\"k\":5},\"seq\":1,\"tenant_id\":\"t\",\"time\":\"2026-11-23T12:00:00.000000Z\","
+                          "\"v\":1}");
+    /* A duplicated key is not a canonical entry. */
+    expect_decode_invalid(
+        "{\"action\":\"ACTION_READ\",\"action\":\"ACTION_LOGIN\",\"actor\":{\"principal_id\""
+        ":\"u\"},\"seq\":1,\"tenant_id\":\"t\",\"time\":\"2026-11-23T12:00:00.000000Z\",\"v\":1}");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_full_event_exact),
+        cmocka_unit_test(test_decode_round_trip),
+        cmocka_unit_test(test_decode_rejects),
         cmocka_unit_test(test_keys_sorted_and_compact),
         cmocka_unit_test(test_same_input_same_bytes),
         cmocka_unit_test(test_leaf_hash_covers_entry),
