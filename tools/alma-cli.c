@@ -11,16 +11,26 @@
  *
  * Adding a command for a new service is one entry in cli_commands[] plus its function.
  *
- * Exit status: 0 success (health: only SERVING), 1 an RPC failed or the server is not serving,
- * 2 a usage or settings error. Anything a server sends is printed with control characters replaced,
- * so a hostile server cannot drive the terminal. */
+ * Exit status: 0 success (health: only SERVING; audit-verify-log: only a log that verifies), 1 an RPC
+ * failed, the server is not serving or the log does not verify, 2 a usage or settings error. Anything a
+ * server sends is printed with control characters replaced, so a hostile server cannot drive the terminal.
+ * Error messages name options and fields, never their values: an audit event's content may be sensitive. */
 #include "base/config.h"
+#include "base/utf8.h"
 #include "rpc/rpc.h"
 
+#include "audit/v1/audit.pb-c.h"
 #include "echo/v1/echo.pb-c.h"
 #include "grpc/health/v1/health.pb-c.h"
 
+#include "checkpoint.h"
+#include "export_file.h"
+#include "validate.h"
+
+#include <ctype.h>
 #include <errno.h>
+#include <inttypes.h>
+#include <jansson.h>
 #include <limits.h>
 #include <pthread.h>
 #include <signal.h>
@@ -29,6 +39,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <time.h>
 
 #define CLI_PROGRAM "alma-cli"
 
@@ -40,7 +51,8 @@ enum { CLI_EXIT_OK = 0, CLI_EXIT_FAIL = 1, CLI_EXIT_USAGE = 2 };
 /* The prefix of the setting names (environment ALMA_CLI_*), absent from the flags. */
 #define CLI_PREFIX     "cli-"
 #define CLI_PREFIX_LEN (sizeof CLI_PREFIX - 1)
-/* watch has no deadline of its own: it runs until Ctrl-C or the stream ends (INT_MAX ms is 24 days). */
+/* watch and audit-export have no deadline of their own: they run until Ctrl-C or the stream ends (INT_MAX
+ * ms is 24 days). */
 #define CLI_WATCH_TIMEOUT_MS INT_MAX
 
 /* ------------------------------------------------------------------ settings */
@@ -59,7 +71,7 @@ static const cfg_setting cli_settings[] = {
     {"cli-server-name", CFG_STRING, "localhost", &cli_server_name, 1, 255,
      "name the server certificate must carry", false},
     {"cli-timeout-ms", CFG_INT, "10000", &cli_timeout_ms, 1, 3600000,
-     "deadline of each call in milliseconds (watch has none)", false},
+     "deadline of each call in milliseconds (watch and audit-export have none)", false},
     {"cli-authorization", CFG_STRING, "", &cli_authorization, 0, 8192,
      "sent as authorization metadata (prefer the environment: argv is visible to other users)", true},
     {"cli-verbose", CFG_BOOL, "false", &cli_verbose, 0, 0,
@@ -187,7 +199,7 @@ typedef struct cli_args {
 } cli_args;
 
 /* A decimal number from 0 to max, digits only. */
-static bool cli_parse_uint(const char *s, unsigned long max, uint32_t *ret)
+static bool cli_parse_u64(const char *s, unsigned long long max, uint64_t *ret)
 {
     if (!s || s[0] < '0' || s[0] > '9')
         return false;
@@ -196,17 +208,85 @@ static bool cli_parse_uint(const char *s, unsigned long max, uint32_t *ret)
     unsigned long long v = strtoull(s, &end, 10);
     if (errno || *end || v > max)
         return false;
+    *ret = (uint64_t)v;
+    return true;
+}
+
+static bool cli_parse_uint(const char *s, unsigned long max, uint32_t *ret)
+{
+    uint64_t v = 0;
+    if (max > UINT32_MAX || !cli_parse_u64(s, max, &v))
+        return false;
     *ret = (uint32_t)v;
     return true;
 }
 
-/* The options a command takes: name (without "--"), and where a number goes (NULL: a flag). */
+/* Is s[0, n) well-formed UTF-8 without control characters? */
+static bool cli_is_text(const char *s)
+{
+    size_t n = strlen(s);
+    for (size_t i = 0; i < n;) {
+        uint32_t cp = 0;
+        size_t k = base_utf8_next((const unsigned char *)s + i, n - i, &cp);
+        if (k == 0 || cp < 0x20 || cp == 0x7f)
+            return false;
+        i += k;
+    }
+    return true;
+}
+
+/* A repeatable option (--detail K=V ...): its values in order, at most cap. */
+typedef struct cli_list {
+    const char **items;
+    size_t count, cap;
+} cli_list;
+
+/* The options a command takes: name (without "--") and where its value goes, exactly one of:
+ *   number    a number from 0 to max (the last one given wins)
+ *   number64  the same, 64-bit
+ *   flag      no value
+ *   text      a word of at most max bytes, given at most once
+ *   list      a word of at most max bytes each time, up to list->cap times
+ * Text and list values must be UTF-8 without control characters, unless `path` (a file name: any bytes). */
 typedef struct cli_option {
     const char *name;
     uint32_t *number;
+    uint64_t *number64;
     unsigned long max;
     bool *flag;
+    const char **text;
+    cli_list *list;
+    bool path;
 } cli_option;
+
+/* Store an option's value. Messages name the option, never the value. */
+static int cli_set_option(const cli_args *a, const cli_option *o, const char *value)
+{
+    if (o->number || o->number64) {
+        bool ok =
+            o->number ? cli_parse_uint(value, o->max, o->number) : cli_parse_u64(value, o->max, o->number64);
+        if (!ok)
+            return cli_usage_error("%s: option --%s expects a number from 0 to %lu", a->command, o->name,
+                                   o->max);
+        return CLI_EXIT_OK;
+    }
+    if (strlen(value) > o->max)
+        return cli_usage_error("%s: option --%s is longer than %lu bytes", a->command, o->name, o->max);
+    if (!o->path && !cli_is_text(value))
+        return cli_usage_error("%s: option --%s must be UTF-8 text without control characters", a->command,
+                               o->name);
+    if (o->text) {
+        if (*o->text)
+            return cli_usage_error("%s: option --%s is given more than once", a->command, o->name);
+        *o->text = value;
+        return CLI_EXIT_OK;
+    }
+    if (o->list->count >= o->list->cap)
+        return cli_usage_error("%s: option --%s is given more than %zu times", a->command, o->name,
+                               o->list->cap);
+    o->list->items[o->list->count++] = value;
+    return CLI_EXIT_OK;
+}
 
 /* Split the command's words into positional words (args->words) and the options it knows. */
 static int cli_parse_command_args(cli_args *a, const cli_option *opts, size_t nopts, int min_words,
@@ -247,11 +327,15 @@ static int cli_parse_command_args(cli_args *a, const cli_option *opts, size_t no
             const char *value = eq ? eq + 1 : (i + 1 < a->argc ? a->argv[++i] : NULL);
             if (!value)
                 return cli_usage_error("%s: option --%s needs a value", a->command, o->name);
-            if (!cli_parse_uint(value, o->max, o->number))
-                return cli_usage_error("%s: option --%s expects a number from 0 to %lu", a->command, o->name,
-                                       o->max);
+            int rc = cli_set_option(a, o, value);
+            if (rc)
+                return rc;
             continue;
         }
+        if (max_words == 0) /* the word is not shown: it may be a value that lost its option */
+            return cli_usage_error(
+                "%s: unexpected argument: this command takes options only (see %s %s --help)", a->command,
+                CLI_PROGRAM, a->command);
         if (a->word_count >= max_words)
             return cli_usage_error("%s: too many arguments (at most %d; see %s %s --help)", a->command,
                                    max_words, CLI_PROGRAM, a->command);
@@ -310,19 +394,30 @@ static int cli_cmd_health(cli_args *a)
     return rc;
 }
 
-/* Ctrl-C (or SIGTERM) during watch cancels the stream from a signal thread; the receive loop then ends. */
-typedef struct cli_watch_signals {
+/* Ctrl-C (or SIGTERM) during a long stream (watch, audit-export) cancels the stream from a signal thread;
+ * the receive loop then ends. The stop signals are blocked before gRPC starts its threads (they inherit
+ * the mask), so only the signal thread's sigwait takes them. */
+typedef struct cli_stream_signals {
     pthread_mutex_t mu;
     rpc_client_stream *stream; /* NULL once the stream is done */
     bool interrupted;
+    bool have_thread;
     pthread_t thread;
-} cli_watch_signals;
+} cli_stream_signals;
 
 static sigset_t cli_stop_signals;
 
-static void *cli_watch_signal_main(void *arg)
+static void cli_block_stop_signals(void)
 {
-    cli_watch_signals *w = arg;
+    sigemptyset(&cli_stop_signals);
+    sigaddset(&cli_stop_signals, SIGINT);
+    sigaddset(&cli_stop_signals, SIGTERM);
+    pthread_sigmask(SIG_BLOCK, &cli_stop_signals, NULL);
+}
+
+static void *cli_signal_main(void *arg)
+{
+    cli_stream_signals *w = arg;
     int sig = 0;
     while (sigwait(&cli_stop_signals, &sig) != 0)
         ;
@@ -335,21 +430,38 @@ static void *cli_watch_signal_main(void *arg)
     return NULL;
 }
 
+/* Start watching for the stop signals on behalf of stream s (after cli_block_stop_signals). */
+static void cli_signals_start(cli_stream_signals *w, rpc_client_stream *s)
+{
+    *w = (cli_stream_signals){.mu = PTHREAD_MUTEX_INITIALIZER, .stream = s};
+    w->have_thread = pthread_create(&w->thread, NULL, cli_signal_main, w) == 0;
+}
+
+/* Stop watching (before the stream is freed); true when a stop signal cancelled the stream. */
+static bool cli_signals_stop(cli_stream_signals *w)
+{
+    pthread_mutex_lock(&w->mu);
+    bool interrupted = w->interrupted;
+    w->stream = NULL;
+    pthread_mutex_unlock(&w->mu);
+    if (w->have_thread) {
+        if (!interrupted)
+            pthread_kill(w->thread, SIGTERM); /* blocked everywhere: only its sigwait takes it */
+        pthread_join(w->thread, NULL);
+    }
+    return interrupted;
+}
+
 static int cli_cmd_watch(cli_args *a)
 {
     int rc = cli_parse_command_args(a, NULL, 0, 0, 1);
     if (rc)
         return rc;
-    /* Block the stop signals before gRPC starts its threads (they inherit the mask). */
-    sigemptyset(&cli_stop_signals);
-    sigaddset(&cli_stop_signals, SIGINT);
-    sigaddset(&cli_stop_signals, SIGTERM);
-    pthread_sigmask(SIG_BLOCK, &cli_stop_signals, NULL);
+    cli_block_stop_signals();
     cli_call c;
     if ((rc = cli_connect(&c)))
         return rc;
     c.opts.timeout_ms = CLI_WATCH_TIMEOUT_MS;
-    cli_watch_signals w = {.mu = PTHREAD_MUTEX_INITIALIZER};
     rpc_client_stream *s = NULL;
     base_result r = rpc_client_stream_open(c.ch, HEALTH_WATCH, &c.opts, &s);
     if (!base_is_ok(r)) {
@@ -358,8 +470,8 @@ static int cli_cmd_watch(cli_args *a)
         cli_disconnect(&c);
         return cli_rpc_error(&st);
     }
-    w.stream = s;
-    bool have_thread = pthread_create(&w.thread, NULL, cli_watch_signal_main, &w) == 0;
+    cli_stream_signals w;
+    cli_signals_start(&w, s);
     Grpc__Health__V1__HealthCheckRequest req = GRPC__HEALTH__V1__HEALTH_CHECK_REQUEST__INIT;
     req.service = (char *)(a->word_count ? a->words[0] : "");
     if (base_is_ok(rpc_client_stream_send(s, &req.base)) && base_is_ok(rpc_client_stream_close_send(s))) {
@@ -380,15 +492,7 @@ static int cli_cmd_watch(cli_args *a)
     }
     rpc_status st;
     rpc_code code = rpc_client_stream_finish(s, &st);
-    pthread_mutex_lock(&w.mu);
-    bool interrupted = w.interrupted;
-    w.stream = NULL;
-    pthread_mutex_unlock(&w.mu);
-    if (have_thread) {
-        if (!interrupted)
-            pthread_kill(w.thread, SIGTERM); /* blocked everywhere: only its sigwait takes it */
-        pthread_join(w.thread, NULL);
-    }
+    bool interrupted = cli_signals_stop(&w);
     rpc_client_stream_free(s);
     cli_disconnect(&c);
     if (interrupted || code == RPC_OK)
@@ -548,6 +652,1277 @@ static int cli_cmd_chat(cli_args *a)
     return rc;
 }
 
+/* ------------------------------------------------------------------ alma.audit.v1.Audit */
+
+#define AUDIT_RPC(name) "/alma.audit.v1.Audit/" name
+/* Bounds of the audit commands' own inputs (the event fields' bounds are validate.h's). */
+#define CLI_PATH_MAX       4096 /* --out, --note-out, --vkey-out, --vkey-file */
+#define CLI_PAGE_TOKEN_MAX 64
+#define CLI_ENUM_WORD_MAX  64
+#define CLI_TIME_WORD_MAX  40 /* "2026-11-23T12:00:00.123456789Z" is 30 */
+#define CLI_TIME_LEN       48 /* buffer for a formatted time */
+#define CLI_DETAIL_MAX     (AUDIT_MAX_DETAIL_KEY + 1 + AUDIT_MAX_DETAIL_VALUE)
+#define CLI_GUIDELINE_MAX  AUDIT_MAX_TEXT
+#define CLI_PAGE_SIZE_MAX  1000 /* ListEvents page_size: 1..1000 */
+#define CLI_LIST_ALL_PAGE  1000 /* page size of audit-list --all when --page-size is not given */
+#define CLI_HEX_MAX        64   /* bytes of a hash printed in hex (a SHA-256 is 32) */
+/* Smallest and largest times the service accepts (1970-01-01T00:00:00Z, 9999-12-31T23:59:59Z). */
+#define CLI_MAX_SECONDS INT64_C(253402300799)
+
+/* One of the API's enums, spelled on the command line as its value names without the prefix, in lower case
+ * with '-' for '_': ACTION_BREAK_GLASS is "break-glass" (also accepted: "BREAK_GLASS", "ACTION_BREAK_GLASS").
+ * protobuf-c's descriptor is the table, so every value the proto defines works. */
+typedef struct cli_enum {
+    const ProtobufCEnumDescriptor *desc;
+    const char *prefix;
+} cli_enum;
+
+static const cli_enum cli_enum_action = {&alma__audit__v1__action__descriptor, "ACTION_"};
+static const cli_enum cli_enum_purpose = {&alma__common__v1__purpose_of_use__descriptor, "PURPOSE_OF_USE_"};
+static const cli_enum cli_enum_outcome = {&alma__audit__v1__outcome__descriptor, "OUTCOME_"};
+static const cli_enum cli_enum_severity = {&alma__audit__v1__severity__descriptor, "SEVERITY_"};
+static const cli_enum cli_enum_basis = {&alma__audit__v1__disclosure_basis__descriptor, "DISCLOSURE_BASIS_"};
+
+/* A word as an enum value other than UNSPECIFIED (0). */
+static bool cli_enum_parse(const cli_enum *e, const char *word, int *ret)
+{
+    size_t plen = strlen(e->prefix), n = strlen(word);
+    char name[2 * CLI_ENUM_WORD_MAX + 1];
+    if (n == 0 || n > CLI_ENUM_WORD_MAX || plen > CLI_ENUM_WORD_MAX)
+        return false;
+    memcpy(name, e->prefix, plen);
+    for (size_t i = 0; i < n; i++)
+        name[plen + i] = word[i] == '-' ? '_' : (char)toupper((unsigned char)word[i]);
+    name[plen + n] = '\0';
+    const ProtobufCEnumValue *v = protobuf_c_enum_descriptor_get_value_by_name(e->desc, name);
+    if (!v && strncmp(name + plen, e->prefix, plen) == 0) /* given with its prefix */
+        v = protobuf_c_enum_descriptor_get_value_by_name(e->desc, name + plen);
+    if (!v || v->value == 0)
+        return false;
+    *ret = v->value;
+    return true;
+}
+
+/* The command-line name of a value ("break-glass"), or its number when the descriptor does not know it. */
+static const char *cli_enum_name(const cli_enum *e, int value, char *buf, size_t cap)
+{
+    const ProtobufCEnumValue *v = protobuf_c_enum_descriptor_get_value(e->desc, value);
+    if (!v) {
+        snprintf(buf, cap, "%d", value);
+        return buf;
+    }
+    const char *s = v->name;
+    size_t plen = strlen(e->prefix), k = 0;
+    if (strncmp(s, e->prefix, plen) == 0)
+        s += plen;
+    for (; s[k] && k + 1 < cap; k++)
+        buf[k] = s[k] == '_' ? '-' : (char)tolower((unsigned char)s[k]);
+    buf[k] = '\0';
+    return buf;
+}
+
+static void cli_enum_choices(const cli_enum *e, FILE *out)
+{
+    char name[CLI_ENUM_WORD_MAX + 1];
+    bool first = true;
+    for (unsigned i = 0; i < e->desc->n_values; i++) {
+        if (e->desc->values[i].value == 0)
+            continue;
+        fprintf(out, "%s%s", first ? "" : ", ",
+                cli_enum_name(e, e->desc->values[i].value, name, sizeof name));
+        first = false;
+    }
+}
+
+/* An enum option's value into *ret; *ret untouched when the option was not given (word NULL). */
+static int cli_enum_option(const cli_args *a, const char *option, const cli_enum *e, const char *word,
+                           int *ret)
+{
+    if (!word || cli_enum_parse(e, word, ret))
+        return CLI_EXIT_OK;
+    fprintf(stderr, CLI_PROGRAM ": %s: --%s must be one of: ", a->command, option);
+    cli_enum_choices(e, stderr);
+    fputc('\n', stderr);
+    return CLI_EXIT_USAGE;
+}
+
+/* Lowercase hex of p[0, n) (at most CLI_HEX_MAX bytes) into out[2 * CLI_HEX_MAX + 1]. */
+static const char *cli_hex(const uint8_t *p, size_t n, char out[2 * CLI_HEX_MAX + 1])
+{
+    static const char digits[] = "0123456789abcdef";
+    size_t k = 0;
+    for (size_t i = 0; i < n && i < CLI_HEX_MAX; i++) {
+        out[k++] = digits[p[i] >> 4];
+        out[k++] = digits[p[i] & 15];
+    }
+    out[k] = '\0';
+    return out;
+}
+
+static bool cli_is_id(const char *s, size_t max)
+{
+    size_t n = strlen(s);
+    if (n == 0 || n > max)
+        return false;
+    for (size_t i = 0; i < n; i++) {
+        char c = s[i];
+        if (!isalnum((unsigned char)c) && c != '-' && c != '_' && c != '.' && c != ':')
+            return false;
+    }
+    return true;
+}
+
+/* ---- times */
+
+static int cli_digits(const char *s, size_t n)
+{
+    int v = 0;
+    for (size_t i = 0; i < n; i++)
+        v = v * 10 + (s[i] - '0');
+    return v;
+}
+
+/* RFC 3339 in UTC: "YYYY-MM-DDTHH:MM:SS[.F]Z" with 1 to 9 fraction digits, from 1970 to 9999. */
+static bool cli_parse_time(const char *s, Google__Protobuf__Timestamp *ret)
+{
+    static const char shape[] = "dddd-dd-ddTdd:dd:dd";
+    const size_t n = sizeof shape - 1;
+    if (strlen(s) < n + 1)
+        return false;
+    for (size_t i = 0; i < n; i++) {
+        bool ok = shape[i] == 'd' ? s[i] >= '0' && s[i] <= '9'
+                                  : s[i] == shape[i] || (shape[i] == 'T' && s[i] == 't');
+        if (!ok)
+            return false;
+    }
+    int year = cli_digits(s, 4), mon = cli_digits(s + 5, 2), day = cli_digits(s + 8, 2);
+    int hour = cli_digits(s + 11, 2), min = cli_digits(s + 14, 2), sec = cli_digits(s + 17, 2);
+    static const int mdays[] = {31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
+    if (year < 1970 || mon < 1 || mon > 12 || day < 1 || hour > 23 || min > 59 || sec > 59)
+        return false;
+    bool leap = (year % 4 == 0 && year % 100 != 0) || year % 400 == 0;
+    if (day > mdays[mon - 1] + (mon == 2 && leap))
+        return false;
+    const char *p = s + n;
+    int32_t nanos = 0;
+    if (*p == '.') {
+        int k = 0;
+        for (p++; *p >= '0' && *p <= '9'; p++, k++) {
+            if (k == 9)
+                return false;
+            nanos = nanos * 10 + (*p - '0');
+        }
+        if (k == 0)
+            return false;
+        for (; k < 9; k++)
+            nanos *= 10;
+    }
+    if ((p[0] != 'Z' && p[0] != 'z') || p[1] != '\0')
+        return false;
+    struct tm tm = {.tm_year = year - 1900,
+                    .tm_mon = mon - 1,
+                    .tm_mday = day,
+                    .tm_hour = hour,
+                    .tm_min = min,
+                    .tm_sec = sec};
+    time_t t = timegm(&tm);
+    if (t == (time_t)-1 || (int64_t)t > CLI_MAX_SECONDS)
+        return false;
+    ret->seconds = (int64_t)t;
+    ret->nanos = nanos;
+    return true;
+}
+
+/* "2026-11-23T12:00:00Z", with .ffffff (or .fffffffff) when there is a fraction; "-" for no time. */
+static const char *cli_format_time(const Google__Protobuf__Timestamp *t, char buf[CLI_TIME_LEN])
+{
+    if (!t)
+        return "-";
+    struct tm tm;
+    time_t secs = (time_t)t->seconds;
+    char base[32];
+    if (t->seconds < 0 || t->seconds > CLI_MAX_SECONDS || t->nanos < 0 || t->nanos > 999999999 ||
+        !gmtime_r(&secs, &tm) || strftime(base, sizeof base, "%Y-%m-%dT%H:%M:%S", &tm) == 0)
+        return "(invalid time)";
+    if (t->nanos == 0)
+        snprintf(buf, CLI_TIME_LEN, "%sZ", base);
+    else if (t->nanos % 1000 == 0)
+        snprintf(buf, CLI_TIME_LEN, "%s.%06dZ", base, (int)(t->nanos / 1000));
+    else
+        snprintf(buf, CLI_TIME_LEN, "%s.%09dZ", base, (int)t->nanos);
+    return buf;
+}
+
+static int cli_time_option(const cli_args *a, const char *option, const char *word,
+                           Google__Protobuf__Timestamp *ts)
+{
+    google__protobuf__timestamp__init(ts);
+    if (!cli_parse_time(word, ts))
+        return cli_usage_error("%s: --%s must be an RFC 3339 UTC time from 1970 to 9999 such as "
+                               "2026-11-23T12:00:00Z (fractional seconds allowed)",
+                               a->command, option);
+    return CLI_EXIT_OK;
+}
+
+/* ---- output */
+
+/* Server text with control characters replaced, "-" when empty. */
+static void cli_put_field(FILE *out, const char *s)
+{
+    cli_put_safe(out, s && s[0] ? s : "-");
+}
+
+/* A signed note as served: its lines kept, any other control character replaced. */
+static void cli_put_note(FILE *out, const char *s)
+{
+    for (const unsigned char *p = (const unsigned char *)s; *p; p++)
+        fputc(*p == '\n' || (*p >= 0x20 && *p != 0x7f) ? *p : '?', out);
+}
+
+/* Write len bytes to path (created or truncated). Errors name the file, never its content. */
+static bool cli_write_file(const char *command, const char *what, const char *path, const char *data,
+                           size_t len)
+{
+    FILE *f = fopen(path, "w");
+    bool ok = f && fwrite(data, 1, len, f) == len;
+    if (f && fclose(f) != 0)
+        ok = false;
+    if (!ok) {
+        fprintf(stderr, CLI_PROGRAM ": %s: cannot write the %s to ", command, what);
+        cli_put_safe(stderr, path);
+        fprintf(stderr, ": %s\n", strerror(errno));
+    }
+    return ok;
+}
+
+/* ---- the event filter shared by audit-list and audit-export */
+
+typedef struct cli_filter {
+    const char *tenant, *patient, *actor, *action, *purpose, *outcome, *since, *until;
+    Alma__Audit__V1__EventFilter msg;
+    Google__Protobuf__Timestamp start, end;
+} cli_filter;
+
+#define CLI_FILTER_OPTION_COUNT 8
+
+static void cli_filter_options(cli_filter *f, cli_option opts[CLI_FILTER_OPTION_COUNT])
+{
+    const cli_option o[CLI_FILTER_OPTION_COUNT] = {
+        {.name = "tenant", .text = &f->tenant, .max = AUDIT_MAX_TENANT},
+        {.name = "patient", .text = &f->patient, .max = 35},
+        {.name = "actor", .text = &f->actor, .max = AUDIT_MAX_ID},
+        {.name = "action", .text = &f->action, .max = CLI_ENUM_WORD_MAX},
+        {.name = "purpose", .text = &f->purpose, .max = CLI_ENUM_WORD_MAX},
+        {.name = "outcome", .text = &f->outcome, .max = CLI_ENUM_WORD_MAX},
+        {.name = "since", .text = &f->since, .max = CLI_TIME_WORD_MAX},
+        {.name = "until", .text = &f->until, .max = CLI_TIME_WORD_MAX},
+    };
+    memcpy(opts, o, sizeof o);
+}
+
+static int cli_require_tenant(const cli_args *a, const char *tenant)
+{
+    if (!tenant)
+        return cli_usage_error("%s: --tenant is required (see %s %s --help)", a->command, CLI_PROGRAM,
+                               a->command);
+    if (!cli_is_id(tenant, AUDIT_MAX_TENANT))
+        return cli_usage_error("%s: --tenant must be 1 to %d of [A-Za-z0-9._:-]", a->command,
+                               AUDIT_MAX_TENANT);
+    return CLI_EXIT_OK;
+}
+
+static int cli_require_patient(const cli_args *a, const char *patient)
+{
+    if (!audit_is_patient_ref(patient))
+        return cli_usage_error(
+            "%s: --patient must be a pseudonymous reference: pt_ and 32 lowercase hex digits", a->command);
+    return CLI_EXIT_OK;
+}
+
+/* Check the filter options and fill f->msg. */
+static int cli_filter_build(const cli_args *a, cli_filter *f)
+{
+    alma__audit__v1__event_filter__init(&f->msg);
+    int rc = cli_require_tenant(a, f->tenant);
+    if (rc)
+        return rc;
+    f->msg.tenant_id = (char *)f->tenant;
+    if (f->patient) {
+        if ((rc = cli_require_patient(a, f->patient)))
+            return rc;
+        f->msg.patient_ref = (char *)f->patient;
+    }
+    if (f->actor) {
+        if (!cli_is_id(f->actor, AUDIT_MAX_ID))
+            return cli_usage_error("%s: --actor must be 1 to %d of [A-Za-z0-9._:-]", a->command,
+                                   AUDIT_MAX_ID);
+        f->msg.actor_principal_id = (char *)f->actor;
+    }
+    int v = 0;
+    if ((rc = cli_enum_option(a, "action", &cli_enum_action, f->action, &v)))
+        return rc;
+    f->msg.action = (Alma__Audit__V1__Action)v;
+    v = 0;
+    if ((rc = cli_enum_option(a, "purpose", &cli_enum_purpose, f->purpose, &v)))
+        return rc;
+    f->msg.purpose = (Alma__Common__V1__PurposeOfUse)v;
+    v = 0;
+    if ((rc = cli_enum_option(a, "outcome", &cli_enum_outcome, f->outcome, &v)))
+        return rc;
+    f->msg.outcome = (Alma__Audit__V1__Outcome)v;
+    if (f->since) {
+        if ((rc = cli_time_option(a, "since", f->since, &f->start)))
+            return rc;
+        f->msg.start_time = &f->start;
+    }
+    if (f->until) {
+        if ((rc = cli_time_option(a, "until", f->until, &f->end)))
+            return rc;
+        f->msg.end_time = &f->end;
+    }
+    if (f->since && f->until &&
+        (f->start.seconds > f->end.seconds ||
+         (f->start.seconds == f->end.seconds && f->start.nanos >= f->end.nanos)))
+        return cli_usage_error("%s: --since must be before --until", a->command);
+    return CLI_EXIT_OK;
+}
+
+/* The filter as a JSON object for the export manifest: the fields given, enums by their proto names. */
+static char *cli_filter_json(const cli_filter *f, bool fhir)
+{
+    json_t *o = json_object();
+    char t[CLI_TIME_LEN];
+    bool ok = o != NULL;
+    ok = ok && json_object_set_new(o, "tenant_id", json_string(f->msg.tenant_id)) == 0;
+    if (f->patient)
+        ok = ok && json_object_set_new(o, "patient_ref", json_string(f->msg.patient_ref)) == 0;
+    if (f->actor)
+        ok = ok && json_object_set_new(o, "actor_principal_id", json_string(f->msg.actor_principal_id)) == 0;
+    const struct {
+        const char *key;
+        const cli_enum *e;
+        int value;
+    } enums[] = {{"action", &cli_enum_action, (int)f->msg.action},
+                 {"purpose", &cli_enum_purpose, (int)f->msg.purpose},
+                 {"outcome", &cli_enum_outcome, (int)f->msg.outcome}};
+    for (size_t i = 0; i < BASE_ARRAY_LEN(enums); i++) {
+        const ProtobufCEnumValue *v = protobuf_c_enum_descriptor_get_value(enums[i].e->desc, enums[i].value);
+        if (enums[i].value && v)
+            ok = ok && json_object_set_new(o, enums[i].key, json_string(v->name)) == 0;
+    }
+    if (f->msg.start_time)
+        ok = ok && json_object_set_new(o, "start_time", json_string(cli_format_time(&f->start, t))) == 0;
+    if (f->msg.end_time)
+        ok = ok && json_object_set_new(o, "end_time", json_string(cli_format_time(&f->end, t))) == 0;
+    ok = ok && json_object_set_new(o, "format",
+                                   json_string(fhir ? "EXPORT_FORMAT_FHIR_AUDIT_EVENT_NDJSON"
+                                                    : "EXPORT_FORMAT_JSON_LINES")) == 0;
+    char *text = ok ? json_dumps(o, JSON_COMPACT) : NULL;
+    json_decref(o);
+    return text;
+}
+
+/* ---- audit-append */
+
+/* The validator's field names (validate.h) as this command's options, for its messages. */
+static const struct {
+    const char *field, *option;
+} cli_append_fields[] = {
+    {"event.actor.principal_id", "--actor"},
+    {"event.actor.roles", "--role"},
+    {"event.actor", "--actor"},
+    {"event.tenant_id", "--tenant"},
+    {"event.action", "--action"},
+    {"event.purpose", "--purpose"},
+    {"event.outcome", "--outcome"},
+    {"event.severity", "--severity"},
+    {"event.patient_ref", "--patient"},
+    {"event.resource_type", "--resource-type"},
+    {"event.resource_id", "--resource-id"},
+    {"event.request_id", "--request-id"},
+    {"event.phi_description", "--phi-description"},
+    {"event.details keys", "--detail keys"},
+    {"event.details values", "--detail values"},
+    {"event.details", "--detail"},
+    {"event.recipient.name", "--recipient"},
+    {"event.recipient fields", "--recipient and --recipient-address"},
+    {"event.recipient", "--recipient"},
+    {"event.basis", "--basis"},
+    {"event.guideline fields", "--guideline-* options"},
+    {"event.guideline needs engine_version, bundle_id, bundle_version, bundle_hash and source",
+     "--guideline-engine-version, --guideline-bundle-id, --guideline-bundle-version, --guideline-bundle-hash "
+     "and --guideline-source are required"},
+    {"event.guideline", "--guideline-*"},
+    {"ACTION_DISCLOSE", "--action disclose"},
+    {"ACTION_RECOMMEND", "--action recommend"},
+    {"ACTION_DECIDE", "--action decide"},
+    {"ACTION_BREAK_GLASS", "--action break-glass"},
+    {"SUCCESS, DENIED or ERROR", "success, denied or error"},
+    {"UNSPECIFIED", "unspecified"},
+};
+
+/* A validation message (fixed text naming fields, never values) with the fields spelled as options. */
+static void cli_put_validation_message(FILE *out, const char *msg)
+{
+    for (const char *p = msg; *p;) {
+        size_t i = 0;
+        while (i < BASE_ARRAY_LEN(cli_append_fields) &&
+               strncmp(p, cli_append_fields[i].field, strlen(cli_append_fields[i].field)) != 0)
+            i++;
+        if (i < BASE_ARRAY_LEN(cli_append_fields)) {
+            fputs(cli_append_fields[i].option, out);
+            p += strlen(cli_append_fields[i].field);
+        } else {
+            fputc(*p < 0x20 || *p == 0x7f ? '?' : *p, out);
+            p++;
+        }
+    }
+}
+
+static int cli_cmd_audit_append(cli_args *a)
+{
+    const char *tenant = NULL, *actor = NULL, *action = NULL, *purpose = NULL, *outcome = NULL,
+               *severity = NULL, *patient = NULL, *resource_type = NULL, *resource_id = NULL,
+               *recipient = NULL, *recipient_address = NULL, *basis = NULL, *phi = NULL, *request_id = NULL,
+               *g_engine = NULL, *g_bundle_id = NULL, *g_bundle_version = NULL, *g_bundle_hash = NULL,
+               *g_source = NULL;
+    const char *role_items[AUDIT_MAX_ROLES], *detail_items[AUDIT_MAX_DETAILS];
+    cli_list roles = {role_items, 0, AUDIT_MAX_ROLES}, details = {detail_items, 0, AUDIT_MAX_DETAILS};
+    const cli_option opts[] = {
+        {.name = "tenant", .text = &tenant, .max = AUDIT_MAX_TENANT},
+        {.name = "actor", .text = &actor, .max = AUDIT_MAX_ID},
+        {.name = "role", .list = &roles, .max = AUDIT_MAX_ROLE},
+        {.name = "action", .text = &action, .max = CLI_ENUM_WORD_MAX},
+        {.name = "purpose", .text = &purpose, .max = CLI_ENUM_WORD_MAX},
+        {.name = "outcome", .text = &outcome, .max = CLI_ENUM_WORD_MAX},
+        {.name = "severity", .text = &severity, .max = CLI_ENUM_WORD_MAX},
+        {.name = "patient", .text = &patient, .max = 35},
+        {.name = "resource-type", .text = &resource_type, .max = AUDIT_MAX_RESOURCE_TYPE},
+        {.name = "resource-id", .text = &resource_id, .max = AUDIT_MAX_ID},
+        {.name = "recipient", .text = &recipient, .max = AUDIT_MAX_TEXT},
+        {.name = "recipient-address", .text = &recipient_address, .max = AUDIT_MAX_TEXT},
+        {.name = "basis", .text = &basis, .max = CLI_ENUM_WORD_MAX},
+        {.name = "phi-description", .text = &phi, .max = AUDIT_MAX_TEXT},
+        {.name = "request-id", .text = &request_id, .max = 64},
+        {.name = "detail", .list = &details, .max = CLI_DETAIL_MAX},
+        {.name = "guideline-engine-version", .text = &g_engine, .max = 64},
+        {.name = "guideline-bundle-id", .text = &g_bundle_id, .max = AUDIT_MAX_ID},
+        {.name = "guideline-bundle-version", .text = &g_bundle_version, .max = 64},
+        {.name = "guideline-bundle-hash", .text = &g_bundle_hash, .max = 128},
+        {.name = "guideline-source", .text = &g_source, .max = CLI_GUIDELINE_MAX},
+    };
+    int rc = cli_parse_command_args(a, opts, BASE_ARRAY_LEN(opts), 0, 0);
+    if (rc)
+        return rc;
+    if (!tenant || !actor || !action)
+        return cli_usage_error("%s: --tenant, --actor and --action are required (see %s %s --help)",
+                               a->command, CLI_PROGRAM, a->command);
+
+    Alma__Audit__V1__Actor act = ALMA__AUDIT__V1__ACTOR__INIT;
+    act.principal_id = (char *)actor;
+    act.roles = (char **)role_items;
+    act.n_roles = roles.count;
+    Alma__Audit__V1__EventInput ev = ALMA__AUDIT__V1__EVENT_INPUT__INIT;
+    ev.tenant_id = (char *)tenant;
+    ev.actor = &act;
+    int v = 0;
+    if ((rc = cli_enum_option(a, "action", &cli_enum_action, action, &v)))
+        return rc;
+    ev.action = (Alma__Audit__V1__Action)v;
+    v = ALMA__COMMON__V1__PURPOSE_OF_USE__PURPOSE_OF_USE_OPERATIONS;
+    if ((rc = cli_enum_option(a, "purpose", &cli_enum_purpose, purpose, &v)))
+        return rc;
+    ev.purpose = (Alma__Common__V1__PurposeOfUse)v;
+    v = ALMA__AUDIT__V1__OUTCOME__OUTCOME_SUCCESS;
+    if ((rc = cli_enum_option(a, "outcome", &cli_enum_outcome, outcome, &v)))
+        return rc;
+    ev.outcome = (Alma__Audit__V1__Outcome)v;
+    v = 0;
+    if ((rc = cli_enum_option(a, "severity", &cli_enum_severity, severity, &v)))
+        return rc;
+    ev.severity = (Alma__Audit__V1__Severity)v;
+    v = 0;
+    if ((rc = cli_enum_option(a, "basis", &cli_enum_basis, basis, &v)))
+        return rc;
+    ev.basis = (Alma__Audit__V1__DisclosureBasis)v;
+    if (patient)
+        ev.patient_ref = (char *)patient;
+    if (resource_type)
+        ev.resource_type = (char *)resource_type;
+    if (resource_id)
+        ev.resource_id = (char *)resource_id;
+    if (phi)
+        ev.phi_description = (char *)phi;
+    if (request_id)
+        ev.request_id = (char *)request_id;
+    Alma__Audit__V1__Recipient rcpt = ALMA__AUDIT__V1__RECIPIENT__INIT;
+    if (recipient || recipient_address) {
+        rcpt.name = (char *)(recipient ? recipient : "");
+        rcpt.address = (char *)(recipient_address ? recipient_address : "");
+        ev.recipient = &rcpt;
+    }
+    Alma__Audit__V1__GuidelineRef guide = ALMA__AUDIT__V1__GUIDELINE_REF__INIT;
+    if (g_engine || g_bundle_id || g_bundle_version || g_bundle_hash || g_source) {
+        guide.engine_version = (char *)(g_engine ? g_engine : "");
+        guide.bundle_id = (char *)(g_bundle_id ? g_bundle_id : "");
+        guide.bundle_version = (char *)(g_bundle_version ? g_bundle_version : "");
+        guide.bundle_hash = (char *)(g_bundle_hash ? g_bundle_hash : "");
+        guide.source = (char *)(g_source ? g_source : "");
+        ev.guideline = &guide;
+    }
+    /* --detail KEY=VALUE: split into copies (the words themselves stay as given). */
+    struct {
+        char key[AUDIT_MAX_DETAIL_KEY + 1];
+        char value[AUDIT_MAX_DETAIL_VALUE + 1];
+    } kv[AUDIT_MAX_DETAILS];
+    Alma__Audit__V1__EventInput__DetailsEntry entries[AUDIT_MAX_DETAILS], *entry_ptrs[AUDIT_MAX_DETAILS];
+    for (size_t i = 0; i < details.count; i++) {
+        const char *w = details.items[i], *eq = strchr(w, '=');
+        size_t klen = eq ? (size_t)(eq - w) : 0;
+        if (!eq || klen == 0 || klen > AUDIT_MAX_DETAIL_KEY || strlen(eq + 1) > AUDIT_MAX_DETAIL_VALUE)
+            return cli_usage_error("%s: --detail expects KEY=VALUE with a KEY of 1 to %d of [a-z0-9_] and a "
+                                   "VALUE of at most %d bytes",
+                                   a->command, AUDIT_MAX_DETAIL_KEY, AUDIT_MAX_DETAIL_VALUE);
+        memcpy(kv[i].key, w, klen);
+        kv[i].key[klen] = '\0';
+        snprintf(kv[i].value, sizeof kv[i].value, "%s", eq + 1);
+        alma__audit__v1__event_input__details_entry__init(&entries[i]);
+        entries[i].key = kv[i].key;
+        entries[i].value = kv[i].value;
+        entry_ptrs[i] = &entries[i];
+    }
+    ev.details = entry_ptrs;
+    ev.n_details = details.count;
+
+    /* The service's own rules, checked here first so a mistake is a usage error and nothing is sent. */
+    base_result r = audit_validate_event(&ev);
+    if (!base_is_ok(r)) {
+        fprintf(stderr, CLI_PROGRAM ": %s: ", a->command);
+        cli_put_validation_message(stderr, base_error_message());
+        fputs(" (nothing was sent)\n", stderr);
+        return CLI_EXIT_USAGE;
+    }
+
+    cli_call c;
+    if ((rc = cli_connect(&c)))
+        return rc;
+    Alma__Audit__V1__AppendEventRequest req = ALMA__AUDIT__V1__APPEND_EVENT_REQUEST__INIT;
+    req.event = &ev;
+    ProtobufCMessage *resp = NULL;
+    rpc_status st;
+    rpc_code code = rpc_call_unary(c.ch, AUDIT_RPC("AppendEvent"), &req.base,
+                                   &alma__audit__v1__append_event_response__descriptor, &c.opts, &resp, &st);
+    if (code != RPC_OK) {
+        rc = cli_rpc_error(&st);
+        if (code == RPC_PERMISSION_DENIED)
+            fprintf(stderr,
+                    CLI_PROGRAM ": %s: the audit service takes appends only from suite services and the "
+                                "test-client and bench identities (--cert test-client.pem in development)\n",
+                    a->command);
+    } else {
+        const Alma__Audit__V1__AppendEventResponse *out = (const Alma__Audit__V1__AppendEventResponse *)resp;
+        char hex[2 * CLI_HEX_MAX + 1], t[CLI_TIME_LEN];
+        printf("seq=%" PRIu64 " leaf=%s time=%s\n", out->sequence,
+               cli_hex(out->leaf_hash.data, out->leaf_hash.len, hex), cli_format_time(out->time, t));
+        protobuf_c_message_free_unpacked(resp, NULL);
+    }
+    cli_disconnect(&c);
+    return rc;
+}
+
+/* ---- audit-checkpoint */
+
+/* A verifier key from a file written by --vkey-out: one line, surrounding white space ignored. */
+static bool cli_read_vkey_file(const char *command, const char *path, char *buf, size_t cap)
+{
+    FILE *f = fopen(path, "r");
+    size_t n = f ? fread(buf, 1, cap - 1, f) : 0;
+    bool ok = f && !ferror(f) && (n < cap - 1 || fgetc(f) == EOF);
+    if (f)
+        fclose(f);
+    if (!ok) {
+        int err = errno;
+        fprintf(stderr, CLI_PROGRAM ": %s: cannot read the verifier key file ", command);
+        cli_put_safe(stderr, path);
+        if (f)
+            fprintf(stderr, " (unreadable or larger than %zu bytes)\n", cap - 1);
+        else
+            fprintf(stderr, ": %s\n", strerror(err));
+        return false;
+    }
+    buf[n] = '\0';
+    while (n > 0 && isspace((unsigned char)buf[n - 1]))
+        buf[--n] = '\0';
+    size_t start = strspn(buf, " \t\r\n");
+    memmove(buf, buf + start, n - start + 1);
+    if (!buf[0] || strchr(buf, '\n')) {
+        fprintf(stderr, CLI_PROGRAM ": %s: the verifier key file ", command);
+        cli_put_safe(stderr, path);
+        fputs(" must hold one line\n", stderr);
+        return false;
+    }
+    return true;
+}
+
+static int cli_cmd_audit_checkpoint(cli_args *a)
+{
+    const char *note_out = NULL, *vkey_out = NULL, *vkey_file = NULL;
+    const cli_option opts[] = {
+        {.name = "note-out", .text = &note_out, .max = CLI_PATH_MAX, .path = true},
+        {.name = "vkey-out", .text = &vkey_out, .max = CLI_PATH_MAX, .path = true},
+        {.name = "vkey-file", .text = &vkey_file, .max = CLI_PATH_MAX, .path = true},
+    };
+    int rc = cli_parse_command_args(a, opts, BASE_ARRAY_LEN(opts), 0, 0);
+    if (rc)
+        return rc;
+    char pinned[AUDIT_NOTE_VKEY_MAX + 2];
+    if (vkey_file && !cli_read_vkey_file(a->command, vkey_file, pinned, sizeof pinned))
+        return CLI_EXIT_USAGE;
+    cli_call c;
+    if ((rc = cli_connect(&c)))
+        return rc;
+    Alma__Audit__V1__GetCheckpointRequest req = ALMA__AUDIT__V1__GET_CHECKPOINT_REQUEST__INIT;
+    ProtobufCMessage *resp = NULL;
+    rpc_status st;
+    rpc_code code = rpc_call_unary(c.ch, AUDIT_RPC("GetCheckpoint"), &req.base,
+                                   &alma__audit__v1__checkpoint__descriptor, &c.opts, &resp, &st);
+    cli_disconnect(&c);
+    if (code != RPC_OK)
+        return cli_rpc_error(&st);
+    const Alma__Audit__V1__Checkpoint *ck = (const Alma__Audit__V1__Checkpoint *)resp;
+    char hex[2 * CLI_HEX_MAX + 1], t[CLI_TIME_LEN];
+    printf("tree_size=%" PRIu64 "\nroot=%s\ntime=%s\nvkey=", ck->tree_size,
+           cli_hex(ck->root_hash.data, ck->root_hash.len, hex), cli_format_time(ck->time, t));
+    cli_put_safe(stdout, ck->verifier_key);
+    fputc('\n', stdout);
+
+    /* The note must verify with the key (the pinned one with --vkey-file, else the one served) and say the
+     * same size and root as the message. */
+    const char *vkey = vkey_file ? pinned : ck->verifier_key;
+    audit_checkpoint *parsed = NULL;
+    base_result r = audit_checkpoint_open_vkey(ck->signed_note, strlen(ck->signed_note), vkey, NULL, &parsed);
+    bool same = base_is_ok(r) && parsed->size == ck->tree_size &&
+                ck->root_hash.len == AUDIT_CHECKPOINT_ROOT_LEN &&
+                memcmp(parsed->root, ck->root_hash.data, AUDIT_CHECKPOINT_ROOT_LEN) == 0;
+    audit_checkpoint_free(parsed);
+    if (same) {
+        printf("signature=ok (%s)\n", vkey_file ? "the key of --vkey-file" : "the key the server sent");
+    } else {
+        printf("signature=BAD\n");
+        fprintf(stderr, CLI_PROGRAM ": %s: ", a->command);
+        if (!base_is_ok(r))
+            cli_put_safe(stderr, base_error_message());
+        else
+            fputs("the signed note's tree size or root differs from the checkpoint's", stderr);
+        fprintf(stderr, " (verified with %s)\n",
+                vkey_file ? "the key of --vkey-file" : "the key the server sent");
+        rc = CLI_EXIT_FAIL;
+    }
+    fputc('\n', stdout);
+    cli_put_note(stdout, ck->signed_note);
+    if (rc == CLI_EXIT_OK && note_out &&
+        !cli_write_file(a->command, "signed note", note_out, ck->signed_note, strlen(ck->signed_note)))
+        rc = CLI_EXIT_FAIL;
+    if (rc == CLI_EXIT_OK && vkey_out) {
+        size_t n = strlen(ck->verifier_key);
+        char *line = malloc(n + 2);
+        if (line) {
+            memcpy(line, ck->verifier_key, n);
+            line[n] = '\n';
+            line[n + 1] = '\0';
+        }
+        if (!line || !cli_write_file(a->command, "verifier key", vkey_out, line, n + 1))
+            rc = CLI_EXIT_FAIL;
+        free(line);
+    }
+    protobuf_c_message_free_unpacked(resp, NULL);
+    return rc;
+}
+
+/* ---- audit-verify-log */
+
+static int cli_cmd_audit_verify_log(cli_args *a)
+{
+    uint64_t start = 0, end = 0;
+    const cli_option opts[] = {
+        {.name = "start", .number64 = &start, .max = (unsigned long)INT64_MAX},
+        {.name = "end", .number64 = &end, .max = (unsigned long)INT64_MAX},
+    };
+    int rc = cli_parse_command_args(a, opts, BASE_ARRAY_LEN(opts), 0, 0);
+    if (rc)
+        return rc;
+    if (end != 0 && start >= end)
+        return cli_usage_error("%s: --start must be below --end (--end is one past the last sequence; 0 or "
+                               "absent: the whole log)",
+                               a->command);
+    cli_call c;
+    if ((rc = cli_connect(&c)))
+        return rc;
+    Alma__Audit__V1__VerifyLogRequest req = ALMA__AUDIT__V1__VERIFY_LOG_REQUEST__INIT;
+    req.start = start;
+    req.end = end;
+    ProtobufCMessage *resp = NULL;
+    rpc_status st;
+    rpc_code code = rpc_call_unary(c.ch, AUDIT_RPC("VerifyLog"), &req.base,
+                                   &alma__audit__v1__verify_log_response__descriptor, &c.opts, &resp, &st);
+    cli_disconnect(&c);
+    if (code != RPC_OK)
+        return cli_rpc_error(&st);
+    const Alma__Audit__V1__VerifyLogResponse *v = (const Alma__Audit__V1__VerifyLogResponse *)resp;
+    if (v->ok) {
+        printf("ok: %" PRIu64 " events verified\n", v->verified_through);
+    } else {
+        printf("NOT OK: first bad sequence %" PRIu64 ": ", v->first_bad_sequence);
+        cli_put_field(stdout, v->problem);
+        printf(" (%" PRIu64 " events checked)\n", v->verified_through);
+        rc = CLI_EXIT_FAIL;
+    }
+    protobuf_c_message_free_unpacked(resp, NULL);
+    return rc;
+}
+
+/* ---- audit-list */
+
+/* One event as a line: seq time action outcome actor patient resource (fields never hold spaces). */
+static void cli_print_event_line(const Alma__Audit__V1__Event *e)
+{
+    static const Alma__Audit__V1__EventInput empty = ALMA__AUDIT__V1__EVENT_INPUT__INIT;
+    const Alma__Audit__V1__EventInput *in = e->input ? e->input : &empty;
+    char t[CLI_TIME_LEN], action[CLI_ENUM_WORD_MAX + 1], outcome[CLI_ENUM_WORD_MAX + 1];
+    printf("%" PRIu64 " %s %s %s ", e->sequence, cli_format_time(e->time, t),
+           cli_enum_name(&cli_enum_action, (int)in->action, action, sizeof action),
+           cli_enum_name(&cli_enum_outcome, (int)in->outcome, outcome, sizeof outcome));
+    cli_put_field(stdout, in->actor ? in->actor->principal_id : NULL);
+    fputc(' ', stdout);
+    cli_put_field(stdout, in->patient_ref);
+    fputc(' ', stdout);
+    cli_put_field(stdout, in->resource_type);
+    if (in->resource_id && in->resource_id[0]) {
+        fputc('/', stdout);
+        cli_put_safe(stdout, in->resource_id);
+    }
+    fputc('\n', stdout);
+}
+
+/* One event as a compact JSON object on a line. False when a field is not valid UTF-8. */
+static bool cli_print_event_json(const Alma__Audit__V1__Event *e)
+{
+    static const Alma__Audit__V1__EventInput empty = ALMA__AUDIT__V1__EVENT_INPUT__INIT;
+    const Alma__Audit__V1__EventInput *in = e->input ? e->input : &empty;
+    char t[CLI_TIME_LEN], hex[2 * CLI_HEX_MAX + 1], action[CLI_ENUM_WORD_MAX + 1],
+        purpose[CLI_ENUM_WORD_MAX + 1], outcome[CLI_ENUM_WORD_MAX + 1];
+    json_t *o = json_object();
+    bool ok = o != NULL;
+    ok = ok && json_object_set_new(o, "seq", json_integer((json_int_t)e->sequence)) == 0;
+    ok = ok && json_object_set_new(o, "time",
+                                   e->time ? json_string(cli_format_time(e->time, t)) : json_null()) == 0;
+    ok = ok && json_object_set_new(o, "tenant_id", json_string(in->tenant_id)) == 0;
+    ok = ok && json_object_set_new(
+                   o, "action",
+                   json_string(cli_enum_name(&cli_enum_action, (int)in->action, action, sizeof action))) == 0;
+    ok = ok && json_object_set_new(o, "purpose",
+                                   json_string(cli_enum_name(&cli_enum_purpose, (int)in->purpose, purpose,
+                                                             sizeof purpose))) == 0;
+    ok = ok && json_object_set_new(o, "outcome",
+                                   json_string(cli_enum_name(&cli_enum_outcome, (int)in->outcome, outcome,
+                                                             sizeof outcome))) == 0;
+    ok = ok && json_object_set_new(o, "actor", json_string(in->actor ? in->actor->principal_id : "")) == 0;
+    ok = ok && json_object_set_new(o, "patient_ref", json_string(in->patient_ref)) == 0;
+    ok = ok && json_object_set_new(o, "resource_type", json_string(in->resource_type)) == 0;
+    ok = ok && json_object_set_new(o, "resource_id", json_string(in->resource_id)) == 0;
+    ok = ok && json_object_set_new(o, "leaf_hash",
+                                   json_string(cli_hex(e->leaf_hash.data, e->leaf_hash.len, hex))) == 0;
+    char *text = ok ? json_dumps(o, JSON_COMPACT) : NULL;
+    json_decref(o);
+    if (!text)
+        return false;
+    puts(text);
+    free(text);
+    return true;
+}
+
+static int cli_cmd_audit_list(cli_args *a)
+{
+    cli_filter f = {0};
+    uint32_t page_size = UINT32_MAX; /* not given (its max is CLI_PAGE_SIZE_MAX) */
+    const char *page_token = NULL;
+    bool all = false, as_json = false;
+    cli_option opts[CLI_FILTER_OPTION_COUNT + 4];
+    cli_filter_options(&f, opts);
+    opts[CLI_FILTER_OPTION_COUNT] =
+        (cli_option){.name = "page-size", .number = &page_size, .max = CLI_PAGE_SIZE_MAX};
+    opts[CLI_FILTER_OPTION_COUNT + 1] =
+        (cli_option){.name = "page-token", .text = &page_token, .max = CLI_PAGE_TOKEN_MAX};
+    opts[CLI_FILTER_OPTION_COUNT + 2] = (cli_option){.name = "all", .flag = &all};
+    opts[CLI_FILTER_OPTION_COUNT + 3] = (cli_option){.name = "json", .flag = &as_json};
+    int rc = cli_parse_command_args(a, opts, BASE_ARRAY_LEN(opts), 0, 0);
+    if (rc)
+        return rc;
+    if ((rc = cli_filter_build(a, &f)))
+        return rc;
+    if (page_size == 0)
+        return cli_usage_error("%s: --page-size must be 1 to %d", a->command, CLI_PAGE_SIZE_MAX);
+    cli_call c;
+    if ((rc = cli_connect(&c)))
+        return rc;
+    char token[CLI_PAGE_TOKEN_MAX + 1] = "";
+    if (page_token)
+        snprintf(token, sizeof token, "%s", page_token);
+    for (;;) {
+        Alma__Audit__V1__ListEventsRequest req = ALMA__AUDIT__V1__LIST_EVENTS_REQUEST__INIT;
+        req.filter = &f.msg;
+        req.page_size = (int32_t)(page_size != UINT32_MAX ? page_size : all ? CLI_LIST_ALL_PAGE : 0);
+        req.page_token = token;
+        ProtobufCMessage *resp = NULL;
+        rpc_status st;
+        rpc_code code =
+            rpc_call_unary(c.ch, AUDIT_RPC("ListEvents"), &req.base,
+                           &alma__audit__v1__list_events_response__descriptor, &c.opts, &resp, &st);
+        if (code != RPC_OK) {
+            rc = cli_rpc_error(&st);
+            break;
+        }
+        const Alma__Audit__V1__ListEventsResponse *page = (const Alma__Audit__V1__ListEventsResponse *)resp;
+        for (size_t i = 0; i < page->n_events && rc == CLI_EXIT_OK; i++) {
+            if (!page->events[i])
+                continue;
+            if (!as_json) {
+                cli_print_event_line(page->events[i]);
+            } else if (!cli_print_event_json(page->events[i])) {
+                fprintf(stderr, CLI_PROGRAM ": %s: event %" PRIu64 " has a field that is not valid UTF-8\n",
+                        a->command, page->events[i]->sequence);
+                rc = CLI_EXIT_FAIL;
+            }
+        }
+        fflush(stdout);
+        const char *next = page->next_page_token ? page->next_page_token : "";
+        bool more = next[0] != '\0';
+        if (more && (strlen(next) > CLI_PAGE_TOKEN_MAX || strcmp(next, token) == 0)) {
+            fprintf(stderr, CLI_PROGRAM ": %s: the server sent an unusable next page token\n", a->command);
+            rc = CLI_EXIT_FAIL;
+        }
+        if (rc == CLI_EXIT_OK && more && !all) {
+            fprintf(stderr, CLI_PROGRAM ": %s: more events: --page-token ", a->command);
+            cli_put_safe(stderr, next);
+            fputc('\n', stderr);
+        }
+        if (rc == CLI_EXIT_OK && more)
+            snprintf(token, sizeof token, "%s", next);
+        protobuf_c_message_free_unpacked(resp, NULL);
+        if (rc != CLI_EXIT_OK || !more || !all)
+            break;
+    }
+    cli_disconnect(&c);
+    return rc;
+}
+
+/* ---- audit-export */
+
+typedef struct cli_export {
+    audit_export_writer *w;
+    bool have_checkpoint;
+    uint64_t tree_size;
+    uint8_t root[AUDIT_MERKLE_HASH_LEN];
+    char problem[256]; /* why the export failed on this side: a fixed text or the writer's message */
+} cli_export;
+
+static bool cli_export_fail(cli_export *x, const char *what)
+{
+    snprintf(x->problem, sizeof x->problem, "%s", what);
+    return false;
+}
+
+/* One chunk of the stream into the writer. */
+static bool cli_export_chunk(cli_export *x, const Alma__Audit__V1__ExportChunk *chunk)
+{
+    if (chunk->part_case == ALMA__AUDIT__V1__EXPORT_CHUNK__PART_CHECKPOINT && chunk->checkpoint) {
+        const Alma__Audit__V1__Checkpoint *ck = chunk->checkpoint;
+        if (x->have_checkpoint)
+            return cli_export_fail(x, "the server sent a second checkpoint");
+        if (ck->root_hash.len != AUDIT_MERKLE_HASH_LEN)
+            return cli_export_fail(x, "the server's checkpoint has no 32-byte root hash");
+        /* The note must verify with the key the server states and say the same size and root as the
+         * message (the export itself is verified with a key the recipient got out of band). */
+        if (ck->verifier_key[0]) {
+            audit_checkpoint *parsed = NULL;
+            base_result v = audit_checkpoint_open_vkey(ck->signed_note, strlen(ck->signed_note),
+                                                       ck->verifier_key, NULL, &parsed);
+            bool same = base_is_ok(v) && parsed->size == ck->tree_size &&
+                        memcmp(parsed->root, ck->root_hash.data, AUDIT_MERKLE_HASH_LEN) == 0;
+            audit_checkpoint_free(parsed);
+            if (!same)
+                return cli_export_fail(x, "the server's checkpoint does not verify with its own key or "
+                                          "differs from its signed note");
+        }
+        base_result r = audit_export_writer_checkpoint(x->w, ck->signed_note, strlen(ck->signed_note));
+        if (!base_is_ok(r))
+            return cli_export_fail(x, base_error_message());
+        x->have_checkpoint = true;
+        x->tree_size = ck->tree_size;
+        memcpy(x->root, ck->root_hash.data, AUDIT_MERKLE_HASH_LEN);
+        return true;
+    }
+    if (chunk->part_case != ALMA__AUDIT__V1__EXPORT_CHUNK__PART_LINE || !chunk->line)
+        return cli_export_fail(x, "the server sent an empty chunk");
+    const Alma__Audit__V1__ExportLine *l = chunk->line;
+    if (!x->have_checkpoint)
+        return cli_export_fail(x, "the server sent a line before the checkpoint");
+    if (l->leaf_hash.len != AUDIT_MERKLE_HASH_LEN || l->n_proof > AUDIT_MERKLE_MAX_PROOF)
+        return cli_export_fail(x, "the server sent a line with a malformed leaf hash or proof");
+    uint8_t proof[AUDIT_MERKLE_MAX_PROOF][AUDIT_MERKLE_HASH_LEN];
+    for (size_t i = 0; i < l->n_proof; i++) {
+        if (l->proof[i].len != AUDIT_MERKLE_HASH_LEN)
+            return cli_export_fail(x, "the server sent a line with a malformed proof hash");
+        memcpy(proof[i], l->proof[i].data, AUDIT_MERKLE_HASH_LEN);
+    }
+    base_result r = audit_export_writer_line(x->w, l->sequence, l->json, strlen(l->json),
+                                             (const char *)l->entry.data, l->entry.len, l->leaf_hash.data,
+                                             (const uint8_t(*)[AUDIT_MERKLE_HASH_LEN])proof, l->n_proof);
+    if (!base_is_ok(r))
+        return cli_export_fail(x, base_error_message());
+    return true;
+}
+
+static int64_t cli_monotonic_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static void cli_export_incomplete(const char *command, const char *dir)
+{
+    fprintf(stderr, CLI_PROGRAM ": %s: the export in ", command);
+    cli_put_safe(stderr, dir);
+    fputs(" is incomplete (no manifest.json): delete it and export again\n", stderr);
+}
+
+static int cli_cmd_audit_export(cli_args *a)
+{
+    cli_filter f = {0};
+    const char *format = NULL, *out = NULL;
+    cli_option opts[CLI_FILTER_OPTION_COUNT + 2];
+    cli_filter_options(&f, opts);
+    opts[CLI_FILTER_OPTION_COUNT] = (cli_option){.name = "format", .text = &format, .max = CLI_ENUM_WORD_MAX};
+    opts[CLI_FILTER_OPTION_COUNT + 1] =
+        (cli_option){.name = "out", .text = &out, .max = CLI_PATH_MAX, .path = true};
+    int rc = cli_parse_command_args(a, opts, BASE_ARRAY_LEN(opts), 0, 0);
+    if (rc)
+        return rc;
+    if ((rc = cli_filter_build(a, &f)))
+        return rc;
+    if (!format || (strcmp(format, "jsonl") != 0 && strcmp(format, "fhir") != 0))
+        return cli_usage_error(
+            "%s: --format must be jsonl (JSON Lines of the log's entries) or fhir (FHIR R4 "
+            "AuditEvent NDJSON)",
+            a->command);
+    if (!out || !out[0])
+        return cli_usage_error("%s: --out DIR is required: a new directory (or an empty one)", a->command);
+    bool fhir = strcmp(format, "fhir") == 0;
+
+    /* The directory first: a bad --out is a usage error and nothing is asked of the server. */
+    cli_export x = {0};
+    base_result r = audit_export_writer_open(out, fhir, f.tenant, &x.w);
+    if (!base_is_ok(r)) {
+        fprintf(stderr, CLI_PROGRAM ": %s: ", a->command);
+        cli_put_safe(stderr, base_error_message());
+        fputc('\n', stderr);
+        return CLI_EXIT_USAGE;
+    }
+    char *filter_json = cli_filter_json(&f, fhir);
+    r = filter_json ? audit_export_writer_set_filter(x.w, filter_json)
+                    : base_fail(BASE_ERR_NOMEM, "cannot describe the filter");
+    free(filter_json);
+    if (!base_is_ok(r)) {
+        fprintf(stderr, CLI_PROGRAM ": %s: ", a->command);
+        cli_put_safe(stderr, base_error_message());
+        fputc('\n', stderr);
+        audit_export_writer_free(x.w);
+        cli_export_incomplete(a->command, out);
+        return CLI_EXIT_FAIL;
+    }
+
+    cli_block_stop_signals();
+    cli_call c;
+    if ((rc = cli_connect(&c))) {
+        audit_export_writer_free(x.w);
+        cli_export_incomplete(a->command, out);
+        return rc;
+    }
+    c.opts.timeout_ms = CLI_WATCH_TIMEOUT_MS;
+    rpc_client_stream *s = NULL;
+    r = rpc_client_stream_open(c.ch, AUDIT_RPC("ExportEvents"), &c.opts, &s);
+    if (!base_is_ok(r)) {
+        cli_disconnect(&c);
+        audit_export_writer_free(x.w);
+        rc = cli_stream_open_failed(r);
+        cli_export_incomplete(a->command, out);
+        return rc;
+    }
+    cli_stream_signals sig;
+    cli_signals_start(&sig, s);
+    Alma__Audit__V1__ExportEventsRequest req = ALMA__AUDIT__V1__EXPORT_EVENTS_REQUEST__INIT;
+    req.filter = &f.msg;
+    req.format = fhir ? ALMA__AUDIT__V1__EXPORT_FORMAT__EXPORT_FORMAT_FHIR_AUDIT_EVENT_NDJSON
+                      : ALMA__AUDIT__V1__EXPORT_FORMAT__EXPORT_FORMAT_JSON_LINES;
+    bool local_failure = false;
+    int64_t last_progress = cli_monotonic_ms();
+    if (base_is_ok(rpc_client_stream_send(s, &req.base)) && base_is_ok(rpc_client_stream_close_send(s))) {
+        for (;;) {
+            ProtobufCMessage *m = NULL;
+            bool eof = false;
+            r = rpc_client_stream_recv(s, &alma__audit__v1__export_chunk__descriptor, &m, &eof);
+            if (!base_is_ok(r)) {
+                cli_export_fail(&x, base_error_message());
+                local_failure = true;
+                rpc_client_stream_cancel(s);
+                break;
+            }
+            if (eof)
+                break;
+            bool ok = cli_export_chunk(&x, (const Alma__Audit__V1__ExportChunk *)m);
+            protobuf_c_message_free_unpacked(m, NULL);
+            if (!ok) {
+                local_failure = true;
+                rpc_client_stream_cancel(s);
+                break;
+            }
+            int64_t now = cli_monotonic_ms();
+            if (now - last_progress >= 1000) {
+                fprintf(stderr, CLI_PROGRAM ": %s: exported %" PRIu64 " events\n", a->command,
+                        audit_export_writer_count(x.w));
+                last_progress = now;
+            }
+        }
+    }
+    rpc_status st;
+    rpc_code code = rpc_client_stream_finish(s, &st);
+    bool interrupted = cli_signals_stop(&sig);
+    rpc_client_stream_free(s);
+    cli_disconnect(&c);
+
+    if (interrupted) {
+        fprintf(stderr, CLI_PROGRAM ": %s: interrupted\n", a->command);
+        rc = CLI_EXIT_FAIL;
+    } else if (local_failure) {
+        fprintf(stderr, CLI_PROGRAM ": %s: ", a->command);
+        cli_put_safe(stderr, x.problem);
+        fputc('\n', stderr);
+        rc = CLI_EXIT_FAIL;
+    } else if (code != RPC_OK) {
+        rc = cli_rpc_error(&st);
+    } else if (!x.have_checkpoint) {
+        fprintf(stderr, CLI_PROGRAM ": %s: the server ended the export without a checkpoint\n", a->command);
+        rc = CLI_EXIT_FAIL;
+    } else if (!base_is_ok(r = audit_export_writer_finish(x.w))) {
+        fprintf(stderr, CLI_PROGRAM ": %s: ", a->command);
+        cli_put_safe(stderr, base_error_message());
+        fputc('\n', stderr);
+        rc = CLI_EXIT_FAIL;
+    } else {
+        char hex[2 * CLI_HEX_MAX + 1];
+        uint64_t n = audit_export_writer_count(x.w);
+        printf("exported %" PRIu64 " event%s to ", n, n == 1 ? "" : "s");
+        cli_put_safe(stdout, out);
+        printf(" (%s; checkpoint tree_size=%" PRIu64 " root=%s)\n", fhir ? "fhir-ndjson" : "jsonl",
+               x.tree_size, cli_hex(x.root, sizeof x.root, hex));
+        rc = CLI_EXIT_OK;
+    }
+    if (rc != CLI_EXIT_OK)
+        cli_export_incomplete(a->command, out);
+    audit_export_writer_free(x.w);
+    return rc;
+}
+
+/* ---- audit-accounting */
+
+static int cli_cmd_audit_accounting(cli_args *a)
+{
+    const char *tenant = NULL, *patient = NULL, *as_of = NULL;
+    const cli_option opts[] = {
+        {.name = "tenant", .text = &tenant, .max = AUDIT_MAX_TENANT},
+        {.name = "patient", .text = &patient, .max = 35},
+        {.name = "as-of", .text = &as_of, .max = CLI_TIME_WORD_MAX},
+    };
+    int rc = cli_parse_command_args(a, opts, BASE_ARRAY_LEN(opts), 0, 0);
+    if (rc)
+        return rc;
+    if ((rc = cli_require_tenant(a, tenant)))
+        return rc;
+    if (!patient)
+        return cli_usage_error("%s: --patient is required (see %s %s --help)", a->command, CLI_PROGRAM,
+                               a->command);
+    if ((rc = cli_require_patient(a, patient)))
+        return rc;
+    Alma__Audit__V1__GetAccountingOfDisclosuresRequest req =
+        ALMA__AUDIT__V1__GET_ACCOUNTING_OF_DISCLOSURES_REQUEST__INIT;
+    req.tenant_id = (char *)tenant;
+    req.patient_ref = (char *)patient;
+    Google__Protobuf__Timestamp ts = GOOGLE__PROTOBUF__TIMESTAMP__INIT;
+    if (as_of) {
+        if ((rc = cli_time_option(a, "as-of", as_of, &ts)))
+            return rc;
+        req.as_of = &ts;
+    }
+    cli_call c;
+    if ((rc = cli_connect(&c)))
+        return rc;
+    ProtobufCMessage *resp = NULL;
+    rpc_status st;
+    rpc_code code = rpc_call_unary(c.ch, AUDIT_RPC("GetAccountingOfDisclosures"), &req.base,
+                                   &alma__audit__v1__get_accounting_of_disclosures_response__descriptor,
+                                   &c.opts, &resp, &st);
+    cli_disconnect(&c);
+    if (code != RPC_OK)
+        return cli_rpc_error(&st);
+    const Alma__Audit__V1__GetAccountingOfDisclosuresResponse *acc =
+        (const Alma__Audit__V1__GetAccountingOfDisclosuresResponse *)resp;
+    for (size_t i = 0; i < acc->n_disclosures; i++) {
+        const Alma__Audit__V1__Disclosure *d = acc->disclosures[i];
+        if (!d)
+            continue;
+        char t[CLI_TIME_LEN], purpose[CLI_ENUM_WORD_MAX + 1];
+        printf("%s\t", cli_format_time(d->time, t));
+        cli_put_field(stdout, d->recipient ? d->recipient->name : NULL);
+        if (d->recipient && d->recipient->address && d->recipient->address[0]) {
+            fputs(" (", stdout);
+            cli_put_safe(stdout, d->recipient->address);
+            fputc(')', stdout);
+        }
+        printf("\t%s\t", cli_enum_name(&cli_enum_purpose, (int)d->purpose, purpose, sizeof purpose));
+        cli_put_field(stdout, d->phi_description);
+        printf("\tseq=%" PRIu64 "\n", d->sequence);
+    }
+    char t[CLI_TIME_LEN];
+    fprintf(stderr, CLI_PROGRAM ": %s: %zu accountable disclosure%s in the 6 years before %s\n", a->command,
+            acc->n_disclosures, acc->n_disclosures == 1 ? "" : "s", as_of ? cli_format_time(&ts, t) : "now");
+    protobuf_c_message_free_unpacked(resp, NULL);
+    return CLI_EXIT_OK;
+}
+
+/* ---- help of the audit commands */
+
+static void cli_help_enum(FILE *out, const char *option, const char *what, const cli_enum *e)
+{
+    fprintf(out, "  --%-24s %s: ", option, what);
+    cli_enum_choices(e, out);
+    fputc('\n', out);
+}
+
+static void cli_help_filters(FILE *out)
+{
+    fprintf(out,
+            "Filters (all optional but --tenant; an event must match every one given):\n"
+            "  --tenant T                 the tenant (1 to %d of [A-Za-z0-9._:-]), required\n"
+            "  --patient pt_<32 hex>      the pseudonymous patient reference\n"
+            "  --actor P                  the acting principal's id\n",
+            AUDIT_MAX_TENANT);
+    cli_help_enum(out, "action A", "one of", &cli_enum_action);
+    cli_help_enum(out, "purpose P", "one of", &cli_enum_purpose);
+    cli_help_enum(out, "outcome O", "one of", &cli_enum_outcome);
+    fputs("  --since TIME               events logged at or after TIME (RFC 3339 UTC: 2026-11-23T12:00:00Z)\n"
+          "  --until TIME               events logged before TIME\n",
+          out);
+}
+
+static void cli_help_audit_append(FILE *out)
+{
+    fprintf(out,
+            "Options:\n"
+            "  --tenant T                 the tenant (1 to %d of [A-Za-z0-9._:-]), required\n"
+            "  --actor P                  the acting principal's id, required\n"
+            "  --role R                   a role of the actor (repeatable, at most %d)\n",
+            AUDIT_MAX_TENANT, AUDIT_MAX_ROLES);
+    cli_help_enum(out, "action A", "required, one of", &cli_enum_action);
+    cli_help_enum(out, "purpose P", "default operations; one of", &cli_enum_purpose);
+    cli_help_enum(out, "outcome O", "default success; one of", &cli_enum_outcome);
+    cli_help_enum(out, "severity S", "one of", &cli_enum_severity);
+    fprintf(
+        out,
+        "  --patient pt_<32 hex>      the pseudonymous patient reference (never a name, MRN or other PHI)\n"
+        "  --resource-type X          e.g. Patient, Referral; --resource-id Y needs it\n"
+        "  --resource-id Y            the resource's id\n"
+        "  --recipient NAME           disclose: who received the PHI (required for disclose)\n"
+        "  --recipient-address ADDR   disclose: the recipient's address, if known\n");
+    cli_help_enum(out, "basis B", "disclose: required, one of", &cli_enum_basis);
+    fprintf(
+        out,
+        "  --phi-description TEXT     disclose: the categories of PHI disclosed, no values (required)\n"
+        "  --detail KEY=VALUE         repeatable, at most %d; KEY [a-z0-9_]{1,%d}, VALUE at most %d bytes\n"
+        "  --request-id ID            the request this event belongs to\n"
+        "  --guideline-engine-version V, --guideline-bundle-id ID, --guideline-bundle-version V,\n"
+        "  --guideline-bundle-hash H, --guideline-source TEXT\n"
+        "                             recommend: what produced the recommendation (all five required)\n"
+        "The event is checked with the service's own rules before anything is sent. The audit service takes\n"
+        "AppendEvent only from the suite's services and the test-client and bench identities, not from\n"
+        "alma-cli's certificate: in development use --cert/--key of test-client (pki/test-client.pem).\n",
+        AUDIT_MAX_DETAILS, AUDIT_MAX_DETAIL_KEY, AUDIT_MAX_DETAIL_VALUE);
+}
+
+static void cli_help_audit_checkpoint(FILE *out)
+{
+    fputs("Prints tree_size=, root=, time=, vkey= and signature= lines, a blank line, then the signed note.\n"
+          "The note's signature is checked with the key the server sent, or with --vkey-file's (a key saved\n"
+          "earlier: that is what detects a server whose key changed); exit 1 when it does not verify.\n"
+          "  --note-out FILE            also write the signed note, exactly as served, to FILE\n"
+          "  --vkey-out FILE            also write the verifier key (one line) to FILE, for\n"
+          "                             alma-audit verify --vkey-file FILE\n"
+          "  --vkey-file FILE           verify the note with this key instead of the one served\n",
+          out);
+}
+
+static void cli_help_audit_verify_log(FILE *out)
+{
+    fputs(
+        "The service recomputes every leaf hash and the tree over [start, end) and compares them with what\n"
+        "it stored and signed. Prints \"ok: N events verified\" (exit 0) or \"NOT OK: first bad sequence S:\n"
+        "PROBLEM\" (exit 1).\n"
+        "  --start N                  first sequence (default 0)\n"
+        "  --end N                    one past the last sequence (default: the whole log)\n",
+        out);
+}
+
+static void cli_help_audit_list(FILE *out)
+{
+    cli_help_filters(out);
+    fprintf(out,
+            "  --page-size N              events per call, 1 to %d (default: the server's, 100; --all: %d)\n"
+            "  --page-token X             continue after a previous page (its token is printed on stderr)\n"
+            "  --all                      follow the page tokens to the last event\n"
+            "  --json                     one JSON object per line instead of text\n"
+            "Text lines: SEQ TIME ACTION OUTCOME ACTOR PATIENT RESOURCE (\"-\" when empty; RESOURCE is "
+            "Type/id).\n"
+            "Every call is itself recorded in the audit log.\n",
+            CLI_PAGE_SIZE_MAX, CLI_LIST_ALL_PAGE);
+}
+
+static void cli_help_audit_export(FILE *out)
+{
+    cli_help_filters(out);
+    fputs("  --format F                 jsonl (the log's entries, JSON Lines) or fhir (FHIR R4 AuditEvent "
+          "NDJSON)\n"
+          "  --out DIR                  a new (or empty) directory; its parent must exist\n"
+          "Writes the export format of services/audit/export_file.h: the checkpoint, the events, their\n"
+          "inclusion proofs, and manifest.json last. Check it with alma-audit verify --export DIR "
+          "--vkey-file F.\n"
+          "Progress goes to stderr. On any error or Ctrl-C the directory is left without manifest.json\n"
+          "(incomplete: the verifier refuses it) and the exit status is 1 (2 when DIR cannot be created).\n"
+          "No deadline (--timeout-ms does not apply). The export is itself recorded in the audit log.\n",
+          out);
+}
+
+static void cli_help_audit_accounting(FILE *out)
+{
+    fputs("  --tenant T                 the tenant, required\n"
+          "  --patient pt_<32 hex>      the patient, required\n"
+          "  --as-of TIME               the end of the 6-year window (RFC 3339 UTC; default now)\n"
+          "Prints one tab-separated line per disclosure the patient may ask an accounting of (HIPAA\n"
+          "45 CFR 164.528; the excluded bases are left out): TIME, RECIPIENT (ADDRESS), PURPOSE, PHI "
+          "DESCRIPTION,\n"
+          "seq=N; the count goes to stderr. The request is itself recorded in the audit log.\n",
+          out);
+}
+
 /* ------------------------------------------------------------------ the command table */
 
 typedef struct cli_command {
@@ -555,21 +1930,42 @@ typedef struct cli_command {
     const char *args; /* synopsis of the command's own arguments */
     const char *help; /* one line */
     int (*run)(cli_args *a);
+    void (*more_help)(FILE *out); /* the rest of COMMAND --help (options, output), or NULL */
 } cli_command;
 
 static const cli_command cli_commands[] = {
     {"health", "[SERVICE]",
-     "grpc.health.v1 Check: prints SERVING, NOT_SERVING, ...; exit 0 only when SERVING", cli_cmd_health},
+     "grpc.health.v1 Check: prints SERVING, NOT_SERVING, ...; exit 0 only when SERVING", cli_cmd_health,
+     NULL},
     {"watch", "[SERVICE]", "grpc.health.v1 Watch: prints each status change until Ctrl-C or the stream ends",
-     cli_cmd_watch},
+     cli_cmd_watch, NULL},
     {"echo", "MESSAGE [--delay-ms N] [--inline]",
      "Echo (EchoInline with --inline): prints the message, the peer identity the server saw and the "
      "request id",
-     cli_cmd_echo},
+     cli_cmd_echo, NULL},
     {"expand", "MESSAGE COUNT [--interval-ms N]", "Echo/Expand server stream: prints each response",
-     cli_cmd_expand},
+     cli_cmd_expand, NULL},
     {"chat", "MESSAGE...", "Echo/Chat bidi stream: sends each message in turn and prints each answer",
-     cli_cmd_chat},
+     cli_cmd_chat, NULL},
+    {"audit-append", "--tenant T --actor P --action A [OPTIONS]",
+     "Audit/AppendEvent: appends one event, prints seq=, leaf= and time= (needs the test-client "
+     "certificate)",
+     cli_cmd_audit_append, cli_help_audit_append},
+    {"audit-checkpoint", "[--note-out F] [--vkey-out F] [--vkey-file F]",
+     "Audit/GetCheckpoint: prints the tree size, root, verifier key and signed note; checks the signature",
+     cli_cmd_audit_checkpoint, cli_help_audit_checkpoint},
+    {"audit-verify-log", "[--start N] [--end N]",
+     "Audit/VerifyLog: prints ok or the first bad sequence and the problem; exit 0 only when ok",
+     cli_cmd_audit_verify_log, cli_help_audit_verify_log},
+    {"audit-list", "--tenant T [FILTERS] [--page-size N] [--page-token X] [--all] [--json]",
+     "Audit/ListEvents: one line per event (seq, time, action, outcome, actor, patient, resource)",
+     cli_cmd_audit_list, cli_help_audit_list},
+    {"audit-export", "--tenant T [FILTERS] --format jsonl|fhir --out DIR",
+     "Audit/ExportEvents: writes a verifiable export directory (alma-audit verify)", cli_cmd_audit_export,
+     cli_help_audit_export},
+    {"audit-accounting", "--tenant T --patient pt_... [--as-of TIME]",
+     "Audit/GetAccountingOfDisclosures: one line per accountable disclosure of the patient",
+     cli_cmd_audit_accounting, cli_help_audit_accounting},
 };
 
 static const cli_command *cli_find_command(const char *name)
@@ -621,17 +2017,23 @@ static void cli_print_help(FILE *out)
     free(text);
     fprintf(out, "\nCommands (alma-cli COMMAND --help for one):\n");
     for (size_t i = 0; i < BASE_ARRAY_LEN(cli_commands); i++) {
-        char synopsis[96];
-        snprintf(synopsis, sizeof synopsis, "%s %s", cli_commands[i].name, cli_commands[i].args);
-        fprintf(out, "  %-40s %s\n", synopsis, cli_commands[i].help);
+        const cli_command *cmd = &cli_commands[i];
+        int width = (int)(strlen(cmd->name) + 1 + strlen(cmd->args));
+        if (width <= 40)
+            fprintf(out, "  %s %s%*s %s\n", cmd->name, cmd->args, 40 - width, "", cmd->help);
+        else /* a long synopsis gets a line of its own */
+            fprintf(out, "  %s %s\n  %40s %s\n", cmd->name, cmd->args, "", cmd->help);
     }
-    fprintf(out, "\nExit status: 0 success, 1 the call failed or the server is not serving, 2 usage or "
-                 "settings error.\n");
+    fprintf(out,
+            "\nExit status: 0 success, 1 the call failed, the server is not serving or the audit log does "
+            "not verify, 2 usage or settings error.\n");
 }
 
 static void cli_print_command_help(const cli_command *cmd, FILE *out)
 {
     fprintf(out, "Usage: %s [FLAGS] %s %s\n%s\n", CLI_PROGRAM, cmd->name, cmd->args, cmd->help);
+    if (cmd->more_help)
+        cmd->more_help(out);
 }
 
 /* ------------------------------------------------------------------ main */
