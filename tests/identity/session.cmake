@@ -1,0 +1,2 @@
+alma_test(test_identity_session SOURCES ${CMAKE_CURRENT_LIST_DIR}/test_session.c LIBS alma_identity_session
+          FIXTURES redis)
