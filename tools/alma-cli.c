@@ -1521,6 +1521,8 @@ static int cli_cmd_audit_list(cli_args *a)
 typedef struct cli_export {
     audit_export_writer *w;
     bool have_checkpoint;
+    bool have_statement;
+    char vkey[512]; /* the key the server stated, to check its statement as its checkpoint */
     uint64_t tree_size;
     uint8_t root[AUDIT_MERKLE_HASH_LEN];
     char problem[256]; /* why the export failed on this side: a fixed text or the writer's message */
@@ -1558,8 +1560,32 @@ static bool cli_export_chunk(cli_export *x, const Alma__Audit__V1__ExportChunk *
         if (!base_is_ok(r))
             return cli_export_fail(x, base_error_message());
         x->have_checkpoint = true;
+        snprintf(x->vkey, sizeof x->vkey, "%s", ck->verifier_key);
         x->tree_size = ck->tree_size;
         memcpy(x->root, ck->root_hash.data, AUDIT_MERKLE_HASH_LEN);
+        return true;
+    }
+    if (x->have_statement)
+        return cli_export_fail(x, "the server sent more after its export statement");
+    if (chunk->part_case == ALMA__AUDIT__V1__EXPORT_CHUNK__PART_STATEMENT && chunk->statement) {
+        if (!x->have_checkpoint)
+            return cli_export_fail(x, "the server sent its export statement before the checkpoint");
+        if (x->vkey[0]) {
+            audit_note_verifier *v = NULL;
+            size_t text_len = 0;
+            base_result vr = audit_note_verifier_new(x->vkey, &v);
+            if (base_is_ok(vr)) {
+                const audit_note_verifier *vs[] = {v};
+                vr = audit_note_open(chunk->statement, strlen(chunk->statement), vs, 1, &text_len);
+            }
+            audit_note_verifier_freep(&v);
+            if (!base_is_ok(vr))
+                return cli_export_fail(x, "the server's export statement does not verify with its own key");
+        }
+        base_result r = audit_export_writer_statement(x->w, chunk->statement, strlen(chunk->statement));
+        if (!base_is_ok(r))
+            return cli_export_fail(x, base_error_message());
+        x->have_statement = true;
         return true;
     }
     if (chunk->part_case != ALMA__AUDIT__V1__EXPORT_CHUNK__PART_LINE || !chunk->line)
@@ -1713,6 +1739,10 @@ static int cli_cmd_audit_export(cli_args *a)
         rc = cli_rpc_error(&st);
     } else if (!x.have_checkpoint) {
         fprintf(stderr, CLI_PROGRAM ": %s: the server ended the export without a checkpoint\n", a->command);
+        rc = CLI_EXIT_FAIL;
+    } else if (!x.have_statement) {
+        fprintf(stderr, CLI_PROGRAM ": %s: the server ended the export without its signed statement\n",
+                a->command);
         rc = CLI_EXIT_FAIL;
     } else if (!base_is_ok(r = audit_export_writer_finish(x.w))) {
         fprintf(stderr, CLI_PROGRAM ": %s: ", a->command);

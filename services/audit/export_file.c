@@ -187,6 +187,255 @@ base_result audit_export_check_entry(const char *entry, size_t len, uint64_t seq
 }
 
 /* ---------------------------------------------------------------------------------------------------------
+ * The export statement. */
+
+/* Decimal without sign or leading zeros, below 2^63. */
+static bool statement_decimal(const char *s, size_t n, uint64_t *ret)
+{
+    if (n == 0 || n > 19 || (s[0] == '0' && n > 1))
+        return false;
+    uint64_t v = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (s[i] < '0' || s[i] > '9')
+            return false;
+        unsigned d = (unsigned)(s[i] - '0');
+        if (v > ((uint64_t)INT64_MAX - d) / 10)
+            return false;
+        v = v * 10 + d;
+    }
+    *ret = v;
+    return true;
+}
+
+/* The next line of text[*pos..len) if it starts with `key` and a space: its value (without the \n). */
+static bool statement_line(const char *text, size_t len, size_t *pos, const char *key, const char **ret,
+                           size_t *ret_len)
+{
+    if (*pos >= len)
+        return false;
+    const char *start = text + *pos;
+    const char *nl = memchr(start, '\n', len - *pos);
+    if (!nl)
+        return false;
+    size_t n = (size_t)(nl - start), k = strlen(key);
+    if (n < k + 1 || memcmp(start, key, k) != 0 || start[k] != ' ')
+        return false;
+    *ret = start + k + 1;
+    *ret_len = n - k - 1;
+    *pos += n + 1;
+    return true;
+}
+
+base_result audit_export_statement_parse(const char *text, size_t len, audit_export_statement *ret)
+{
+    if (!text || !ret)
+        return base_fail(BASE_ERR_INVALID, "audit_export_statement_parse: NULL argument");
+    BASE_ENSURE(len <= AUDIT_NOTE_MAX_LEN, BASE_ERR_INVALID, "export statement: larger than 1 MiB");
+    audit_export_statement st;
+    memset(&st, 0, sizeof st);
+    const size_t hlen = strlen(AUDIT_EXPORT_STATEMENT_HEADER);
+    BASE_ENSURE(len > hlen && memcmp(text, AUDIT_EXPORT_STATEMENT_HEADER, hlen) == 0 && text[hlen] == '\n',
+                BASE_ERR_INVALID,
+                "export statement: the first line is not \"" AUDIT_EXPORT_STATEMENT_HEADER "\"");
+    size_t pos = hlen + 1, n = 0;
+    const char *v = NULL;
+
+    BASE_ENSURE(statement_line(text, len, &pos, "origin", &v, &n), BASE_ERR_INVALID,
+                "export statement: line 2 is not \"origin <origin>\"");
+    BASE_ENSURE(n > 0 && n <= AUDIT_CHECKPOINT_ORIGIN_MAX && line_text_ok(v, n), BASE_ERR_INVALID,
+                "export statement: the origin is empty, too long or not UTF-8 text");
+    memcpy(st.origin, v, n);
+    st.origin[n] = '\0';
+
+    BASE_ENSURE(statement_line(text, len, &pos, "tenant", &v, &n), BASE_ERR_INVALID,
+                "export statement: line 3 is not \"tenant <tenant_id>\"");
+    BASE_ENSURE(n <= AUDIT_EXPORT_TENANT_MAX, BASE_ERR_INVALID,
+                "export statement: the tenant is not 1 to 64 of [A-Za-z0-9._:-]");
+    memcpy(st.tenant_id, v, n);
+    st.tenant_id[n] = '\0';
+    BASE_ENSURE(audit_export_tenant_ok(st.tenant_id), BASE_ERR_INVALID,
+                "export statement: the tenant is not 1 to 64 of [A-Za-z0-9._:-]");
+
+    BASE_ENSURE(statement_line(text, len, &pos, "filter", &v, &n), BASE_ERR_INVALID,
+                "export statement: line 4 is not \"filter <JSON object>\"");
+    BASE_ENSURE(n > 0 && n <= AUDIT_EXPORT_FILTER_MAX && line_text_ok(v, n), BASE_ERR_INVALID,
+                "export statement: the filter is empty, larger than 65536 bytes or not UTF-8 text");
+    {
+        json_error_t jerr;
+        BASE_CLEANUP(export_json_decref) json_t *f = json_loadb(v, n, JSON_REJECT_DUPLICATES, &jerr);
+        BASE_ENSURE(f && json_is_object(f), BASE_ERR_INVALID,
+                    "export statement: the filter is not a JSON object");
+        const json_t *t = json_object_get(f, "tenant_id");
+        BASE_ENSURE(json_is_string(t) && strcmp(json_string_value(t), st.tenant_id) == 0, BASE_ERR_INVALID,
+                    "export statement: the filter's \"tenant_id\" is not the statement's tenant");
+    }
+    st.filter = v;
+    st.filter_len = n;
+
+    BASE_ENSURE(statement_line(text, len, &pos, "format", &v, &n), BASE_ERR_INVALID,
+                "export statement: line 5 is not \"format <jsonl|fhir-ndjson>\"");
+    if (n == strlen(AUDIT_EXPORT_CONTENT_FHIR) && memcmp(v, AUDIT_EXPORT_CONTENT_FHIR, n) == 0)
+        st.fhir = true;
+    else
+        BASE_ENSURE(n == strlen(AUDIT_EXPORT_CONTENT_JSONL) && memcmp(v, AUDIT_EXPORT_CONTENT_JSONL, n) == 0,
+                    BASE_ERR_INVALID, "export statement: the format is not \"jsonl\" or \"fhir-ndjson\"");
+
+    BASE_ENSURE(statement_line(text, len, &pos, "tree", &v, &n), BASE_ERR_INVALID,
+                "export statement: line 6 is not \"tree <tree size>\"");
+    BASE_ENSURE(statement_decimal(v, n, &st.tree_size), BASE_ERR_INVALID,
+                "export statement: the tree size is not a decimal below 2^63");
+    BASE_ENSURE(statement_line(text, len, &pos, "count", &v, &n), BASE_ERR_INVALID,
+                "export statement: line 7 is not \"count <lines>\"");
+    BASE_ENSURE(statement_decimal(v, n, &st.count), BASE_ERR_INVALID,
+                "export statement: the count is not a decimal below 2^63");
+    BASE_ENSURE(st.count <= st.tree_size, BASE_ERR_INVALID,
+                "export statement: the count is larger than the tree size");
+
+    BASE_ENSURE(statement_line(text, len, &pos, "leaves", &v, &n), BASE_ERR_INVALID,
+                "export statement: line 8 is not \"leaves <base64 digest>\"");
+    uint8_t buf[HL + 2];
+    size_t dlen = 0;
+    BASE_ENSURE(n == 44 && base_is_ok(acrypto_base64_decode(v, n, buf, sizeof buf, &dlen)) && dlen == HL,
+                BASE_ERR_INVALID, "export statement: the leaves digest is not base64 of 32 bytes");
+    memcpy(st.leaves, buf, HL);
+    BASE_ENSURE(pos == len, BASE_ERR_INVALID, "export statement: more than eight lines");
+    *ret = st;
+    return BASE_OK_RESULT;
+}
+
+base_result audit_export_statement_format(const audit_export_statement *st, char **ret_text, size_t *ret_len)
+{
+    if (!st || !ret_text || !ret_len || (!st->filter && st->filter_len > 0))
+        return base_fail(BASE_ERR_INVALID, "audit_export_statement_format: NULL argument");
+    BASE_ENSURE(st->filter_len <= AUDIT_EXPORT_FILTER_MAX, BASE_ERR_INVALID,
+                "export statement: the filter is larger than 65536 bytes");
+    char leaves[HL * 2];
+    size_t leaves_len = 0;
+    BASE_GUARD(acrypto_base64_encode(st->leaves, HL, leaves, sizeof leaves, &leaves_len));
+    size_t origin_len = strnlen(st->origin, sizeof st->origin);
+    size_t tenant_len = strnlen(st->tenant_id, sizeof st->tenant_id);
+    BASE_ENSURE(origin_len < sizeof st->origin && tenant_len < sizeof st->tenant_id, BASE_ERR_INVALID,
+                "export statement: origin or tenant is not NUL-terminated");
+    size_t cap = origin_len + tenant_len + st->filter_len + leaves_len + 256;
+    char *text = malloc(cap);
+    if (!text)
+        return base_fail(BASE_ERR_NOMEM, "export statement: out of memory");
+    int n = snprintf(
+        text, cap,
+        AUDIT_EXPORT_STATEMENT_HEADER "\norigin %s\ntenant %s\nfilter %.*s\nformat %s\ntree %" PRIu64
+                                      "\ncount %" PRIu64 "\nleaves %s\n",
+        st->origin, st->tenant_id, (int)st->filter_len, st->filter ? st->filter : "",
+        st->fhir ? AUDIT_EXPORT_CONTENT_FHIR : AUDIT_EXPORT_CONTENT_JSONL, st->tree_size, st->count, leaves);
+    if (n < 0 || (size_t)n >= cap) {
+        free(text);
+        return base_fail(BASE_ERR_INTERNAL, "export statement: formatting failed");
+    }
+    /* What is formatted must parse back to the same statement (a NUL or newline in a field would not). */
+    audit_export_statement back;
+    base_result r = audit_export_statement_parse(text, (size_t)n, &back);
+    if (base_is_ok(r) && (strcmp(back.origin, st->origin) != 0 || back.filter_len != st->filter_len ||
+                          back.tree_size != st->tree_size || back.count != st->count))
+        r = base_fail(BASE_ERR_INVALID, "export statement: a field holds a newline or NUL byte");
+    if (!base_is_ok(r)) {
+        free(text);
+        return r;
+    }
+    *ret_text = text;
+    *ret_len = (size_t)n;
+    return BASE_OK_RESULT;
+}
+
+/* RFC 3339 UTC with 6 fractional digits, as entries write times (entry.h). */
+static base_result filter_time(const Google__Protobuf__Timestamp *t, const char *field, json_t *obj)
+{
+    if (t->seconds < 0 || t->seconds > INT64_C(253402300799) || t->nanos < 0 || t->nanos > 999999999)
+        return base_fail(BASE_ERR_INVALID, "export filter: %s is out of range", field);
+    time_t secs = (time_t)t->seconds;
+    struct tm tm;
+    char buf[40];
+    if (!gmtime_r(&secs, &tm))
+        return base_fail(BASE_ERR_INVALID, "export filter: %s is out of range", field);
+    int n = snprintf(buf, sizeof buf, "%04d-%02d-%02dT%02d:%02d:%02d.%06dZ", tm.tm_year + 1900, tm.tm_mon + 1,
+                     tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, (int)(t->nanos / 1000));
+    if (n != 27)
+        return base_fail(BASE_ERR_INTERNAL, "export filter: formatting %s failed", field);
+    if (json_object_set_new(obj, field, json_string(buf)) != 0)
+        return base_fail(BASE_ERR_NOMEM, "export filter: out of memory");
+    return BASE_OK_RESULT;
+}
+
+static base_result filter_string(json_t *obj, const char *field, const char *value)
+{
+    if (!value || !value[0])
+        return BASE_OK_RESULT;
+    json_t *s = json_string(value);
+    if (!s)
+        return base_fail(BASE_ERR_INVALID, "export filter: %s is not UTF-8 text", field);
+    if (json_object_set_new(obj, field, s) != 0)
+        return base_fail(BASE_ERR_NOMEM, "export filter: out of memory");
+    return BASE_OK_RESULT;
+}
+
+static base_result filter_enum(json_t *obj, const char *field, const ProtobufCEnumDescriptor *d, int value)
+{
+    if (value == 0)
+        return BASE_OK_RESULT;
+    const ProtobufCEnumValue *ev = protobuf_c_enum_descriptor_get_value(d, value);
+    if (!ev)
+        return base_fail(BASE_ERR_INVALID, "export filter: %s is not a defined value", field);
+    if (json_object_set_new(obj, field, json_string(ev->name)) != 0)
+        return base_fail(BASE_ERR_NOMEM, "export filter: out of memory");
+    return BASE_OK_RESULT;
+}
+
+base_result audit_export_filter_json(const Alma__Audit__V1__EventFilter *f, char **ret_json, size_t *ret_len)
+{
+    if (!f || !ret_json || !ret_len)
+        return base_fail(BASE_ERR_INVALID, "audit_export_filter_json: NULL argument");
+    BASE_ENSURE(audit_export_tenant_ok(f->tenant_id), BASE_ERR_INVALID,
+                "export filter: tenant_id is not 1 to 64 of [A-Za-z0-9._:-]");
+    BASE_CLEANUP(export_json_decref) json_t *o = json_object();
+    if (!o)
+        return base_fail(BASE_ERR_NOMEM, "export filter: out of memory");
+    BASE_GUARD(filter_string(o, "tenant_id", f->tenant_id));
+    BASE_GUARD(filter_string(o, "patient_ref", f->patient_ref));
+    BASE_GUARD(filter_string(o, "actor_principal_id", f->actor_principal_id));
+    BASE_GUARD(filter_enum(o, "action", &alma__audit__v1__action__descriptor, (int)f->action));
+    BASE_GUARD(filter_enum(o, "purpose", &alma__common__v1__purpose_of_use__descriptor, (int)f->purpose));
+    BASE_GUARD(filter_enum(o, "outcome", &alma__audit__v1__outcome__descriptor, (int)f->outcome));
+    if (f->start_time)
+        BASE_GUARD(filter_time(f->start_time, "start_time", o));
+    if (f->end_time)
+        BASE_GUARD(filter_time(f->end_time, "end_time", o));
+    char *text = json_dumps(o, JSON_COMPACT | JSON_SORT_KEYS | JSON_ENSURE_ASCII);
+    if (!text)
+        return base_fail(BASE_ERR_NOMEM, "export filter: out of memory");
+    size_t n = strlen(text);
+    if (n > AUDIT_EXPORT_FILTER_MAX) {
+        free(text);
+        return base_fail(BASE_ERR_INVALID, "export filter: larger than 65536 bytes");
+    }
+    *ret_json = text;
+    *ret_len = n;
+    return BASE_OK_RESULT;
+}
+
+base_result audit_export_filter_canonical(const char *json, size_t len, char **ret)
+{
+    if (!json || !ret)
+        return base_fail(BASE_ERR_INVALID, "audit_export_filter_canonical: NULL argument");
+    BASE_ENSURE(len <= AUDIT_EXPORT_MANIFEST_MAX, BASE_ERR_INVALID, "filter: larger than 1 MiB");
+    json_error_t jerr;
+    BASE_CLEANUP(export_json_decref) json_t *f = json_loadb(json, len, JSON_REJECT_DUPLICATES, &jerr);
+    BASE_ENSURE(f && json_is_object(f), BASE_ERR_INVALID, "filter: not a JSON object");
+    char *text = json_dumps(f, JSON_COMPACT | JSON_SORT_KEYS | JSON_ENSURE_ASCII);
+    if (!text)
+        return base_fail(BASE_ERR_NOMEM, "filter: out of memory");
+    *ret = text;
+    return BASE_OK_RESULT;
+}
+
+/* ---------------------------------------------------------------------------------------------------------
  * Writer. */
 
 struct audit_export_writer {
@@ -204,9 +453,14 @@ struct audit_export_writer {
     bool have_seq;
     uint64_t last_seq;
     uint64_t count;
-    json_t *filter; /* NULL: {} */
-    char *line;     /* the proofs line being built: AUDIT_EXPORT_PROOF_LINE_MAX + 2 bytes */
-    bool broken;    /* an IO error: a file may hold part of a line */
+    json_t *filter;             /* set_filter's; NULL: {} */
+    acrypto_sha256_ctx *leaves; /* SHA-256 over the leaf hashes of the lines written, in order */
+    bool leaves_closed;         /* a statement was offered: leaves_digest is final, no more lines */
+    uint8_t leaves_digest[HL];  /* valid once leaves_closed */
+    bool have_statement;        /* the statement was checked and written */
+    json_t *statement_filter;   /* its filter object: the manifest's "filter" */
+    char *line;                 /* the proofs line being built: AUDIT_EXPORT_PROOF_LINE_MAX + 2 bytes */
+    bool broken;                /* an IO error: a file may hold part of a line */
     bool finished;
 };
 
@@ -312,6 +566,9 @@ void audit_export_writer_free(audit_export_writer *w)
     }
     if (w->filter)
         json_decref(w->filter);
+    if (w->statement_filter)
+        json_decref(w->statement_filter);
+    acrypto_sha256_ctx_free(w->leaves);
     free(w->line);
     free(w->dir);
     free(w);
@@ -349,6 +606,7 @@ base_result audit_export_writer_open(const char *dir, bool fhir, const char *ten
     w->line = malloc(AUDIT_EXPORT_PROOF_LINE_MAX + 2);
     if (!w->dir || !w->line)
         return base_fail(BASE_ERR_NOMEM, "export writer: out of memory");
+    BASE_GUARD(acrypto_sha256_ctx_new(&w->leaves));
 
     bool created = mkdir(dir, 0700) == 0;
     if (!created && errno != EEXIST)
@@ -375,15 +633,33 @@ base_result audit_export_writer_open(const char *dir, bool fhir, const char *ten
     return BASE_OK_RESULT;
 }
 
-/* The checkpoint body of a signed note, without checking its signatures: the text ends at the last blank
- * line; its first three lines are origin, decimal size and base64 root (checkpoint.h). */
-static base_result note_body_parse(const char *note, size_t len, char origin[AUDIT_CHECKPOINT_ORIGIN_MAX + 1],
-                                   uint64_t *ret_size, uint8_t root[HL])
+/* Write `name` (new, 0600) with `data`, fsync'd. An IO error breaks the writer. */
+static base_result writer_small_file(audit_export_writer *w, const char *name, const char *data, size_t len)
 {
-    BASE_ENSURE(len >= 2 && len <= AUDIT_NOTE_MAX_LEN, BASE_ERR_INVALID,
-                "export writer: checkpoint is empty or larger than 1 MiB");
-    BASE_ENSURE(memchr(note, '\0', len) == NULL && note[len - 1] == '\n', BASE_ERR_INVALID,
-                "export writer: checkpoint is not a signed note (NUL byte, or no final newline)");
+    int fd = openat(w->dirfd, name, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOCTTY, 0600);
+    if (fd < 0)
+        return writer_io_fail(w, name, errno);
+    base_result r = write_all(fd, data, len, w->dir, name);
+    if (base_is_ok(r) && fsync(fd) != 0)
+        r = base_fail(BASE_ERR_IO, "export: fsync of %.*s/%s failed: %s", PATH_SHOWN, w->dir, name,
+                      strerror(errno));
+    if (close(fd) != 0 && base_is_ok(r))
+        r = base_fail(BASE_ERR_IO, "export: closing %.*s/%s failed: %s", PATH_SHOWN, w->dir, name,
+                      strerror(errno));
+    if (!base_is_ok(r))
+        w->broken = true;
+    return r;
+}
+
+/* The length of a signed note's text, without checking its signatures: the text ends at the last blank
+ * line, and at least one signature line follows it. `what` names the note in messages. */
+static base_result note_text_len(const char *note, size_t len, const char *what, size_t *ret_text_len)
+{
+    if (len < 2 || len > AUDIT_NOTE_MAX_LEN)
+        return base_fail(BASE_ERR_INVALID, "export writer: %s is empty or larger than 1 MiB", what);
+    if (memchr(note, '\0', len) != NULL || note[len - 1] != '\n')
+        return base_fail(BASE_ERR_INVALID,
+                         "export writer: %s is not a signed note (NUL byte, or no final newline)", what);
     size_t split = len;
     for (size_t i = len - 1; i-- > 0;) {
         if (note[i] == '\n' && note[i + 1] == '\n') {
@@ -391,9 +667,20 @@ static base_result note_body_parse(const char *note, size_t len, char origin[AUD
             break;
         }
     }
-    BASE_ENSURE(split != len && split + 2 < len, BASE_ERR_INVALID,
-                "export writer: checkpoint is not a signed note (no signature after a blank line)");
-    size_t text_len = split + 1, pos = 0;
+    if (split == len || split + 2 >= len)
+        return base_fail(BASE_ERR_INVALID,
+                         "export writer: %s is not a signed note (no signature after a blank line)", what);
+    *ret_text_len = split + 1;
+    return BASE_OK_RESULT;
+}
+
+/* The checkpoint body of a signed note, without checking its signatures: its first three lines are origin,
+ * decimal size and base64 root (checkpoint.h). */
+static base_result note_body_parse(const char *note, size_t len, char origin[AUDIT_CHECKPOINT_ORIGIN_MAX + 1],
+                                   uint64_t *ret_size, uint8_t root[HL])
+{
+    size_t text_len = 0, pos = 0;
+    BASE_GUARD(note_text_len(note, len, "checkpoint", &text_len));
     const char *lines[3];
     size_t lens[3];
     for (size_t i = 0; i < 3; i++) {
@@ -442,21 +729,7 @@ base_result audit_export_writer_checkpoint(audit_export_writer *w, const char *s
     uint8_t root[HL];
     BASE_GUARD(note_body_parse(signed_note, len, origin, &size, root));
 
-    int fd = openat(w->dirfd, AUDIT_EXPORT_CHECKPOINT_FILE,
-                    O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOCTTY, 0600);
-    if (fd < 0)
-        return writer_io_fail(w, AUDIT_EXPORT_CHECKPOINT_FILE, errno);
-    base_result r = write_all(fd, signed_note, len, w->dir, AUDIT_EXPORT_CHECKPOINT_FILE);
-    if (base_is_ok(r) && fsync(fd) != 0)
-        r = base_fail(BASE_ERR_IO, "export: fsync of %.*s/%s failed: %s", PATH_SHOWN, w->dir,
-                      AUDIT_EXPORT_CHECKPOINT_FILE, strerror(errno));
-    if (close(fd) != 0 && base_is_ok(r))
-        r = base_fail(BASE_ERR_IO, "export: closing %.*s/%s failed: %s", PATH_SHOWN, w->dir,
-                      AUDIT_EXPORT_CHECKPOINT_FILE, strerror(errno));
-    if (!base_is_ok(r)) {
-        w->broken = true;
-        return r;
-    }
+    BASE_GUARD(writer_small_file(w, AUDIT_EXPORT_CHECKPOINT_FILE, signed_note, len));
     memcpy(w->origin, origin, sizeof origin);
     w->tree_size = size;
     memcpy(w->root, root, HL);
@@ -542,6 +815,7 @@ base_result audit_export_writer_line(audit_export_writer *w, uint64_t seq, const
 {
     BASE_GUARD(writer_usable(w));
     BASE_ENSURE(w->have_checkpoint, BASE_ERR_INVALID, "export writer: the checkpoint must come first");
+    BASE_ENSURE(!w->leaves_closed, BASE_ERR_INVALID, "export writer: a line after the statement");
     BASE_ENSURE(json && entry && leaf_hash && (proof || proof_len == 0), BASE_ERR_INVALID,
                 "audit_export_writer_line: NULL argument");
     BASE_ENSURE(!w->have_seq || seq > w->last_seq, BASE_ERR_INVALID,
@@ -594,9 +868,58 @@ base_result audit_export_writer_line(audit_export_writer *w, uint64_t seq, const
         return writer_io_fail(w, w->events_name, errno ? errno : EIO);
     if (fwrite(w->line, 1, line_len, w->proofs) != line_len)
         return writer_io_fail(w, AUDIT_EXPORT_PROOFS_FILE, errno ? errno : EIO);
+    if (!base_is_ok(acrypto_sha256_update(w->leaves, leaf_hash, HL))) {
+        w->broken = true; /* the line is written but not hashed: the statement could not be checked */
+        return base_fail(BASE_ERR_INTERNAL, "export writer: hashing the leaf hash failed");
+    }
     w->have_seq = true;
     w->last_seq = seq;
     w->count++;
+    return BASE_OK_RESULT;
+}
+
+base_result audit_export_writer_statement(audit_export_writer *w, const char *signed_note, size_t len)
+{
+    BASE_GUARD(writer_usable(w));
+    BASE_ENSURE(signed_note != NULL, BASE_ERR_INVALID, "export writer: statement is NULL");
+    BASE_ENSURE(w->have_checkpoint, BASE_ERR_INVALID, "export writer: the checkpoint must come first");
+    BASE_ENSURE(!w->have_statement, BASE_ERR_INVALID, "export writer: statement given twice");
+    size_t text_len = 0;
+    BASE_GUARD(note_text_len(signed_note, len, "statement", &text_len));
+    audit_export_statement st;
+    base_result r = audit_export_statement_parse(signed_note, text_len, &st);
+    if (!base_is_ok(r)) {
+        char why[160]; /* base_fail's format must not read the message it replaces */
+        snprintf(why, sizeof why, "%s", base_error_message());
+        return base_fail(BASE_ERR_INVALID, "export writer: %s", why);
+    }
+    if (!w->leaves_closed) {
+        BASE_GUARD(acrypto_sha256_final(w->leaves, w->leaves_digest));
+        w->leaves_closed = true;
+    }
+    BASE_ENSURE(strcmp(st.origin, w->origin) == 0, BASE_ERR_INVALID,
+                "export writer: the statement's origin is not the checkpoint's");
+    BASE_ENSURE(st.tree_size == w->tree_size, BASE_ERR_INVALID,
+                "export writer: the statement's tree size is not the checkpoint's");
+    BASE_ENSURE(strcmp(st.tenant_id, w->tenant) == 0, BASE_ERR_INVALID,
+                "export writer: the statement's tenant is not the export's");
+    BASE_ENSURE(st.fhir == w->fhir, BASE_ERR_INVALID,
+                "export writer: the statement's format is not the export's content");
+    BASE_ENSURE(st.count == w->count, BASE_ERR_INVALID,
+                "export writer: the statement's count is not the number of lines written");
+    BASE_ENSURE(memcmp(st.leaves, w->leaves_digest, HL) == 0, BASE_ERR_INVALID,
+                "export writer: the statement's leaves digest is not that of the lines written");
+    json_error_t jerr;
+    json_t *filter = json_loadb(st.filter, st.filter_len, JSON_REJECT_DUPLICATES, &jerr);
+    if (!filter)
+        return base_fail(BASE_ERR_NOMEM, "export writer: out of memory reading the statement's filter");
+    r = writer_small_file(w, AUDIT_EXPORT_STATEMENT_FILE, signed_note, len);
+    if (!base_is_ok(r)) {
+        json_decref(filter);
+        return r;
+    }
+    w->statement_filter = filter;
+    w->have_statement = true;
     return BASE_OK_RESULT;
 }
 
@@ -652,7 +975,9 @@ static base_result writer_manifest_text(const audit_export_writer *w, char **ret
     if (clock_gettime(CLOCK_REALTIME, &now) != 0 || !gmtime_r(&now.tv_sec, &tm) ||
         strftime(created, sizeof created, "%Y-%m-%dT%H:%M:%SZ", &tm) != AUDIT_EXPORT_CREATED_LEN)
         return base_fail(BASE_ERR_INTERNAL, "export writer: cannot format the current time");
-    json_t *filter = w->filter ? json_incref(w->filter) : json_object();
+    json_t *filter = w->statement_filter ? json_incref(w->statement_filter)
+                     : w->filter         ? json_incref(w->filter)
+                                         : json_object();
     /* "o" consumes filter, also on failure. Members keep this order (no JSON_SORT_KEYS). */
     BASE_CLEANUP(export_json_decref)
     json_t *m = json_pack("{s:s,s:i,s:s,s:s,s:I,s:I,s:s,s:s,s:s,s:o}", "format", AUDIT_EXPORT_FORMAT,
@@ -682,6 +1007,7 @@ base_result audit_export_writer_finish(audit_export_writer *w)
 {
     BASE_GUARD(writer_usable(w));
     BASE_ENSURE(w->have_checkpoint, BASE_ERR_INVALID, "export writer: finish without a checkpoint");
+    BASE_ENSURE(w->have_statement, BASE_ERR_INVALID, "export writer: finish without the export statement");
     char *text = NULL;
     size_t len = 0;
     BASE_GUARD(writer_manifest_text(w, &text, &len));
@@ -804,8 +1130,11 @@ struct audit_export_reader {
     char *dir;
     int dirfd;
     audit_export_manifest manifest;
+    char *filter; /* the manifest's filter, canonical */
     char *checkpoint;
     size_t checkpoint_len;
+    char *statement;
+    size_t statement_len;
     const char *events_name;
     line_reader events;
     line_reader proofs;
@@ -825,7 +1154,9 @@ void audit_export_reader_free(audit_export_reader *r)
     line_reader_close(&r->proofs);
     if (r->dirfd >= 0)
         close(r->dirfd);
+    free(r->filter);
     free(r->checkpoint);
+    free(r->statement);
     free(r->entry_buf);
     free(r->dir);
     free(r);
@@ -844,10 +1175,21 @@ const audit_export_manifest *audit_export_reader_manifest(const audit_export_rea
     return &r->manifest;
 }
 
+const char *audit_export_reader_filter(const audit_export_reader *r)
+{
+    return r->filter;
+}
+
 const char *audit_export_reader_checkpoint(const audit_export_reader *r, size_t *ret_len)
 {
     *ret_len = r->checkpoint_len;
     return r->checkpoint;
+}
+
+const char *audit_export_reader_statement(const audit_export_reader *r, size_t *ret_len)
+{
+    *ret_len = r->statement_len;
+    return r->statement;
 }
 
 uint64_t audit_export_reader_line(const audit_export_reader *r)
@@ -886,7 +1228,7 @@ static base_result manifest_string(const json_t *m, const char *key, const char 
     return BASE_OK_RESULT;
 }
 
-static base_result manifest_parse(const char *text, size_t len, audit_export_manifest *out)
+static base_result manifest_parse(const char *text, size_t len, audit_export_manifest *out, char **ret_filter)
 {
     memset(out, 0, sizeof *out);
     json_error_t jerr;
@@ -927,8 +1269,12 @@ static base_result manifest_parse(const char *text, size_t len, audit_export_man
         BASE_ENSURE(s[i] >= 0x20 && s[i] < 0x7f, BASE_ERR_INVALID,
                     "manifest.json: \"created\" is not printable ASCII");
     memcpy(out->created, s, n + 1);
-    BASE_ENSURE(json_is_object(json_object_get(m, "filter")), BASE_ERR_INVALID,
-                "manifest.json: \"filter\" is not an object");
+    const json_t *filter = json_object_get(m, "filter");
+    BASE_ENSURE(json_is_object(filter), BASE_ERR_INVALID, "manifest.json: \"filter\" is not an object");
+    char *canonical = json_dumps(filter, JSON_COMPACT | JSON_SORT_KEYS | JSON_ENSURE_ASCII);
+    if (!canonical)
+        return base_fail(BASE_ERR_NOMEM, "manifest.json: out of memory");
+    *ret_filter = canonical;
     return BASE_OK_RESULT;
 }
 
@@ -957,7 +1303,7 @@ base_result audit_export_reader_open(const char *dir, audit_export_reader **ret)
     if (res.err == BASE_ERR_NOT_FOUND)
         return base_fail(BASE_ERR_NOT_FOUND, "incomplete export: no manifest.json");
     BASE_GUARD(res);
-    res = manifest_parse(text, len, &r->manifest);
+    res = manifest_parse(text, len, &r->manifest, &r->filter);
     free(text);
     BASE_GUARD(res);
 
@@ -965,6 +1311,11 @@ base_result audit_export_reader_open(const char *dir, audit_export_reader **ret)
                           &r->checkpoint_len);
     if (res.err == BASE_ERR_NOT_FOUND)
         return base_fail(BASE_ERR_IO, "export: %.*s has no checkpoint file", PATH_SHOWN, dir);
+    BASE_GUARD(res);
+    res = read_small_file(r->dirfd, dir, AUDIT_EXPORT_STATEMENT_FILE, AUDIT_NOTE_MAX_LEN, &r->statement,
+                          &r->statement_len);
+    if (res.err == BASE_ERR_NOT_FOUND)
+        return base_fail(BASE_ERR_NOT_FOUND, "incomplete export: no statement");
     BASE_GUARD(res);
 
     r->events_name = r->manifest.fhir ? AUDIT_EXPORT_EVENTS_NDJSON : AUDIT_EXPORT_EVENTS_JSONL;

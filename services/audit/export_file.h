@@ -1,7 +1,7 @@
 /* The on-disk export of the audit log (format version 1): a writer for the service and the CLI, a streaming
  * reader for the offline verifier (verify_tool.h). docs/audit-export.md explains it for a recipient.
  *
- * An export is a directory of five files (mode 0600 in a 0700 directory: it is audit data):
+ * An export is a directory of six files (mode 0600 in a 0700 directory: it is audit data):
  *
  *   checkpoint     the C2SP signed note (checkpoint.h) exactly as the service served it. Every proof in the
  *                  export is for this checkpoint's tree size and root.
@@ -16,18 +16,37 @@
  *                  (the entry is the leaf's bytes, which the FHIR resource is not). S is decimal without
  *                  leading zeros; proof is the RFC 9162 inclusion proof of leaf S in the checkpoint's tree,
  *                  from the leaf up. The reader accepts no other spelling of the same object.
+ *   statement      the export statement exactly as the service served it (the last chunk of ExportEvents): a
+ *                  C2SP signed note by the log's key, under the checkpoint's key name, whose text is these
+ *                  eight lines, each ending in "\n":
+ *                      alma-audit-export/v1
+ *                      origin <the checkpoint's origin>
+ *                      tenant <tenant_id>
+ *                      filter <JSON object>
+ *                      format <jsonl|fhir-ndjson>
+ *                      tree <the checkpoint's tree size, decimal>
+ *                      count <number of lines, decimal>
+ *                      leaves <standard base64 of SHA-256(leaf_hash_1 || ... || leaf_hash_count)>
+ *                  filter is what the export was asked for: the fields of the request's EventFilter that were
+ *                  set (tenant_id always; patient_ref, actor_principal_id; action, purpose, outcome as enum
+ *                  names; start_time, end_time as RFC 3339 UTC with 6 fractional digits), compact JSON with
+ *                  sorted keys, pure ASCII (audit_export_filter_json). leaves hashes the 32-byte leaf hashes
+ *                  of the exported lines in export order (SHA-256 of nothing for an empty export). Decimals
+ *                  have no leading zeros. So the log vouches for exactly which events went out: deleting,
+ *                  adding or reordering lines changes count or leaves, which only the log's key can re-sign.
  *   manifest.json  written LAST (temporary name, fsync, rename, fsync of the directory), so an export cut
  *                  short has no manifest and is refused as incomplete. One JSON object and "\n":
  *                      {"format":"alma-audit-export","version":1,"content":"jsonl"|"fhir-ndjson",
  *                       "tenant_id":"...","count":N,"tree_size":T,"root_hash":"<64 hex>",
  *                       "origin":"<checkpoint origin>","created":"<RFC 3339 UTC>","filter":{...}}
  *                  count is the number of lines of events.* and of proofs.jsonl; tree_size, root_hash and
- *                  origin repeat the checkpoint's; filter is free-form (what the export was asked for).
+ *                  origin repeat the checkpoint's; filter is the statement's filter object (what the
+ *                  export was asked for).
  *
  * Events appear in strictly increasing seq order; every seq is below the checkpoint's tree size. Lines are
  * bounded: an entry AUDIT_ENTRY_MAX bytes, a FHIR line AUDIT_EXPORT_FHIR_LINE_MAX, a proofs line
- * AUDIT_EXPORT_PROOF_LINE_MAX. The manifest is not signed: it describes the export, the checkpoint is what
- * the log vouches for (the verifier compares the two).
+ * AUDIT_EXPORT_PROOF_LINE_MAX. The manifest is not signed: it describes the export; the checkpoint and the
+ * statement are what the log vouches for (the verifier compares the three).
  *
  * Conventions (common/base/result.h): fallible functions are BASE_MUST_USE; ret_* outputs are written only
  * on success. Messages may name a path, never the content of an entry (audit data) or of a line. Writer
@@ -52,6 +71,7 @@
 #define AUDIT_EXPORT_EVENTS_JSONL    "events.jsonl"
 #define AUDIT_EXPORT_EVENTS_NDJSON   "events.ndjson"
 #define AUDIT_EXPORT_PROOFS_FILE     "proofs.jsonl"
+#define AUDIT_EXPORT_STATEMENT_FILE  "statement"
 #define AUDIT_EXPORT_MANIFEST_FILE   "manifest.json"
 #define AUDIT_EXPORT_MANIFEST_TMP    "manifest.json.tmp"
 
@@ -72,18 +92,22 @@
 #define AUDIT_EXPORT_TENANT_MAX 64
 /* "YYYY-MM-DDTHH:MM:SSZ" */
 #define AUDIT_EXPORT_CREATED_LEN 20
+/* The first line of an export statement's text (without its "\n"). */
+#define AUDIT_EXPORT_STATEMENT_HEADER "alma-audit-export/v1"
 
 /* ---------------------------------------------------------------------------------------------------------
  * Writer.
  *
- * Call order: open, checkpoint (exactly once, first), line (0..n times), set_filter (any time before finish,
- * last one wins), finish, free. The writer checks what it is given and fails with BASE_ERR_INVALID naming
- * what is wrong, writing nothing for that call (the writer stays usable): a call out of order, a seq not
+ * Call order: open, checkpoint (exactly once, first), line (0..n times), statement (exactly once, after the
+ * last line), finish, free; set_filter any time before finish. The writer checks what it is given and fails
+ * with BASE_ERR_INVALID naming what is wrong, writing nothing for that call (the writer stays usable): a call
+ * out of order, a seq not
  * above the previous one or not below the checkpoint's size, a leaf hash that is not SHA-256(0x00 || entry),
  * an entry that is not a version-1 entry of this seq and this tenant, a json line with a newline or NUL,
  * for jsonl json != entry, for fhir json != audit_entry_to_fhir(entry), an inclusion proof that does not
- * verify against the checkpoint, a line or entry over its bound. It does not check the checkpoint's
- * signature (it has no key); the verifier does. IO errors are BASE_ERR_IO naming the file; after one the
+ * verify against the checkpoint, a line or entry over its bound, a statement that does not describe what was
+ * written. It does not check the signatures of the checkpoint and the statement (it has no key); the verifier
+ * does. IO errors are BASE_ERR_IO naming the file; after one the
  * writer refuses everything but free (BASE_ERR_CONFLICT), since a file may hold part of a line. */
 typedef struct audit_export_writer audit_export_writer;
 
@@ -106,13 +130,22 @@ BASE_MUST_USE base_result audit_export_writer_line(audit_export_writer *w, uint6
                                                    const uint8_t (*proof)[AUDIT_MERKLE_HASH_LEN],
                                                    size_t proof_len);
 
-/* Free-form description of what was exported, for the manifest: the text of one JSON object (at most
- * AUDIT_EXPORT_FILTER_MAX bytes), e.g. {"from":"2026-01-01T00:00:00Z","patient_ref":"pt_..."}. NULL or
- * never called: {}. */
+/* The export statement (the stream's last chunk), written to `statement` as given, after the last line.
+ * Parsed, without its signature checked, and refused unless its origin, tree size, tenant, format, count and
+ * leaves digest are those of the checkpoint and of the lines written (the writer hashes the leaf hashes as
+ * lines go): a statement that does not describe this export is BASE_ERR_INVALID. The first call ends the
+ * lines: a line after it, even after a refused statement, is BASE_ERR_INVALID. Its filter becomes the
+ * manifest's "filter". Exactly once; finish fails without it. */
+BASE_MUST_USE base_result audit_export_writer_statement(audit_export_writer *w, const char *signed_note,
+                                                        size_t len);
+
+/* A description of what was exported for the manifest's "filter": the text of one JSON object (at most
+ * AUDIT_EXPORT_FILTER_MAX bytes). The statement's filter replaces it (the statement is what the log signed);
+ * it is kept for callers that set it before the stream starts. NULL: none. */
 BASE_MUST_USE base_result audit_export_writer_set_filter(audit_export_writer *w, const char *filter_json);
 
 /* Flush and fsync the files, then write manifest.json last (temporary name, fsync, rename, fsync of the
- * directory). Needs the checkpoint. After success only free is allowed. */
+ * directory). Needs the checkpoint and the statement. After success only free is allowed. */
 BASE_MUST_USE base_result audit_export_writer_finish(audit_export_writer *w);
 
 /* Lines written so far. */
@@ -128,10 +161,10 @@ void audit_export_writer_freep(audit_export_writer **w);
  * files (the manifest's fields, each line's bound and JSON shape) and nothing cryptographic: that is the
  * verifier's job (verify_tool.h), which is built on it.
  *
- * Errors: BASE_ERR_NOT_FOUND when there is no manifest.json ("incomplete export: no manifest.json");
- * BASE_ERR_IO when a file cannot be opened or read (message names the path); BASE_ERR_INVALID for a file
- * whose content is not the format (a fixed message naming the file and the rule; for a line, its number is
- * audit_export_reader_line()). */
+ * Errors: BASE_ERR_NOT_FOUND when there is no manifest.json ("incomplete export: no manifest.json") or no
+ * statement ("incomplete export: no statement"); BASE_ERR_IO when a file cannot be opened or read (message
+ * names the path); BASE_ERR_INVALID for a file whose content is not the format (a fixed message naming the
+ * file and the rule; for a line, its number is audit_export_reader_line()). */
 
 typedef struct audit_export_manifest {
     bool fhir;                                   /* content "fhir-ndjson" (else "jsonl") */
@@ -158,12 +191,16 @@ typedef struct audit_export_record {
 
 typedef struct audit_export_reader audit_export_reader;
 
-/* Read and check manifest.json, read the checkpoint file (at most AUDIT_NOTE_MAX_LEN bytes) and open the
- * events and proofs files. */
+/* Read and check manifest.json, read the checkpoint and statement files (at most AUDIT_NOTE_MAX_LEN bytes
+ * each) and open the events and proofs files. */
 BASE_MUST_USE base_result audit_export_reader_open(const char *dir, audit_export_reader **ret);
 const audit_export_manifest *audit_export_reader_manifest(const audit_export_reader *r);
+/* The manifest's "filter" object as audit_export_filter_canonical() writes it (NUL-terminated). */
+const char *audit_export_reader_filter(const audit_export_reader *r);
 /* The checkpoint file's bytes (not NUL-terminated; len <= AUDIT_NOTE_MAX_LEN). Not yet verified. */
 const char *audit_export_reader_checkpoint(const audit_export_reader *r, size_t *ret_len);
+/* The statement file's bytes (not NUL-terminated; len <= AUDIT_NOTE_MAX_LEN). Not yet verified. */
+const char *audit_export_reader_statement(const audit_export_reader *r, size_t *ret_len);
 
 /* The next line of both files: *ret_done = false and *ret_rec set, or *ret_done = true (ret_rec untouched)
  * once both files ended together. BASE_ERR_INVALID when a line is too long, not the format, or present in
@@ -180,6 +217,48 @@ const char *audit_export_reader_events_name(const audit_export_reader *r);
 
 void audit_export_reader_free(audit_export_reader *r);
 void audit_export_reader_freep(audit_export_reader **r);
+
+/* ---------------------------------------------------------------------------------------------------------
+ * The export statement's text (the format at the top of this file). The service formats and signs it; the
+ * writer and the verifier parse it. */
+
+typedef struct audit_export_statement {
+    char origin[AUDIT_CHECKPOINT_ORIGIN_MAX + 1];
+    char tenant_id[AUDIT_EXPORT_TENANT_MAX + 1];
+    const char *filter; /* the filter line's JSON object, not NUL-terminated: into the text parsed */
+    size_t filter_len;
+    bool fhir; /* format fhir-ndjson (else jsonl) */
+    uint64_t tree_size;
+    uint64_t count;
+    uint8_t leaves[AUDIT_MERKLE_HASH_LEN]; /* SHA-256 of the exported lines' leaf hashes, in order */
+} audit_export_statement;
+
+/* The filter line for a request's filter: the fields that are set (see the top of this file) as compact JSON
+ * with sorted keys, pure ASCII. BASE_ERR_INVALID for a filter without a valid tenant_id, an enum value that
+ * is not defined, a time outside 1970..9999, text that is not UTF-8, or a result over
+ * AUDIT_EXPORT_FILTER_MAX bytes. *ret_json is malloc'd and NUL-terminated. */
+BASE_MUST_USE base_result audit_export_filter_json(const Alma__Audit__V1__EventFilter *f, char **ret_json,
+                                                   size_t *ret_len);
+
+/* The statement text for `st` (st->filter: filter_len bytes of one JSON object naming st->tenant_id as its
+ * "tenant_id"). Everything audit_export_statement_parse() checks is checked: BASE_ERR_INVALID otherwise.
+ * *ret_text is malloc'd and NUL-terminated; sign it with audit_note_sign(). */
+BASE_MUST_USE base_result audit_export_statement_format(const audit_export_statement *st, char **ret_text,
+                                                        size_t *ret_len);
+
+/* Parse a statement's text (the note's text, signatures excluded: what audit_note_open() verified): exactly
+ * the eight lines in order, an origin of 1 to AUDIT_CHECKPOINT_ORIGIN_MAX bytes of UTF-8 text, a valid
+ * tenant, a filter that is a JSON object (at most AUDIT_EXPORT_FILTER_MAX bytes, no duplicate keys) whose
+ * "tenant_id" is the tenant, a known format, decimals without leading zeros below 2^63, count <= tree, and
+ * leaves the base64 of 32 bytes. BASE_ERR_INVALID with a fixed message ("export statement: ...") otherwise.
+ * ret->filter points into `text`. */
+BASE_MUST_USE base_result audit_export_statement_parse(const char *text, size_t len,
+                                                       audit_export_statement *ret);
+
+/* A JSON object's text (at most AUDIT_EXPORT_MANIFEST_MAX bytes, no duplicate keys) re-encoded compact, with
+ * sorted keys, pure ASCII: two filters are the same object when these texts are equal. *ret is malloc'd and
+ * NUL-terminated. BASE_ERR_INVALID when it is not a JSON object. */
+BASE_MUST_USE base_result audit_export_filter_canonical(const char *json, size_t len, char **ret);
 
 /* ---------------------------------------------------------------------------------------------------------
  * Shared checks. */

@@ -7,6 +7,7 @@
 #include "crypto/crypto.h"
 #include "entry.h"
 #include "entry_decode.h"
+#include "export_file.h"
 #include "reader.h"
 #include "store.h"
 #include "validate.h"
@@ -62,6 +63,7 @@ typedef struct audit_service {
     acrypto_ed25519_key *key;
     audit_store *store;
     char *vkey;
+    char *key_name; /* the signed-note key name of checkpoints and export statements */
 } audit_service;
 
 static audit_service *svc_of(rpc_ctx *ctx)
@@ -122,6 +124,11 @@ base_result audit_service_init(void **ret_state)
     if (owner)
         BASE_GUARD_GOTO(r, migrate_as_owner(s->pool), fail);
     const char *key_name = set_key_name[0] ? set_key_name : set_origin;
+    s->key_name = strdup(key_name);
+    if (!s->key_name) {
+        r = base_fail(BASE_ERR_NOMEM, "out of memory");
+        goto fail;
+    }
     audit_store_config scfg = {
         .pool = s->pool,
         .schema = set_pg_schema,
@@ -155,6 +162,7 @@ void audit_service_fini(void *state)
     db_pool_destroy(s->pool);
     acrypto_ed25519_free(s->key);
     free(s->vkey);
+    free(s->key_name);
     free(s);
 }
 
@@ -720,6 +728,7 @@ typedef struct export_acc {
     bool fhir;
     uint64_t tree_size;
     audit_proof_cache *cache;
+    acrypto_sha256_ctx *leaves; /* over the leaf hashes sent, in order: the statement's "leaves" */
     uint64_t last_seq;
     uint64_t lines;
 } export_acc;
@@ -749,25 +758,51 @@ static base_result export_row(void *arg, const audit_row *row)
     base_result r = rpc_stream_send(a->stream, &chunk.base);
     free(fhir);
     BASE_GUARD(r);
+    BASE_GUARD(acrypto_sha256_update(a->leaves, row->leaf, AUDIT_MERKLE_HASH_LEN));
     a->last_seq = row->seq;
     a->lines++;
     return BASE_OK_RESULT;
 }
 
-static rpc_code h_export_events(rpc_ctx *ctx, const void *reqp, rpc_stream *stream)
+/* The export statement (export_file.h), signed with the log's key under its key name, as the last chunk:
+ * the log vouches for exactly which lines it sent, so none can be dropped or added on the way. */
+static base_result export_statement(export_acc *a, const char *checkpoint_note, const char *tenant_id,
+                                    const char *filter_json)
 {
-    const Alma__Audit__V1__ExportEventsRequest *req = reqp;
-    audit_query q;
-    rpc_code code = filter_query(ctx, req->filter, &q);
-    if (code != RPC_OK)
-        return code;
-    bool fhir = req->format == ALMA__AUDIT__V1__EXPORT_FORMAT__EXPORT_FORMAT_FHIR_AUDIT_EVENT_NDJSON;
-    if (!fhir && req->format != ALMA__AUDIT__V1__EXPORT_FORMAT__EXPORT_FORMAT_JSON_LINES)
-        return rpc_fail(ctx, RPC_INVALID_ARGUMENT,
-                        "format must be EXPORT_FORMAT_JSON_LINES or "
-                        "EXPORT_FORMAT_FHIR_AUDIT_EVENT_NDJSON");
-    code = audit_read_access(ctx, req->filter, req->filter->patient_ref,
-                             ALMA__AUDIT__V1__ACTION__ACTION_EXPORT, "ExportEvents");
+    audit_export_statement st = {.filter = filter_json,
+                                 .filter_len = strlen(filter_json),
+                                 .fhir = a->fhir,
+                                 .tree_size = a->tree_size,
+                                 .count = a->lines};
+    const char *nl = strchr(checkpoint_note, '\n');
+    size_t origin_len = nl ? (size_t)(nl - checkpoint_note) : 0;
+    if (origin_len == 0 || origin_len >= sizeof st.origin || strlen(tenant_id) >= sizeof st.tenant_id)
+        return base_fail(BASE_ERR_INTERNAL, "the checkpoint's origin or the tenant does not fit a statement");
+    memcpy(st.origin, checkpoint_note, origin_len);
+    st.origin[origin_len] = '\0';
+    snprintf(st.tenant_id, sizeof st.tenant_id, "%s", tenant_id);
+    BASE_GUARD(acrypto_sha256_final(a->leaves, st.leaves));
+    char *text = NULL, *note = NULL;
+    size_t text_len = 0, note_len = 0;
+    BASE_GUARD(audit_export_statement_format(&st, &text, &text_len));
+    audit_service *s = svc_of(a->ctx);
+    base_result r = audit_note_sign(text, text_len, s->key_name, s->key, &note, &note_len);
+    free(text);
+    BASE_GUARD(r);
+    Alma__Audit__V1__ExportChunk last = ALMA__AUDIT__V1__EXPORT_CHUNK__INIT;
+    last.part_case = ALMA__AUDIT__V1__EXPORT_CHUNK__PART_STATEMENT;
+    last.statement = note;
+    r = rpc_stream_send(a->stream, &last.base);
+    free(note);
+    return r;
+}
+
+/* The export after its request was checked: the access record, the checkpoint, the lines, the statement. */
+static rpc_code export_run(rpc_ctx *ctx, const Alma__Audit__V1__ExportEventsRequest *req, rpc_stream *stream,
+                           bool fhir, audit_query *q, const char *filter_json)
+{
+    rpc_code code = audit_read_access(ctx, req->filter, req->filter->patient_ref,
+                                      ALMA__AUDIT__V1__ACTION__ACTION_EXPORT, "ExportEvents");
     if (code != RPC_OK)
         return code;
     /* A checkpoint of everything committed so far, export record included: the lines are the tenant's
@@ -793,8 +828,9 @@ static rpc_code h_export_events(rpc_ctx *ctx, const void *reqp, rpc_stream *stre
     acc.cache = audit_proof_cache_new();
     if (!acc.cache)
         return rpc_fail(ctx, RPC_RESOURCE_EXHAUSTED, "out of memory");
-    q.below_seq = tree_size;
-    q.limit = STREAM_PAGE;
+    r = acrypto_sha256_ctx_new(&acc.leaves);
+    q->below_seq = tree_size;
+    q->limit = STREAM_PAGE;
     bool more = tree_size > 0;
     while (more && base_is_ok(r)) {
         if (rpc_ctx_cancelled(ctx)) {
@@ -802,16 +838,42 @@ static rpc_code h_export_events(rpc_ctx *ctx, const void *reqp, rpc_stream *stre
             break;
         }
         size_t n = 0;
-        r = audit_read_events(svc_of(ctx)->pool, &q, export_row, &acc, &n, &more);
+        r = audit_read_events(svc_of(ctx)->pool, q, export_row, &acc, &n, &more);
         if (n == 0)
             break;
-        q.has_after = true;
-        q.after_seq = acc.last_seq;
+        q->has_after = true;
+        q->after_seq = acc.last_seq;
     }
+    if (base_is_ok(r))
+        r = export_statement(&acc, cmsg.signed_note, req->filter->tenant_id, filter_json);
+    acrypto_sha256_ctx_free(acc.leaves);
     audit_proof_cache_free(acc.cache);
     if (!base_is_ok(r))
         return rpc_fail_result(ctx, r);
     return RPC_OK;
+}
+
+static rpc_code h_export_events(rpc_ctx *ctx, const void *reqp, rpc_stream *stream)
+{
+    const Alma__Audit__V1__ExportEventsRequest *req = reqp;
+    audit_query q;
+    rpc_code code = filter_query(ctx, req->filter, &q);
+    if (code != RPC_OK)
+        return code;
+    bool fhir = req->format == ALMA__AUDIT__V1__EXPORT_FORMAT__EXPORT_FORMAT_FHIR_AUDIT_EVENT_NDJSON;
+    if (!fhir && req->format != ALMA__AUDIT__V1__EXPORT_FORMAT__EXPORT_FORMAT_JSON_LINES)
+        return rpc_fail(ctx, RPC_INVALID_ARGUMENT,
+                        "format must be EXPORT_FORMAT_JSON_LINES or "
+                        "EXPORT_FORMAT_FHIR_AUDIT_EVENT_NDJSON");
+    /* The statement's filter line, before anything is recorded or sent. */
+    char *filter_json = NULL;
+    size_t filter_len = 0;
+    base_result r = audit_export_filter_json(req->filter, &filter_json, &filter_len);
+    if (!base_is_ok(r))
+        return rpc_fail(ctx, RPC_INVALID_ARGUMENT, "%s", base_error_message());
+    code = export_run(ctx, req, stream, fhir, &q, filter_json);
+    free(filter_json);
+    return code;
 }
 
 /* ---- Accounting of disclosures (§164.528) ---------------------------------------------------------------

@@ -22,6 +22,20 @@ static void verifier_freep(audit_note_verifier **v)
     audit_note_verifier_freep(v);
 }
 
+static void sha256_freep(acrypto_sha256_ctx **c)
+{
+    acrypto_sha256_ctx_freep(c);
+}
+
+static void text_freep(char **p)
+{
+    free(*p);
+    *p = NULL;
+}
+
+#define VERIFY_STATEMENT_MISMATCH                                                                            \
+    "the export statement does not match the exported lines (lines deleted, added or reordered)"
+
 static int64_t verify_now_ms(void)
 {
     struct timespec ts;
@@ -118,6 +132,46 @@ static base_result verify_record(const audit_export_record *rec, const audit_che
     return BASE_OK_RESULT;
 }
 
+/* The export statement: signed by the checkpoint's key, and naming this export's origin, tree size, tenant,
+ * content and filter. Its count and leaves digest are checked once the lines are read. */
+static base_result verify_statement(const audit_export_reader *reader, const audit_note_verifier *const *list,
+                                    const audit_checkpoint *cp, const audit_export_manifest *m,
+                                    audit_export_statement *st, audit_verify_export_report *report)
+{
+    size_t note_len = 0, text_len = 0;
+    const char *note = audit_export_reader_statement(reader, &note_len);
+    base_result r = audit_note_open(note, note_len, list, 1, &text_len);
+    if (r.err == BASE_ERR_INVALID)
+        return verify_fail(report, 0, false, 0, "export statement: not a well-formed signed note");
+    if (r.err == BASE_ERR_CRYPTO)
+        return verify_fail(report, 0, false, 0,
+                           "export statement: the signature does not verify with the given key (wrong key, "
+                           "or statement altered)");
+    BASE_GUARD(r);
+    r = audit_export_statement_parse(note, text_len, st);
+    if (r.err == BASE_ERR_INVALID)
+        return verify_fail_last(report, 0, false, 0);
+    BASE_GUARD(r);
+    if (strcmp(st->origin, cp->origin) != 0)
+        return verify_fail(report, 0, false, 0, "export statement: origin is not the checkpoint's");
+    if (st->tree_size != cp->size)
+        return verify_fail(report, 0, false, 0, "export statement: tree size is not the checkpoint's");
+    if (strcmp(st->tenant_id, m->tenant_id) != 0)
+        return verify_fail(report, 0, false, 0,
+                           "export statement: tenant is not the manifest's (a statement of another export?)");
+    if (st->fhir != m->fhir)
+        return verify_fail(report, 0, false, 0, "export statement: format is not the manifest's content");
+    BASE_CLEANUP(text_freep) char *filter = NULL;
+    r = audit_export_filter_canonical(st->filter, st->filter_len, &filter);
+    if (r.err == BASE_ERR_INVALID)
+        return verify_fail_last(report, 0, false, 0);
+    BASE_GUARD(r);
+    if (strcmp(filter, audit_export_reader_filter(reader)) != 0)
+        return verify_fail(report, 0, false, 0, "manifest: filter is not the export statement's");
+    report->statement_verified = true;
+    return BASE_OK_RESULT;
+}
+
 base_result audit_verify_export(const char *dir, const char *vkey, FILE *progress,
                                 audit_verify_export_report *report)
 {
@@ -169,6 +223,11 @@ base_result audit_verify_export(const char *dir, const char *vkey, FILE *progres
     if (!acrypto_equal(m->root, cp->root, AUDIT_MERKLE_HASH_LEN))
         return verify_fail(report, 0, false, 0, "manifest: root_hash is not the checkpoint's");
 
+    audit_export_statement st;
+    BASE_GUARD(verify_statement(reader, list, cp, m, &st, report));
+    BASE_CLEANUP(sha256_freep) acrypto_sha256_ctx *leaves = NULL;
+    BASE_GUARD(acrypto_sha256_ctx_new(&leaves));
+
     int64_t last_progress = verify_now_ms();
     bool have_prev = false;
     uint64_t prev_seq = 0;
@@ -185,6 +244,7 @@ base_result audit_verify_export(const char *dir, const char *vkey, FILE *progres
         if (done)
             break;
         BASE_GUARD(verify_record(rec, cp, m, have_prev, prev_seq, report));
+        BASE_GUARD(acrypto_sha256_update(leaves, rec->leaf_hash, AUDIT_MERKLE_HASH_LEN));
         have_prev = true;
         prev_seq = rec->seq;
         report->verified++;
@@ -195,6 +255,13 @@ base_result audit_verify_export(const char *dir, const char *vkey, FILE *progres
                 verify_progress(progress, report->verified, m->count);
             }
         }
+    }
+    uint8_t digest[ACRYPTO_SHA256_LEN];
+    BASE_GUARD(acrypto_sha256_final(leaves, digest));
+    if (report->verified != st.count || !acrypto_equal(digest, st.leaves, sizeof digest)) {
+        (void)verify_fail(report, 0, false, 0, VERIFY_STATEMENT_MISMATCH);
+        return base_fail(BASE_ERR_CRYPTO, "%s (statement %" PRIu64 " events, export %" PRIu64 ")",
+                         report->problem, st.count, report->verified);
     }
     if (report->verified != m->count) {
         (void)verify_fail(report, 0, false, 0, "manifest: count is not the number of events in the export");
@@ -223,10 +290,11 @@ void audit_verify_usage(FILE *out)
         "\n"
         "Verifies an export of the audit log offline, with no access to the service: the checkpoint's\n"
         "signature with the log's verifier key, then for every event its leaf hash and its inclusion proof\n"
-        "in that checkpoint's tree, the order of the events, their tenant, and the manifest's count.\n"
+        "in that checkpoint's tree, the order of the events, their tenant, and that the export statement\n"
+        "the log signed names exactly these events (count and leaf hashes, in order) and the manifest.\n"
         "\n"
-        "  --export DIR      the export directory (manifest.json, checkpoint, events.jsonl or\n"
-        "                    events.ndjson, proofs.jsonl)\n"
+        "  --export DIR      the export directory (manifest.json, checkpoint, statement, events.jsonl\n"
+        "                    or events.ndjson, proofs.jsonl)\n"
         "  --vkey VKEY       the log's verifier key, <name>+<key id>+<base64 key>, obtained from the\n"
         "                    operator of the log out of band (not from the export)\n"
         "  --vkey-file FILE  the same, read from FILE (one line)\n"
@@ -235,10 +303,11 @@ void audit_verify_usage(FILE *out)
         "\n"
         "Exit status: 0 the export verifies; 1 it does not (the first problem is printed as\n"
         "\"line L (seq S): <problem>\"); 2 a usage error, a file that cannot be read, or an incomplete\n"
-        "export (no manifest.json).\n"
+        "export (no manifest.json, or no statement).\n"
         "\n"
-        "A verified export proves that each event in it is in the signed log, unaltered, at its seq. It\n"
-        "cannot prove that no event was left out of it: see docs/audit-export.md.\n",
+        "A verified export proves that each event in it is in the signed log, unaltered, at its seq, and\n"
+        "that no line was removed from or added to what the log exported. It cannot prove that the log\n"
+        "exported every event of the tenant: see docs/audit-export.md.\n",
         out);
 }
 
@@ -369,7 +438,7 @@ int audit_verify_run(int argc, char **argv, FILE *out, FILE *err)
         fprintf(out,
                 "OK: %" PRIu64
                 " events of tenant %s verified against the checkpoint of %s (tree size %" PRIu64
-                ", root %s)\n",
+                ", root %s) and the log's signed export statement\n",
                 report.verified, report.tenant_id, report.origin, report.tree_size, report.root_hex);
         return code;
     }

@@ -9,22 +9,26 @@
  *   - the checkpoint's signature with the verifier key (audit_checkpoint_open);
  *   - the manifest: format, version 1, a known content, and tree_size, root_hash and origin equal to the
  *     verified checkpoint's;
+ *   - the export statement (export_file.h): its signature with the same key (audit_note_open), its origin
+ *     and tree size equal to the checkpoint's, its tenant, format and filter equal to the manifest's;
  *   - every line: an events line and a proofs line both present; seq strictly increasing and below the tree
  *     size; SHA-256(0x00 || entry) equal to the line's leaf_hash (jsonl: the entry is the events line; fhir:
  *     the base64 "entry" of the proofs line, and the events line must be byte-equal to
  *     audit_entry_to_fhir(entry)); the entry a JSON object with "v":1, "seq" equal to the proof's seq and
  *     "tenant_id" equal to the manifest's; the inclusion proof verifying against the checkpoint's size and
  *     root (audit_merkle_verify_inclusion);
- *   - the number of lines equal to the manifest's count.
+ *   - at the end, the number of lines equal to the statement's count and SHA-256 over the lines' leaf
+ *     hashes, in order, equal to its leaves digest (so no line was deleted, added or reordered), then the
+ *     number of lines equal to the manifest's count.
  *
  * It stops at the first problem. Progress goes to `progress` (stderr in the tool) at most once a second as
  * "verified N of M events (P%)", and a final summary line on success.
  *
  * What this proves, and what it cannot: every event in the export is in the log the key signed, unaltered, at
- * its seq. It cannot prove that no event of the tenant was left out: the log is shared by tenants, so the
- * gaps between seqs are other tenants' events as far as the verifier can tell. The manifest (count, filter,
- * tree size) says what was asked for and is not signed; a recipient who must know the export is complete
- * asks the operator for the count over an authenticated channel. */
+ * its seq, and the export holds exactly the events the log said it exported for that filter and checkpoint
+ * (the signed statement): nobody between the log and the recipient removed, added or reordered a line. It
+ * cannot prove that the log itself left no event of the tenant out: the log is shared by tenants, so the
+ * gaps between seqs are other tenants' events as far as the verifier can tell. */
 #ifndef ALMA_AUDIT_VERIFY_TOOL_H
 #define ALMA_AUDIT_VERIFY_TOOL_H
 
@@ -40,7 +44,8 @@
 enum {
     AUDIT_VERIFY_EXIT_OK = 0,     /* the export verifies */
     AUDIT_VERIFY_EXIT_FAILED = 1, /* the export does not verify */
-    AUDIT_VERIFY_EXIT_USAGE = 2,  /* usage, unreadable files, incomplete export (no manifest.json) */
+    AUDIT_VERIFY_EXIT_USAGE =
+        2, /* usage, unreadable files, incomplete export (no manifest.json or statement) */
 };
 
 #define AUDIT_VERIFY_PROBLEM_MAX 192
@@ -55,6 +60,7 @@ typedef struct audit_verify_export_report {
     uint64_t tree_size;
     char root_hex[2 * AUDIT_MERKLE_HASH_LEN + 1];
     char origin[AUDIT_CHECKPOINT_ORIGIN_MAX + 1];
+    bool statement_verified; /* the statement's signature and its fields but count and leaves were checked */
     /* When the export does not verify: */
     uint64_t line; /* 1-based line of events.* and proofs.jsonl; 0 when the problem is not one line */
     bool has_seq;  /* seq is that line's (its proof's "seq" could be read) */
@@ -68,8 +74,9 @@ typedef struct audit_verify_export_report {
  *   BASE_ERR_CRYPTO      it does not: report->line, ->seq and ->problem say where and why, and
  *                        base_error_message() is "line L (seq S): <problem>" ("line L: <problem>" when
  *                        the seq could not be read; "<problem>" for line 0, with both counts appended
- *                        when the manifest's count is wrong);
- *   BASE_ERR_NOT_FOUND   no manifest.json: "incomplete export: no manifest.json";
+ *                        when the statement's lines or the manifest's count are not the export's);
+ *   BASE_ERR_NOT_FOUND   no manifest.json or no statement: "incomplete export: no manifest.json",
+ *                        "incomplete export: no statement";
  *   BASE_ERR_INVALID     a NULL argument, or vkey is not a valid verifier key;
  *   BASE_ERR_IO          a file cannot be opened or read; BASE_ERR_NOMEM. */
 BASE_MUST_USE base_result audit_verify_export(const char *dir, const char *vkey, FILE *progress,

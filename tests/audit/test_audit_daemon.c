@@ -15,6 +15,7 @@
 #include "checkpoint.h"
 #include "crypto/crypto.h"
 #include "db/db.h"
+#include "auditclient.h"
 #include "export_file.h"
 #include "merkle.h"
 #include "rpc/rpc.h"
@@ -811,7 +812,7 @@ static void export_to(rpc_channel *ch, const char *tenant, bool fhir, const char
     audit_export_writer *w = NULL;
     MUST(audit_export_writer_open(dir, fhir, tenant, &w));
     int lines = 0;
-    bool got_checkpoint = false;
+    bool got_checkpoint = false, got_statement = false;
     for (;;) {
         ProtobufCMessage *m = NULL;
         bool eof = false;
@@ -819,13 +820,20 @@ static void export_to(rpc_channel *ch, const char *tenant, bool fhir, const char
         if (eof)
             break;
         Alma__Audit__V1__ExportChunk *c = (Alma__Audit__V1__ExportChunk *)m;
+        assert_false(got_statement); /* the statement is the last chunk */
         if (c->part_case == ALMA__AUDIT__V1__EXPORT_CHUNK__PART_CHECKPOINT) {
             assert_false(got_checkpoint);
             got_checkpoint = true;
             MUST(audit_export_writer_checkpoint(w, c->checkpoint->signed_note,
                                                 strlen(c->checkpoint->signed_note)));
+        } else if (c->part_case == ALMA__AUDIT__V1__EXPORT_CHUNK__PART_STATEMENT) {
+            /* The log's signed account of the lines it sent; the writer checks it names them. */
+            assert_true(got_checkpoint);
+            got_statement = true;
+            MUST(audit_export_writer_statement(w, c->statement, strlen(c->statement)));
         } else {
             assert_true(got_checkpoint);
+            assert_int_equal(c->part_case, ALMA__AUDIT__V1__EXPORT_CHUNK__PART_LINE);
             Alma__Audit__V1__ExportLine *l = c->line;
             uint8_t proof[AUDIT_MERKLE_MAX_PROOF][32];
             assert_true(l->n_proof <= AUDIT_MERKLE_MAX_PROOF);
@@ -841,6 +849,7 @@ static void export_to(rpc_channel *ch, const char *tenant, bool fhir, const char
     rpc_status st;
     assert_int_equal(rpc_client_stream_finish(s, &st), RPC_OK);
     rpc_client_stream_free(s);
+    assert_true(got_statement);
     MUST(audit_export_writer_finish(w));
     audit_export_writer_free(w);
     *ret_lines = lines;
@@ -915,6 +924,60 @@ static void test_export_verifies_offline(void **state)
     int code = testproc_run(argv, NULL, NULL, &err);
     assert_true(code == 1 || code == 2);
     free(err);
+
+    /* The statement is the log's: signed with the checkpoint's key name, naming the tenant, the filter and
+     * the number of lines. */
+    snprintf(path, sizeof path, "%s/statement", fdir);
+    char *statement = testproc_read_or_empty(path);
+    char want[256];
+    snprintf(want, sizeof want,
+             "alma-audit-export/v1\norigin " ORIGIN "\ntenant tenant-a\nfilter {\"tenant_id\":\"tenant-a\"}\n"
+             "format fhir-ndjson\ntree ");
+    assert_true(strncmp(statement, want, strlen(want)) == 0);
+    assert_non_null(strstr(statement, "\ncount 22\nleaves "));
+    assert_non_null(strstr(statement, "\n\n\u2014 " ORIGIN " "));
+    free(statement);
+    /* Deleting a line from both files and lowering the manifest's count to match no longer verifies: the
+     * signed statement still names 22 lines. */
+    const char *files[] = {"events.ndjson", "proofs.jsonl"};
+    for (size_t k = 0; k < 2; k++) {
+        snprintf(path, sizeof path, "%s/%s", fdir, files[k]);
+        char *text = testproc_read_or_empty(path);
+        char *third = text;
+        for (int i = 0; i < 2 && third; i++) {
+            third = strchr(third, '\n');
+            third = third ? third + 1 : NULL;
+        }
+        assert_non_null(third);
+        char *next = strchr(third, '\n');
+        assert_non_null(next);
+        memmove(third, next + 1, strlen(next + 1) + 1);
+        FILE *f = fopen(path, "w");
+        assert_non_null(f);
+        fputs(text, f);
+        assert_int_equal(fclose(f), 0);
+        free(text);
+    }
+    snprintf(path, sizeof path, "%s/manifest.json", fdir);
+    char *manifest = testproc_read_or_empty(path);
+    char *count = strstr(manifest, "\"count\":22,");
+    assert_non_null(count);
+    memcpy(count, "\"count\":21,", strlen("\"count\":21,"));
+    FILE *mf = fopen(path, "w");
+    assert_non_null(mf);
+    fputs(manifest, mf);
+    assert_int_equal(fclose(mf), 0);
+    free(manifest);
+    assert_int_equal(run_verify(fdir, &err), 1);
+    assert_non_null(strstr(err, "the export statement does not match the exported lines"));
+    free(err);
+    /* And without the statement, the export is incomplete. */
+    snprintf(path, sizeof path, "%s/statement", fdir);
+    assert_int_equal(unlink(path), 0);
+    assert_int_equal(run_verify(fdir, &err), 2);
+    assert_non_null(strstr(err, "incomplete export: no statement"));
+    free(err);
+
     /* And exports are audited, as high-severity events. */
     assert_int_equal(admin_int("SELECT count(*) FROM events WHERE action = 9"), 2);
     rpc_channel_close(ch);
@@ -1134,6 +1197,124 @@ static void test_sigkill_under_load_loses_nothing(void **state)
     rpc_channel_close(ch);
 }
 
+/* ---- alma-cli end to end, and the client library every service uses ---- */
+
+static int cli(const char *client, const char *const *words, char **ret_out, char **ret_err)
+{
+    static char cert[512], key[512], ca[512], bin[512];
+    snprintf(bin, sizeof bin, "%s", testenv_binary_path("tools/alma-cli"));
+    char file[128];
+    snprintf(file, sizeof file, "%s.pem", client);
+    snprintf(cert, sizeof cert, "%s", testenv_pki(file));
+    snprintf(file, sizeof file, "%s-key.pem", client);
+    snprintf(key, sizeof key, "%s", testenv_pki(file));
+    snprintf(ca, sizeof ca, "%s", testenv_pki("ca.pem"));
+    const char *argv[32] = {bin, "--addr", g_d.api_addr, "--cert",        cert,       "--key",
+                            key, "--ca",   ca,           "--server-name", "localhost"};
+    int n = 11;
+    for (size_t i = 0; words[i] && n < 31; i++)
+        argv[n++] = words[i];
+    argv[n] = NULL;
+    return testproc_run(argv, NULL, ret_out, ret_err);
+}
+
+static void test_cli_export_and_verify(void **state)
+{
+    (void)state;
+    char *out = NULL, *err = NULL;
+    for (int i = 0; i < 3; i++) {
+        const char *append[] = {"audit-append",
+                                "--tenant",
+                                "tenant-cli",
+                                "--actor",
+                                "usr_cli",
+                                "--action",
+                                "disclose",
+                                "--patient",
+                                PT_1,
+                                "--recipient",
+                                "State Public Health Registry",
+                                "--basis",
+                                "public-health",
+                                "--phi-description",
+                                "immunization history",
+                                "--purpose",
+                                "public-health",
+                                NULL};
+        int code = cli("test-client", append, &out, &err);
+        if (code != 0)
+            fail_msg("audit-append exited %d: %s", code, err);
+        assert_non_null(strstr(out, "seq="));
+        free(out);
+        free(err);
+    }
+    char dir[TESTPROC_PATH_MAX];
+    snprintf(dir, sizeof dir, "%s", testproc_work_path("cli-export"));
+    for (int fhir = 0; fhir < 2; fhir++) {
+        char sub[TESTPROC_PATH_MAX + 8];
+        snprintf(sub, sizeof sub, "%s-%d", dir, fhir);
+        const char *exp[] = {"audit-export",          "--tenant", "tenant-cli", "--format",
+                             fhir ? "fhir" : "jsonl", "--out",    sub,          NULL};
+        int code = cli("alma-cli", exp, &out, &err);
+        if (code != 0)
+            fail_msg("audit-export exited %d: %s", code, err);
+        /* The 3 disclosures and each export's own record so far. */
+        assert_non_null(strstr(out, fhir ? "exported 5 events" : "exported 4 events"));
+        free(out);
+        free(err);
+        assert_int_equal(run_verify(sub, &err), 0);
+        free(err);
+    }
+    const char *acc[] = {"audit-accounting", "--tenant", "tenant-cli", "--patient", PT_1, NULL};
+    assert_int_equal(cli("alma-cli", acc, &out, &err), 0);
+    assert_non_null(strstr(out, "State Public Health Registry"));
+    free(out);
+    free(err);
+    const char *ver[] = {"audit-verify-log", NULL};
+    assert_int_equal(cli("alma-cli", ver, &out, &err), 0);
+    free(out);
+    free(err);
+    /* The CLI's identity may read but not write. */
+    const char *append[] = {"audit-append", "--tenant", "tenant-cli", "--actor",
+                            "usr_cli",      "--action", "read",       NULL};
+    assert_int_not_equal(cli("alma-cli", append, &out, &err), 0);
+    free(out);
+    free(err);
+}
+
+static void test_audit_client(void **state)
+{
+    (void)state;
+    rpc_client_tls tls = client_tls("identity");
+    audit_client *c = NULL;
+    MUST(audit_client_open(g_d.api_addr, &tls, 5000, &c));
+    ev_holder h;
+    ev_init(&h, "tenant-a", ALMA__AUDIT__V1__ACTION__ACTION_ADMIN, NULL);
+    h.ev.resource_type = (char *)"Role";
+    uint64_t seq = 99;
+    MUST(audit_client_append(c, &h.ev, NULL, &seq));
+    assert_int_equal(seq, 0);
+    /* A bad event is refused with the service's message; nothing is stored. */
+    h.ev.tenant_id = (char *)"";
+    base_result r = audit_client_append(c, &h.ev, NULL, NULL);
+    assert_int_equal(r.err, BASE_ERR_INVALID);
+    assert_non_null(strstr(base_error_message(), "tenant_id"));
+    audit_client_close(c);
+    /* A service that may not append is told so. */
+    tls = client_tls("intruder");
+    MUST(audit_client_open(g_d.api_addr, &tls, 5000, &c));
+    h.ev.tenant_id = (char *)"tenant-a";
+    assert_int_equal(audit_client_append(c, &h.ev, NULL, NULL).err, BASE_ERR_DENIED);
+    audit_client_close(c);
+    /* The audit service down: UNAVAILABLE, which callers turn into a refused disclosure. */
+    tls = client_tls("identity");
+    MUST(audit_client_open(g_d.api_addr, &tls, 1000, &c));
+    assert_int_equal(testproc_daemon_stop(&g_d), 0);
+    assert_int_equal(audit_client_append(c, &h.ev, NULL, NULL).err, BASE_ERR_UNAVAILABLE);
+    audit_client_close(c);
+    assert_int_equal(admin_int("SELECT count(*) FROM events"), 1);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1146,6 +1327,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_export_verifies_offline, test_setup, test_teardown),
         cmocka_unit_test_setup_teardown(test_accounting_of_disclosures, test_setup, test_teardown),
         cmocka_unit_test_setup_teardown(test_sigkill_under_load_loses_nothing, test_setup, test_teardown),
+        cmocka_unit_test_setup_teardown(test_cli_export_and_verify, test_setup, test_teardown),
+        cmocka_unit_test_setup_teardown(test_audit_client, test_setup, test_teardown),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }

@@ -2,9 +2,11 @@
  *
  * A log of LOG_SIZE canonical entries of two tenants is built in memory: Ed25519 keys from the crypto
  * library, entries from audit_entry_encode, leaf hashes, the root, a checkpoint signed as a C2SP note,
- * inclusion proofs from audit_merkle_inclusion_proof over the leaf array. Exports of tenant-a are written
- * with the writer in both contents into a mkdtemp directory, verified clean, then tampered with one way at a
- * time: each tamper must be caught with BASE_ERR_CRYPTO (exit 1), naming the right line and seq. */
+ * inclusion proofs from audit_merkle_inclusion_proof over the leaf array, and export statements formatted by
+ * audit_export_statement_format and signed with audit_note_sign, as the service does. Exports of tenant-a
+ * are written with the writer in both contents into a mkdtemp directory, verified clean, then tampered with
+ * one way at a time: each tamper must be caught with BASE_ERR_CRYPTO (exit 1), naming the right line and
+ * seq. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -69,7 +71,10 @@ static struct {
     char *other_note; /* the same checkpoint signed by other_key under the same name */
     char *big_note;   /* a checkpoint of a larger tree (LOG_SIZE + 5), signed by key */
     uint8_t big_root[HL];
+    char *filter_a, *filter_b; /* the statement's filter line of an export of each tenant */
 } g;
+
+#define FILTER_A "{\"start_time\":\"2026-11-01T00:00:00.000000Z\",\"tenant_id\":\"tenant-a\"}"
 
 static const char *tenant_of(uint64_t seq)
 {
@@ -115,6 +120,63 @@ static char *vkey_of(const acrypto_ed25519_key *key)
     size_t len = 0;
     ASSERT_OK(audit_note_vkey_format(ORIGIN, pub, &vkey, &len));
     return vkey;
+}
+
+/* The filter line of an export of every event of `tenant` since 2026-11-01 (as the service writes it). */
+static char *filter_of(const char *tenant)
+{
+    Alma__Audit__V1__EventFilter f;
+    Google__Protobuf__Timestamp start;
+    alma__audit__v1__event_filter__init(&f);
+    google__protobuf__timestamp__init(&start);
+    start.seconds = 1793491200; /* 2026-11-01T00:00:00Z */
+    f.tenant_id = (char *)tenant;
+    f.start_time = &start;
+    char *json = NULL;
+    size_t len = 0;
+    ASSERT_OK(audit_export_filter_json(&f, &json, &len));
+    assert_int_equal(len, strlen(json));
+    return json;
+}
+
+/* The statement of an export of `n` lines with these seqs, signed by `key` under the log's name. */
+static char *sign_statement(const char *tenant, bool fhir, uint64_t tree_size, const uint64_t *seqs, size_t n,
+                            const acrypto_ed25519_key *key)
+{
+    audit_export_statement st = {.fhir = fhir, .tree_size = tree_size, .count = n};
+    snprintf(st.origin, sizeof st.origin, "%s", ORIGIN);
+    snprintf(st.tenant_id, sizeof st.tenant_id, "%s", tenant);
+    char *own = NULL;
+    st.filter = strcmp(tenant, TENANT_A) == 0   ? g.filter_a
+                : strcmp(tenant, TENANT_B) == 0 ? g.filter_b
+                                                : NULL;
+    if (!st.filter)
+        st.filter = own = filter_of(tenant);
+    st.filter_len = strlen(st.filter);
+    acrypto_sha256_ctx *h = NULL;
+    ASSERT_OK(acrypto_sha256_ctx_new(&h));
+    for (size_t i = 0; i < n; i++)
+        ASSERT_OK(acrypto_sha256_update(h, g.leaves[seqs[i]], HL));
+    ASSERT_OK(acrypto_sha256_final(h, st.leaves));
+    acrypto_sha256_ctx_free(h);
+    char *text = NULL, *note = NULL;
+    size_t text_len = 0, note_len = 0;
+    ASSERT_OK(audit_export_statement_format(&st, &text, &text_len));
+    ASSERT_OK(audit_note_sign(text, text_len, ORIGIN, key, &note, &note_len));
+    free(text);
+    free(own);
+    return note;
+}
+
+/* The seqs of every event of `tenant`, in order; returns how many. */
+static size_t seqs_of(const char *tenant, uint64_t seqs[LOG_SIZE])
+{
+    size_t n = 0;
+    for (uint64_t s = 0; s < LOG_SIZE; s++) {
+        if (strcmp(tenant_of(s), tenant) == 0)
+            seqs[n++] = s;
+    }
+    return n;
 }
 
 static void encode_event(uint64_t seq, char **ret, size_t *ret_len)
@@ -176,6 +238,9 @@ static int group_setup(void **state)
     }
     ASSERT_OK(audit_merkle_frontier_root(&f, g.big_root));
     g.big_note = sign_checkpoint(LOG_SIZE + 5, g.big_root, g.key);
+    g.filter_a = filter_of(TENANT_A);
+    g.filter_b = filter_of(TENANT_B);
+    assert_string_equal(g.filter_a, FILTER_A);
     return 0;
 }
 
@@ -201,6 +266,8 @@ static int group_teardown(void **state)
     free(g.note);
     free(g.other_note);
     free(g.big_note);
+    free(g.filter_a);
+    free(g.filter_b);
     acrypto_ed25519_free(g.key);
     acrypto_ed25519_free(g.other_key);
     return 0;
@@ -389,21 +456,37 @@ static void write_line(audit_export_writer *w, uint64_t seq, bool fhir)
     free(fhir_json);
 }
 
+/* Give the writer the statement of these lines (signed by the log's key) and finish. */
+static void finish_export(audit_export_writer *w, const char *tenant, bool fhir, const uint64_t *seqs,
+                          size_t n)
+{
+    char *st = sign_statement(tenant, fhir, LOG_SIZE, seqs, n, g.key);
+    ASSERT_OK(audit_export_writer_statement(w, st, strlen(st)));
+    free(st);
+    ASSERT_OK(audit_export_writer_finish(w));
+}
+
 /* An export of every event of `tenant` in a new directory; returns its path (static rotating buffer). */
 static const char *make_export(bool fhir, const char *tenant)
 {
     const char *dir = new_path(fhir ? "fhir" : "jsonl");
     audit_export_writer *w = NULL;
     ASSERT_OK(audit_export_writer_open(dir, fhir, tenant, &w));
-    ASSERT_OK(audit_export_writer_checkpoint(w, g.note, strlen(g.note)));
-    for (uint64_t s = 0; s < LOG_SIZE; s++) {
-        if (strcmp(tenant_of(s), tenant) == 0)
-            write_line(w, s, fhir);
-    }
+    /* A caller's own description, replaced by the statement's filter in the manifest. */
     ASSERT_OK(audit_export_writer_set_filter(w, "{\"tenant_id\":\"tenant-a\",\"from\":\"2026-11-01\"}"));
-    ASSERT_OK(audit_export_writer_finish(w));
+    ASSERT_OK(audit_export_writer_checkpoint(w, g.note, strlen(g.note)));
+    uint64_t seqs[LOG_SIZE];
+    size_t n = seqs_of(tenant, seqs);
+    for (size_t i = 0; i < n; i++)
+        write_line(w, seqs[i], fhir);
+    finish_export(w, tenant, fhir, seqs, n);
     audit_export_writer_free(w);
     return dir;
+}
+
+static const char *statement_of(const char *dir)
+{
+    return in_dir(dir, AUDIT_EXPORT_STATEMENT_FILE);
 }
 
 static const char *events_of(const char *dir, bool fhir)
@@ -523,8 +606,34 @@ static void test_export_files_are_the_format(void **state)
         a_count(), LOG_SIZE, hex);
     if (strncmp(m, head, strlen(head)) != 0)
         fail_msg("manifest %s does not start with %s", m, head);
-    assert_non_null(strstr(m, "\"filter\":{\"tenant_id\":\"tenant-a\",\"from\":\"2026-11-01\"}}\n"));
+    /* The filter is the statement's (set_filter's description was replaced). */
+    assert_non_null(strstr(m, "\"filter\":" FILTER_A "}\n"));
     free(m);
+
+    /* statement: the signed note as served, whose text names this export's lines. */
+    char *st = slurp(statement_of(dir), &n);
+    uint64_t seqs[LOG_SIZE];
+    size_t count = seqs_of(TENANT_A, seqs);
+    char *want_st = sign_statement(TENANT_A, false, LOG_SIZE, seqs, count, g.key);
+    assert_string_equal(st, want_st);
+    free(want_st);
+    acrypto_sha256_ctx *h = NULL;
+    uint8_t digest[HL];
+    ASSERT_OK(acrypto_sha256_ctx_new(&h));
+    for (size_t i = 0; i < count; i++)
+        ASSERT_OK(acrypto_sha256_update(h, g.leaves[a_seq(i)], HL));
+    ASSERT_OK(acrypto_sha256_final(h, digest));
+    acrypto_sha256_ctx_free(h);
+    char b64d[64];
+    ASSERT_OK(acrypto_base64_encode(digest, HL, b64d, sizeof b64d, &n));
+    char text[512];
+    snprintf(text, sizeof text,
+             "alma-audit-export/v1\norigin " ORIGIN "\ntenant tenant-a\nfilter " FILTER_A
+             "\nformat jsonl\ntree %d\ncount %zu\nleaves %s\n\n\u2014 " ORIGIN " ",
+             LOG_SIZE, count, b64d);
+    if (strncmp(st, text, strlen(text)) != 0)
+        fail_msg("statement %s does not start with %s", st, text);
+    free(st);
 
     /* FHIR: events line is audit_entry_to_fhir(entry); the proof carries the entry in base64. */
     dir = make_export(true, TENANT_A);
@@ -599,11 +708,16 @@ static void test_empty_export_verifies(void **state)
     audit_export_writer *w = NULL;
     ASSERT_OK(audit_export_writer_open(dir, false, "tenant-none", &w));
     ASSERT_OK(audit_export_writer_checkpoint(w, g.note, strlen(g.note)));
-    ASSERT_OK(audit_export_writer_finish(w));
+    finish_export(w, "tenant-none", false, NULL, 0);
     audit_export_writer_free(w);
     audit_verify_export_report rep;
     ASSERT_OK(audit_verify_export(dir, g.vkey, NULL, &rep));
     assert_int_equal(rep.verified, 0);
+    assert_true(rep.statement_verified);
+    /* Its statement's leaves digest is SHA-256 of nothing. */
+    char *st = slurp(statement_of(dir), NULL);
+    assert_non_null(strstr(st, "\ncount 0\nleaves 47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU=\n\n"));
+    free(st);
 }
 
 /* ---------------------------------------------------------------------------------------------------------
@@ -674,14 +788,32 @@ static void test_deleted_line(void **state)
     free(first);
     expect_fail(dir, a_count() + 1, UINT64_MAX, "events.jsonl has more lines than proofs.jsonl");
 
-    /* From both files: every remaining line verifies, but the manifest's count does not match. */
+    /* From both files: every remaining line verifies, but they are not the lines the log's statement
+     * names; lowering the manifest's count to match does not help (the statement is signed). */
+    char from[32], to[32];
+    snprintf(from, sizeof from, "\"count\":%zu,", a_count());
+    snprintf(to, sizeof to, "\"count\":%zu,", a_count() - 1);
     for (int fhir = 0; fhir <= 1; fhir++) {
-        dir = make_export(fhir, TENANT_A);
-        delete_line(events_of(dir, fhir), 10);
-        delete_line(proofs_of(dir), 10);
-        expect_fail(dir, 0, UINT64_MAX, "count is not the number of events");
-        assert_non_null(strstr(base_error_message(), "(manifest "));
+        for (int lower = 0; lower <= 1; lower++) {
+            dir = make_export(fhir, TENANT_A);
+            delete_line(events_of(dir, fhir), 10);
+            delete_line(proofs_of(dir), 10);
+            if (lower)
+                replace_in(in_dir(dir, AUDIT_EXPORT_MANIFEST_FILE), 0, from, to);
+            expect_fail(dir, 0, UINT64_MAX,
+                        "the export statement does not match the exported lines (lines deleted, added or "
+                        "reordered)");
+            char counts[64];
+            snprintf(counts, sizeof counts, "(statement %zu events, export %zu)", a_count(), a_count() - 1);
+            assert_non_null(strstr(base_error_message(), counts));
+        }
     }
+    /* The last line from both files, with the count lowered: the same. */
+    dir = make_export(false, TENANT_A);
+    delete_line(events_of(dir, false), a_count() - 1);
+    delete_line(proofs_of(dir), a_count() - 1);
+    replace_in(in_dir(dir, AUDIT_EXPORT_MANIFEST_FILE), 0, from, to);
+    expect_fail(dir, 0, UINT64_MAX, "the export statement does not match the exported lines");
 }
 
 static void test_swapped_lines(void **state)
@@ -770,7 +902,13 @@ static void test_wrong_key_or_checkpoint(void **state)
         const char *dir = make_export(fhir, TENANT_A);
         spit(in_dir(dir, AUDIT_EXPORT_CHECKPOINT_FILE), g.other_note, strlen(g.other_note));
         expect_fail(dir, 0, UINT64_MAX, "signature does not verify");
-        /* ... which verifies with the other key: the key is what the verifier trusts. */
+        /* ... which, with the statement signed by it too, verifies with the other key: the key is what the
+         * verifier trusts. */
+        uint64_t seqs[LOG_SIZE];
+        size_t n_seqs = seqs_of(TENANT_A, seqs);
+        char *st = sign_statement(TENANT_A, fhir, LOG_SIZE, seqs, n_seqs, g.other_key);
+        spit(statement_of(dir), st, strlen(st));
+        free(st);
         audit_verify_export_report rep;
         ASSERT_OK(audit_verify_export(dir, g.other_vkey, NULL, &rep));
 
@@ -803,6 +941,11 @@ static void test_wrong_key_or_checkpoint(void **state)
         snprintf(from, sizeof from, "\"tree_size\":%d,\"root_hash\":\"%s\"", LOG_SIZE, hex);
         snprintf(to, sizeof to, "\"tree_size\":%d,\"root_hash\":\"%s\"", LOG_SIZE + 5, big_hex);
         replace_in(in_dir(dir, AUDIT_EXPORT_MANIFEST_FILE), 0, from, to);
+        expect_fail(dir, 0, UINT64_MAX, "export statement: tree size is not the checkpoint's");
+        /* ... and with a statement for that tree too, the proofs do not verify against it. */
+        st = sign_statement(TENANT_A, fhir, LOG_SIZE + 5, seqs, n_seqs, g.key);
+        spit(statement_of(dir), st, strlen(st));
+        free(st);
         expect_fail(dir, 1, 0, "inclusion proof does not verify");
     }
 }
@@ -830,11 +973,22 @@ static void test_manifest_edited(void **state)
         replace_in(in_dir(dir, AUDIT_EXPORT_MANIFEST_FILE), 0, "\"origin\":\"alma.", "\"origin\":\"evil.");
         expect_fail(dir, 0, UINT64_MAX, "origin is not the checkpoint's");
 
-        /* The tenant: every entry then names another tenant. */
+        /* The tenant: the signed statement names another. */
         dir = make_export(fhir, TENANT_A);
         replace_in(in_dir(dir, AUDIT_EXPORT_MANIFEST_FILE), 0, "\"tenant_id\":\"tenant-a\"",
                    "\"tenant_id\":\"tenant-b\"");
-        expect_fail(dir, 1, 0, "entry \"tenant_id\" is not the export's tenant");
+        expect_fail(dir, 0, UINT64_MAX, "export statement: tenant is not the manifest's");
+
+        /* The filter: the manifest no longer says what the log was asked for. */
+        dir = make_export(fhir, TENANT_A);
+        replace_in(in_dir(dir, AUDIT_EXPORT_MANIFEST_FILE), 0, "\"start_time\":\"2026-11-01",
+                   "\"start_time\":\"2026-10-01");
+        expect_fail(dir, 0, UINT64_MAX, "manifest: filter is not the export statement's");
+        /* ... but the same object spelt differently (key order) is the same filter. */
+        dir = make_export(fhir, TENANT_A);
+        replace_in(in_dir(dir, AUDIT_EXPORT_MANIFEST_FILE), 0, "\"filter\":" FILTER_A,
+                   "\"filter\":{\"tenant_id\":\"tenant-a\", \"start_time\":\"2026-11-01T00:00:00.000000Z\"}");
+        expect_ok(dir, a_count());
 
         /* The content: the files the manifest names are not there. */
         dir = make_export(fhir, TENANT_A);
@@ -880,6 +1034,14 @@ static void test_missing_manifest_is_incomplete(void **state)
     audit_export_writer_free(w);
     r = audit_verify_export(dir, g.vkey, NULL, &rep);
     assert_int_equal(r.err, BASE_ERR_NOT_FOUND);
+
+    /* No statement: incomplete as well (the stream ended before the log's last chunk). */
+    dir = make_export(true, TENANT_A);
+    assert_int_equal(unlink(statement_of(dir)), 0);
+    r = audit_verify_export(dir, g.vkey, NULL, &rep);
+    assert_int_equal(r.err, BASE_ERR_NOT_FOUND);
+    assert_string_equal(base_error_message(), "incomplete export: no statement");
+    assert_int_equal(audit_verify_exit_code(r), AUDIT_VERIFY_EXIT_USAGE);
 
     /* Other missing files are unreadable exports (exit 2), not failed verifications. */
     dir = make_export(false, TENANT_A);
@@ -1062,6 +1224,19 @@ static void test_tool_exit_codes(void **state)
     const char *incomplete = make_export(false, TENANT_A);
     assert_int_equal(unlink(in_dir(incomplete, AUDIT_EXPORT_MANIFEST_FILE)), 0);
     EXPECT_RUN(2, "", "incomplete export: no manifest.json", "--export", incomplete, "--vkey", g.vkey);
+    const char *no_statement = make_export(false, TENANT_A);
+    assert_int_equal(unlink(statement_of(no_statement)), 0);
+    EXPECT_RUN(2, "", "incomplete export: no statement", "--export", no_statement, "--vkey", g.vkey);
+    /* Lines deleted from both files and the manifest's count lowered: 1. */
+    const char *cut = make_export(false, TENANT_A);
+    delete_line(events_of(cut, false), 4);
+    delete_line(proofs_of(cut), 4);
+    char from[32], to[32];
+    snprintf(from, sizeof from, "\"count\":%zu,", a_count());
+    snprintf(to, sizeof to, "\"count\":%zu,", a_count() - 1);
+    replace_in(in_dir(cut, AUDIT_EXPORT_MANIFEST_FILE), 0, from, to);
+    EXPECT_RUN(1, "", "the export statement does not match the exported lines", "--export", cut, "--vkey",
+               g.vkey);
     EXPECT_RUN(2, "", "cannot open", "--export", new_path("absent"), "--vkey", g.vkey);
     EXPECT_RUN(2, "", "--export DIR is required", "--vkey", g.vkey);
     EXPECT_RUN(2, "", "exactly one of --vkey and --vkey-file", "--export", dir);
@@ -1164,7 +1339,11 @@ static void test_writer_misuse(void **state)
     ASSERT_ERR(audit_export_writer_set_filter(w, "[1]"), BASE_ERR_INVALID);
     ASSERT_ERR(audit_export_writer_set_filter(w, "{"), BASE_ERR_INVALID);
     ASSERT_OK(audit_export_writer_set_filter(w, "{\"action\":\"ACTION_READ\"}"));
-    ASSERT_OK(audit_export_writer_finish(w));
+    /* No finish without the statement. */
+    ASSERT_ERR(audit_export_writer_finish(w), BASE_ERR_INVALID);
+    assert_non_null(strstr(base_error_message(), "statement"));
+    const uint64_t written[] = {3, 5};
+    finish_export(w, TENANT_A, false, written, 2);
     ASSERT_ERR(audit_export_writer_finish(w), BASE_ERR_CONFLICT);
     ASSERT_ERR(audit_export_writer_line(w, 6, g.entries[6], g.entry_lens[6], g.entries[6], g.entry_lens[6],
                                         g.leaves[6], hashes, proof.len),
@@ -1201,17 +1380,305 @@ static void test_writer_misuse(void **state)
     audit_export_writer_free(NULL);
 }
 
+/* ---------------------------------------------------------------------------------------------------------
+ * Tests: the export statement. */
+
+static void test_statement_tampered(void **state)
+{
+    (void)state;
+    uint64_t seqs[LOG_SIZE];
+    size_t n = seqs_of(TENANT_A, seqs);
+    for (int fhir = 0; fhir <= 1; fhir++) {
+        /* Signed by another key under the log's name. */
+        const char *dir = make_export(fhir, TENANT_A);
+        char *st = sign_statement(TENANT_A, fhir, LOG_SIZE, seqs, n, g.other_key);
+        spit(statement_of(dir), st, strlen(st));
+        free(st);
+        expect_fail(dir, 0, UINT64_MAX, "export statement: the signature does not verify with the given key");
+
+        /* Its count lowered (to match lines deleted from both files): the signature breaks. */
+        dir = make_export(fhir, TENANT_A);
+        char from[32], to[32];
+        snprintf(from, sizeof from, "\ncount %zu\n", n);
+        snprintf(to, sizeof to, "\ncount %zu\n", n - 1);
+        replace_in(statement_of(dir), SIZE_MAX, from, to);
+        delete_line(events_of(dir, fhir), 7);
+        delete_line(proofs_of(dir), 7);
+        snprintf(from, sizeof from, "\"count\":%zu,", n);
+        snprintf(to, sizeof to, "\"count\":%zu,", n - 1);
+        replace_in(in_dir(dir, AUDIT_EXPORT_MANIFEST_FILE), 0, from, to);
+        expect_fail(dir, 0, UINT64_MAX, "export statement: the signature does not verify");
+
+        /* A genuine statement of another tenant's export. */
+        dir = make_export(fhir, TENANT_A);
+        const char *b = make_export(fhir, TENANT_B);
+        size_t len = 0;
+        st = slurp(statement_of(b), &len);
+        spit(statement_of(dir), st, len);
+        free(st);
+        expect_fail(dir, 0, UINT64_MAX, "export statement: tenant is not the manifest's");
+
+        /* A genuine statement of the same lines in the other content. */
+        dir = make_export(fhir, TENANT_A);
+        st = sign_statement(TENANT_A, !fhir, LOG_SIZE, seqs, n, g.key);
+        spit(statement_of(dir), st, strlen(st));
+        free(st);
+        expect_fail(dir, 0, UINT64_MAX, "export statement: format is not the manifest's content");
+
+        /* A genuine statement of fewer lines (an export of the first n - 1): one line too many. */
+        dir = make_export(fhir, TENANT_A);
+        st = sign_statement(TENANT_A, fhir, LOG_SIZE, seqs, n - 1, g.key);
+        spit(statement_of(dir), st, strlen(st));
+        free(st);
+        expect_fail(dir, 0, UINT64_MAX, "the export statement does not match the exported lines");
+
+        /* The same count, another line: a line of the export replaced by one not in the statement. */
+        dir = make_export(fhir, TENANT_A);
+        uint64_t other[LOG_SIZE];
+        memcpy(other, seqs, n * sizeof *other);
+        other[5] = seqs[4]; /* a statement of lines 1..5, 5, 7..n: the lines are not those */
+        st = sign_statement(TENANT_A, fhir, LOG_SIZE, other, n, g.key);
+        spit(statement_of(dir), st, strlen(st));
+        free(st);
+        expect_fail(dir, 0, UINT64_MAX, "the export statement does not match the exported lines");
+
+        /* Not a signed note, or empty. */
+        dir = make_export(fhir, TENANT_A);
+        spit(statement_of(dir), "hello\n", 6);
+        expect_fail(dir, 0, UINT64_MAX, "export statement: not a well-formed signed note");
+        spit(statement_of(dir), "", 0);
+        expect_fail(dir, 0, UINT64_MAX, "export statement: not a well-formed signed note");
+        /* The checkpoint in place of the statement: signed by the key, but not a statement. */
+        spit(statement_of(dir), g.note, strlen(g.note));
+        expect_fail(dir, 0, UINT64_MAX, "export statement: the first line is not");
+    }
+}
+
+static void test_statement_text(void **state)
+{
+    (void)state;
+    audit_export_statement st = {
+        .filter = FILTER_A, .filter_len = strlen(FILTER_A), .tree_size = 10, .count = 3};
+    snprintf(st.origin, sizeof st.origin, "%s", ORIGIN);
+    snprintf(st.tenant_id, sizeof st.tenant_id, "%s", TENANT_A);
+    memset(st.leaves, 0xab, HL);
+    char *text = NULL;
+    size_t len = 0;
+    ASSERT_OK(audit_export_statement_format(&st, &text, &len));
+    const char *want =
+        "alma-audit-export/v1\norigin " ORIGIN "\ntenant tenant-a\nfilter " FILTER_A
+        "\nformat jsonl\ntree 10\ncount 3\nleaves q6urq6urq6urq6urq6urq6urq6urq6urq6urq6urq6s=\n";
+    assert_string_equal(text, want);
+    assert_int_equal(len, strlen(want));
+    audit_export_statement back;
+    ASSERT_OK(audit_export_statement_parse(text, len, &back));
+    assert_string_equal(back.origin, ORIGIN);
+    assert_string_equal(back.tenant_id, TENANT_A);
+    assert_int_equal(back.filter_len, strlen(FILTER_A));
+    assert_memory_equal(back.filter, FILTER_A, back.filter_len);
+    assert_false(back.fhir);
+    assert_int_equal(back.tree_size, 10);
+    assert_int_equal(back.count, 3);
+    assert_memory_equal(back.leaves, st.leaves, HL);
+    free(text);
+
+    /* Strict: each of these is refused. */
+    static const struct {
+        const char *text, *needle;
+    } bad[] = {
+        {"alma-audit-export/v2\n", "the first line"},
+        {"alma-audit-export/v1\norigin \ntenant a\n", "origin is empty"},
+        {"alma-audit-export/v1\norigin o\ntenant a b\n", "tenant is not"},
+        {"alma-audit-export/v1\norigin o\ntenant a\nfilter {}\n", "\"tenant_id\" is not the statement's"},
+        {"alma-audit-export/v1\norigin o\ntenant a\nfilter {\"tenant_id\":\"b\"}\n",
+         "is not the statement's"},
+        {"alma-audit-export/v1\norigin o\ntenant a\nfilter [\"a\"]\n", "not a JSON object"},
+        {"alma-audit-export/v1\norigin o\ntenant a\nfilter {\"tenant_id\":\"a\",\"tenant_id\":\"a\"}\n",
+         "not a JSON object"},
+        {"alma-audit-export/v1\norigin o\ntenant a\nfilter {\"tenant_id\":\"a\"}\nformat csv\n", "format"},
+        {"alma-audit-export/v1\norigin o\ntenant a\nfilter {\"tenant_id\":\"a\"}\nformat jsonl\ntree 010\n",
+         "tree size"},
+        {"alma-audit-export/v1\norigin o\ntenant a\nfilter {\"tenant_id\":\"a\"}\nformat jsonl\ntree "
+         "9\ncount "
+         "10\n",
+         "larger than the tree size"},
+        {"alma-audit-export/v1\norigin o\ntenant a\nfilter {\"tenant_id\":\"a\"}\nformat jsonl\ntree "
+         "9\ncount "
+         "1\nleaves AAAA\n",
+         "leaves digest"},
+        {"alma-audit-export/v1\norigin o\ntenant a\nfilter {\"tenant_id\":\"a\"}\nformat jsonl\ntree "
+         "9\ncount "
+         "1\nleaves q6urq6urq6urq6urq6urq6urq6urq6urq6urq6urq6s=\nmore x\n",
+         "more than eight lines"},
+        {"alma-audit-export/v1\norigin o\ntenant a\nfilter {\"tenant_id\":\"a\"}\nformat jsonl\ncount 1\n",
+         "line 6"},
+    };
+    for (size_t i = 0; i < BASE_ARRAY_LEN(bad); i++) {
+        base_result r = audit_export_statement_parse(bad[i].text, strlen(bad[i].text), &back);
+        if (r.err != BASE_ERR_INVALID || !strstr(base_error_message(), bad[i].needle))
+            fail_msg("case %zu: %s (%s), want invalid / %s", i, base_err_name(r.err), base_error_message(),
+                     bad[i].needle);
+    }
+    /* A field that would break the text is refused by the formatter. */
+    snprintf(st.origin, sizeof st.origin, "%s", "a\nb");
+    ASSERT_ERR(audit_export_statement_format(&st, &text, &len), BASE_ERR_INVALID);
+    snprintf(st.origin, sizeof st.origin, "%s", ORIGIN);
+    st.count = 11;
+    ASSERT_ERR(audit_export_statement_format(&st, &text, &len), BASE_ERR_INVALID);
+
+    /* The filter line: only the fields set, enum names, microsecond UTC times, sorted keys, ASCII. */
+    Alma__Audit__V1__EventFilter f;
+    Google__Protobuf__Timestamp start, end;
+    alma__audit__v1__event_filter__init(&f);
+    google__protobuf__timestamp__init(&start);
+    google__protobuf__timestamp__init(&end);
+    start.seconds = 1793491200;
+    start.nanos = 123456789;
+    end.seconds = 1796083200;
+    f.tenant_id = TENANT_A;
+    f.patient_ref = PT;
+    f.actor_principal_id = "usr_\xc3\xa9";
+    f.action = ALMA__AUDIT__V1__ACTION__ACTION_DISCLOSE;
+    f.purpose = ALMA__COMMON__V1__PURPOSE_OF_USE__PURPOSE_OF_USE_TREATMENT;
+    f.outcome = ALMA__AUDIT__V1__OUTCOME__OUTCOME_DENIED;
+    f.start_time = &start;
+    f.end_time = &end;
+    char *json = NULL;
+    ASSERT_OK(audit_export_filter_json(&f, &json, &len));
+    assert_string_equal(json, "{\"action\":\"ACTION_DISCLOSE\",\"actor_principal_id\":\"usr_\\u00E9\","
+                              "\"end_time\":\"2026-12-01T00:00:00.000000Z\",\"outcome\":\"OUTCOME_DENIED\","
+                              "\"patient_ref\":\"" PT "\",\"purpose\":\"PURPOSE_OF_USE_TREATMENT\","
+                              "\"start_time\":\"2026-11-01T00:00:00.123456Z\",\"tenant_id\":\"tenant-a\"}");
+    free(json);
+    f.action = (Alma__Audit__V1__Action)99;
+    ASSERT_ERR(audit_export_filter_json(&f, &json, &len), BASE_ERR_INVALID);
+    f.action = ALMA__AUDIT__V1__ACTION__ACTION_UNSPECIFIED;
+    f.actor_principal_id = "usr_\xff";
+    ASSERT_ERR(audit_export_filter_json(&f, &json, &len), BASE_ERR_INVALID);
+    f.actor_principal_id = "";
+    start.seconds = -1;
+    ASSERT_ERR(audit_export_filter_json(&f, &json, &len), BASE_ERR_INVALID);
+    f.start_time = NULL;
+    f.tenant_id = "";
+    ASSERT_ERR(audit_export_filter_json(&f, &json, &len), BASE_ERR_INVALID);
+}
+
+static void test_writer_checks_the_statement(void **state)
+{
+    (void)state;
+    const char *dir = new_path("writer-statement");
+    audit_export_writer *w = NULL;
+    ASSERT_OK(audit_export_writer_open(dir, true, TENANT_A, &w));
+    uint64_t seqs[3] = {0, 2, 3};
+    char *st = sign_statement(TENANT_A, true, LOG_SIZE, seqs, 3, g.key);
+    /* Not before the checkpoint. */
+    ASSERT_ERR(audit_export_writer_statement(w, st, strlen(st)), BASE_ERR_INVALID);
+    ASSERT_OK(audit_export_writer_checkpoint(w, g.note, strlen(g.note)));
+    for (size_t i = 0; i < 3; i++)
+        write_line(w, seqs[i], true);
+    free(st);
+
+    /* Each field must describe what was written; nothing is written meanwhile. */
+    static const struct {
+        const char *tenant;
+        bool fhir;
+        uint64_t tree;
+        size_t n;
+        bool swap;
+        const char *needle;
+    } bad[] = {
+        {TENANT_B, true, LOG_SIZE, 3, false, "tenant"},
+        {TENANT_A, false, LOG_SIZE, 3, false, "format"},
+        {TENANT_A, true, LOG_SIZE + 5, 3, false, "tree size"},
+        {TENANT_A, true, LOG_SIZE, 2, false, "count"},
+        {TENANT_A, true, LOG_SIZE, 3, true, "leaves digest"},
+    };
+    for (size_t i = 0; i < BASE_ARRAY_LEN(bad); i++) {
+        uint64_t order[3] = {0, 2, 3};
+        if (bad[i].swap) {
+            order[1] = 3;
+            order[2] = 2;
+        }
+        st = sign_statement(bad[i].tenant, bad[i].fhir, bad[i].tree, order, bad[i].n, g.key);
+        base_result r = audit_export_writer_statement(w, st, strlen(st));
+        if (r.err != BASE_ERR_INVALID || !strstr(base_error_message(), bad[i].needle))
+            fail_msg("case %zu: %s (%s), want invalid / %s", i, base_err_name(r.err), base_error_message(),
+                     bad[i].needle);
+        free(st);
+        assert_int_equal(access(statement_of(dir), F_OK), -1);
+    }
+    /* Another origin; not a signed note; not a statement. */
+    char *text = NULL;
+    size_t text_len = 0;
+    audit_export_statement other = {
+        .filter = FILTER_A, .filter_len = strlen(FILTER_A), .fhir = true, .tree_size = LOG_SIZE, .count = 3};
+    snprintf(other.origin, sizeof other.origin, "%s", "evil.example/audit");
+    snprintf(other.tenant_id, sizeof other.tenant_id, "%s", TENANT_A);
+    ASSERT_OK(audit_export_statement_format(&other, &text, &text_len));
+    char *note = NULL;
+    size_t note_len = 0;
+    ASSERT_OK(audit_note_sign(text, text_len, ORIGIN, g.key, &note, &note_len));
+    ASSERT_ERR(audit_export_writer_statement(w, note, note_len), BASE_ERR_INVALID);
+    assert_non_null(strstr(base_error_message(), "origin"));
+    free(note);
+    ASSERT_ERR(audit_export_writer_statement(w, text, text_len), BASE_ERR_INVALID); /* no signature */
+    free(text);
+    ASSERT_ERR(audit_export_writer_statement(w, g.note, strlen(g.note)), BASE_ERR_INVALID);
+    ASSERT_ERR(audit_export_writer_statement(w, NULL, 0), BASE_ERR_INVALID);
+
+    /* Once a statement was offered, no more lines; the right one is accepted, once. */
+    audit_merkle_source src = {leaf_fn, NULL, g.leaves};
+    audit_merkle_proof proof;
+    ASSERT_OK(audit_merkle_inclusion_proof(&src, 5, LOG_SIZE, &proof));
+    char *fhir = NULL;
+    size_t fhir_len = 0;
+    ASSERT_OK(audit_entry_to_fhir(g.entries[5], g.entry_lens[5], &fhir, &fhir_len));
+    ASSERT_ERR(audit_export_writer_line(w, 5, fhir, fhir_len, g.entries[5], g.entry_lens[5], g.leaves[5],
+                                        (const uint8_t(*)[HL])proof.hashes, proof.len),
+               BASE_ERR_INVALID);
+    assert_non_null(strstr(base_error_message(), "after the statement"));
+    free(fhir);
+    st = sign_statement(TENANT_A, true, LOG_SIZE, seqs, 3, g.key);
+    ASSERT_OK(audit_export_writer_statement(w, st, strlen(st)));
+    ASSERT_ERR(audit_export_writer_statement(w, st, strlen(st)), BASE_ERR_INVALID);
+    assert_non_null(strstr(base_error_message(), "twice"));
+    ASSERT_OK(audit_export_writer_finish(w));
+    audit_export_writer_free(w);
+    /* The file is the note as given, 0600. */
+    size_t len = 0;
+    char *file = slurp(statement_of(dir), &len);
+    assert_int_equal(len, strlen(st));
+    assert_memory_equal(file, st, len);
+    free(file);
+    free(st);
+    struct stat sb;
+    assert_int_equal(stat(statement_of(dir), &sb), 0);
+    assert_int_equal(sb.st_mode & 0777, 0600);
+    expect_ok(dir, 3);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_clean_exports_verify),  cmocka_unit_test(test_export_files_are_the_format),
-        cmocka_unit_test(test_reader_roundtrip),      cmocka_unit_test(test_empty_export_verifies),
-        cmocka_unit_test(test_changed_byte_in_entry), cmocka_unit_test(test_deleted_line),
-        cmocka_unit_test(test_swapped_lines),         cmocka_unit_test(test_fhir_line_edited),
-        cmocka_unit_test(test_proof_changed),         cmocka_unit_test(test_wrong_key_or_checkpoint),
-        cmocka_unit_test(test_manifest_edited),       cmocka_unit_test(test_missing_manifest_is_incomplete),
-        cmocka_unit_test(test_other_tenant_inserted), cmocka_unit_test(test_malformed_lines),
-        cmocka_unit_test(test_tool_exit_codes),       cmocka_unit_test(test_writer_misuse),
+        cmocka_unit_test(test_clean_exports_verify),
+        cmocka_unit_test(test_export_files_are_the_format),
+        cmocka_unit_test(test_reader_roundtrip),
+        cmocka_unit_test(test_empty_export_verifies),
+        cmocka_unit_test(test_changed_byte_in_entry),
+        cmocka_unit_test(test_deleted_line),
+        cmocka_unit_test(test_swapped_lines),
+        cmocka_unit_test(test_fhir_line_edited),
+        cmocka_unit_test(test_proof_changed),
+        cmocka_unit_test(test_wrong_key_or_checkpoint),
+        cmocka_unit_test(test_manifest_edited),
+        cmocka_unit_test(test_missing_manifest_is_incomplete),
+        cmocka_unit_test(test_other_tenant_inserted),
+        cmocka_unit_test(test_malformed_lines),
+        cmocka_unit_test(test_tool_exit_codes),
+        cmocka_unit_test(test_writer_misuse),
+        cmocka_unit_test(test_statement_tampered),
+        cmocka_unit_test(test_statement_text),
+        cmocka_unit_test(test_writer_checks_the_statement),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }

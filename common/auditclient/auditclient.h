@@ -1,0 +1,34 @@
+/* The client every service uses to write to the audit log (services/audit): "no PHI leaves a service unless
+ * the disclosure is durably recorded first" (ARCHITECTURE.md). A call returns only once the audit service has
+ * committed the event; any failure is an error the caller must act on (fail its own call with UNAVAILABLE
+ * and disclose nothing), never something to log and ignore.
+ *
+ * The client fills what it can: the request id from the parent call (rpc_ctx_request_id) when the event has
+ * none. The audit service adds the caller's SPIFFE id from mTLS, the sequence number and the time.
+ *
+ * Errors: the audit service's status mapped back (INVALID_ARGUMENT -> BASE_ERR_INVALID with the service's
+ * message, which names the field and never its value; UNAVAILABLE, DEADLINE_EXCEEDED and anything else ->
+ * BASE_ERR_UNAVAILABLE "audit log unavailable"). Thread-safe: one client per process is enough. */
+#ifndef ALMA_AUDITCLIENT_H
+#define ALMA_AUDITCLIENT_H
+
+#include "audit/v1/audit.pb-c.h"
+#include "base/result.h"
+#include "rpc/rpc.h"
+
+#include <stdint.h>
+
+typedef struct audit_client audit_client;
+
+/* target "host:port" of the audit service's API; tls: this service's certificate (mTLS). timeout_ms: per
+ * append (0 = 5000), capped by the parent call's deadline. */
+BASE_MUST_USE base_result audit_client_open(const char *target, const rpc_client_tls *tls, int timeout_ms,
+                                            audit_client **ret);
+void audit_client_close(audit_client *c); /* NULL ok */
+
+/* Append one event durably. parent may be NULL (no RPC in progress, e.g. a background job). ret_seq may be
+ * NULL. */
+BASE_MUST_USE base_result audit_client_append(audit_client *c, Alma__Audit__V1__EventInput *ev,
+                                              const rpc_ctx *parent, uint64_t *ret_seq);
+
+#endif
