@@ -8,11 +8,16 @@
 #include "base/log.h"
 #include "rpc/rpc.h"
 
+#define DAEMON_DEFAULT_WORKERS 8
+
 typedef struct daemon_service {
     const char *name;    /* "echo": log and metrics name, health service name */
     const char *summary; /* one line for --help */
     const rpc_method *methods;
     size_t method_count;
+    /* Handler threads when the workers setting is 0 (its default): 0 = DAEMON_DEFAULT_WORKERS. A service
+     * whose handlers wait long on something shared (the audit log's group commit) wants more. */
+    int default_workers;
     const cfg_setting *settings; /* the service's own settings, beside the common ones */
     size_t setting_count;
     /* After settings are loaded, before serving: open pools, run migrations. NULL = none. */

@@ -1235,8 +1235,8 @@ static base_result manifest_parse(const char *text, size_t len, audit_export_man
     BASE_CLEANUP(export_json_decref) json_t *m = json_loadb(text, len, JSON_REJECT_DUPLICATES, &jerr);
     if (!m || !json_is_object(m))
         return base_fail(BASE_ERR_INVALID, "manifest.json: not a JSON object");
-    const char *s;
-    size_t n;
+    const char *s = NULL;
+    size_t n = 0;
     BASE_GUARD(manifest_string(m, "format", &s, &n));
     BASE_ENSURE(strcmp(s, AUDIT_EXPORT_FORMAT) == 0, BASE_ERR_INVALID,
                 "manifest.json: \"format\" is not \"" AUDIT_EXPORT_FORMAT "\"");

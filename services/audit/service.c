@@ -49,8 +49,10 @@ const cfg_setting audit_settings[] = {
      "checkpoint origin line: names this log (one per deployment or shard)", false},
     {"key-name", CFG_STRING, "", &set_key_name, 0, 255, "signed-note key name (empty: the origin)", false},
     {"max-batch", CFG_INT, "256", &set_max_batch, 1, AUDIT_STORE_MAX_BATCH, "events per group commit", false},
-    {"batch-wait-us", CFG_INT, "2000", &set_batch_wait_us, 0, 1000000,
-     "how long the committer waits for more events before committing a partial batch", false},
+    {"batch-wait-us", CFG_INT, "0", &set_batch_wait_us, 0, 1000000,
+     "how long the committer waits for more events before committing a partial batch (0: commit what is "
+     "queued; appends arriving during a commit form the next batch)",
+     false},
     {"checkpoint-interval-ms", CFG_INT, "1000", &set_checkpoint_interval_ms, 10, 3600000,
      "at most one signed checkpoint per interval (after appends)", false},
 };

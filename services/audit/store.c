@@ -28,17 +28,18 @@ static const char SQL_FOLD[] =
     "SELECT seq, leaf_hash FROM events WHERE seq >= $1::bigint AND seq < $2::bigint "
     "ORDER BY seq LIMIT 10000";
 /* One statement per batch: the rows travel as array literals (text parameters), bytea as hex text. */
+/* One statement per batch, one round trip: the rows and the subtree hashes they close travel as array
+ * literals (text parameters, bytea as hex); the count of inserted rows comes back. */
 static const char SQL_INSERT[] =
-    "INSERT INTO events (seq, tenant_id, logged_at, action, purpose, outcome, patient_ref, actor_id, entry, "
-    "leaf_hash) "
+    "WITH e AS (INSERT INTO events (seq, tenant_id, logged_at, action, purpose, outcome, patient_ref, "
+    "actor_id, entry, leaf_hash) "
     "SELECT u.s, u.t, timestamptz 'epoch' + $3::bigint * interval '1 microsecond', u.a, u.p, u.o, u.pr, "
-    "u.ac, "
-    "decode(u.e, 'hex'), decode(u.h, 'hex') "
+    "u.ac, decode(u.e, 'hex'), decode(u.h, 'hex') "
     "FROM unnest($1::bigint[], $2::text[], $4::smallint[], $5::smallint[], $6::smallint[], $7::text[], "
-    "$8::text[], $9::text[], $10::text[]) AS u(s, t, a, p, o, pr, ac, e, h)";
-static const char SQL_INSERT_SUBTREES[] =
-    "INSERT INTO subtrees (level, idx, hash) SELECT u.l, u.i, decode(u.h, 'hex') "
-    "FROM unnest($1::smallint[], $2::bigint[], $3::text[]) AS u(l, i, h)";
+    "$8::text[], $9::text[], $10::text[]) AS u(s, t, a, p, o, pr, ac, e, h) RETURNING 1), "
+    "st AS (INSERT INTO subtrees (level, idx, hash) SELECT v.l, v.i, decode(v.h, 'hex') "
+    "FROM unnest($11::smallint[], $12::bigint[], $13::text[]) AS v(l, i, h)) "
+    "SELECT count(*) FROM e";
 static const char SQL_LATEST_CHECKPOINT[] =
     "SELECT tree_size, root_hash, signed_note, frontier FROM checkpoints ORDER BY tree_size DESC LIMIT 1";
 static const char SQL_INSERT_CHECKPOINT[] =
@@ -484,17 +485,16 @@ static base_result commit_body(db_conn *c, void *arg)
     } else if (n_ok > 0) {
         char tbuf[24];
         snprintf(tbuf, sizeof tbuf, "%" PRId64, t);
-        const char *p[] = {seqs.p,     tenants.p,  tbuf,     actions.p, purposes.p,
-                           outcomes.p, patients.p, actors.p, entries.p, leaves.p};
+        const char *p[] = {seqs.p,   tenants.p, tbuf,     actions.p,   purposes.p, outcomes.p, patients.p,
+                           actors.p, entries.p, leaves.p, st_levels.p, st_idxs.p,  st_hashes.p};
         db_result *res = NULL;
-        r = db_exec(c, SQL_INSERT, 10, p, &res);
-        if (base_is_ok(r) && db_result_affected_rows(res) != (int64_t)n_ok)
+        r = db_exec(c, SQL_INSERT, (int)BASE_ARRAY_LEN(p), p, &res);
+        int64_t inserted = -1;
+        if (base_is_ok(r))
+            r = db_result_get_int64(res, 0, 0, &inserted);
+        if (base_is_ok(r) && inserted != (int64_t)n_ok)
             r = base_fail(BASE_ERR_INTERNAL, "audit store: batch insert count mismatch");
         db_result_free(res);
-        if (base_is_ok(r) && n_subtrees > 0) {
-            const char *sp[] = {st_levels.p, st_idxs.p, st_hashes.p};
-            r = db_exec(c, SQL_INSERT_SUBTREES, 3, sp, NULL);
-        }
     }
     for (size_t k = 0; k < BASE_ARRAY_LEN(all); k++)
         free(all[k]->p);
@@ -677,7 +677,7 @@ base_result audit_store_append(audit_store *s, const audit_store_event *ev, uint
                                uint8_t ret_leaf[AUDIT_MERKLE_HASH_LEN], int64_t *ret_time_micros)
 {
     BASE_ENSURE(ev, BASE_ERR_INVALID, "audit store: append needs an event");
-    audit_store_result res;
+    audit_store_result res = {0};
     BASE_GUARD(audit_store_append_all(s, ev, 1, &res));
     if (ret_seq)
         *ret_seq = res.seq;

@@ -50,7 +50,7 @@
 
 #define AUDIT_STORE_DEFAULT_MAX_BATCH           256
 #define AUDIT_STORE_MAX_BATCH                   4096
-#define AUDIT_STORE_DEFAULT_MAX_WAIT_US         2000
+#define AUDIT_STORE_DEFAULT_MAX_WAIT_US         0
 #define AUDIT_STORE_DEFAULT_CHECKPOINT_INTERVAL 1000  /* ms */
 #define AUDIT_STORE_MAX_ENTRY                   65536 /* the events.entry check constraint */
 #define AUDIT_STORE_MAX_GROUP                   1000  /* events in one audit_store_append_all */

@@ -233,8 +233,8 @@ static void test_bad_settings(void **state)
     (void)state;
     char *out = NULL, *err = NULL;
 
-    const char *const zero_workers[] = {"--workers", "0", NULL};
-    assert_int_equal(daemon_run_bad(zero_workers, NULL, true, NULL, &err), 2);
+    const char *const too_many_workers[] = {"--workers", "5000", NULL};
+    assert_int_equal(daemon_run_bad(too_many_workers, NULL, true, NULL, &err), 2);
     assert_non_null(strstr(err, "ALMA_WORKERS (--workers)"));
     free(err);
 
