@@ -71,6 +71,8 @@ struct lg_config {
     long duration_s;
     long warmup_s;
     long payload_size;
+    bool payload_size_set;
+    const char *payload; /* NULL / "x": field 1 of --payload-size 'x'; "audit-event": an AppendEventRequest */
     long channels;
     long deadline_ms;
     const char *request_file;
@@ -185,7 +187,13 @@ static void usage(FILE *out)
         "  --warmup S              seconds run first and not recorded (default 1, max %ld)\n"
         "  --payload-size BYTES    request = protobuf field 1 (string) of BYTES 'x' (default 16, max %ld);\n"
         "                          valid as alma.echo.v1.EchoRequest and as helloworld.HelloRequest\n"
-        "  --request-file F        raw serialized request bytes (overrides --payload-size)\n"
+        "  --payload KIND          x: the --payload-size request above (default); audit-event: a\n"
+        "                          realistic alma.audit.v1.AppendEventRequest of 164 bytes (tenant,\n"
+        "                          actor with a role, ACTION_READ, purpose treatment, outcome success,\n"
+        "                          severity info, a pt_ patient reference, resource type and id, request\n"
+        "                          id), the same bytes every call\n"
+        "  --request-file F        raw serialized request bytes (overrides --payload-size; not with "
+        "--payload)\n"
         "  --channels C            spread the calls over C channels, each its own connection\n"
         "                          (default 1, at most the concurrency)\n"
         "  --tls                   TLS; needs --ca; with --cert and --key it is mTLS\n"
@@ -300,6 +308,7 @@ enum {
     OPT_DURATION,
     OPT_WARMUP,
     OPT_PAYLOAD,
+    OPT_PAYLOAD_KIND,
     OPT_REQUEST_FILE,
     OPT_CHANNELS,
     OPT_TLS,
@@ -323,6 +332,7 @@ static int parse_args(int argc, char **argv, struct lg_config *cfg)
         {"duration", required_argument, NULL, OPT_DURATION},
         {"warmup", required_argument, NULL, OPT_WARMUP},
         {"payload-size", required_argument, NULL, OPT_PAYLOAD},
+        {"payload", required_argument, NULL, OPT_PAYLOAD_KIND},
         {"request-file", required_argument, NULL, OPT_REQUEST_FILE},
         {"channels", required_argument, NULL, OPT_CHANNELS},
         {"tls", no_argument, NULL, OPT_TLS},
@@ -369,6 +379,14 @@ static int parse_args(int argc, char **argv, struct lg_config *cfg)
             break;
         case OPT_PAYLOAD:
             ok = parse_long("--payload-size", optarg, 0, LG_MAX_PAYLOAD, &cfg->payload_size);
+            cfg->payload_size_set = true;
+            break;
+        case OPT_PAYLOAD_KIND:
+            cfg->payload = optarg;
+            if (strcmp(optarg, "x") != 0 && strcmp(optarg, "audit-event") != 0) {
+                fprintf(stderr, "alma-loadgen: --payload: expected x or audit-event, got '%s'\n", optarg);
+                ok = false;
+            }
             break;
         case OPT_REQUEST_FILE:
             cfg->request_file = optarg;
@@ -428,6 +446,14 @@ static int parse_args(int argc, char **argv, struct lg_config *cfg)
     }
     if (cfg->method == NULL || cfg->method[0] != '/' || strchr(cfg->method + 1, '/') == NULL) {
         fprintf(stderr, "alma-loadgen: --method must be a full path like /alma.echo.v1.Echo/Echo\n");
+        return -1;
+    }
+    if (cfg->request_file != NULL && cfg->payload != NULL) {
+        fprintf(stderr, "alma-loadgen: --request-file and --payload are two requests: give one\n");
+        return -1;
+    }
+    if (cfg->payload != NULL && strcmp(cfg->payload, "audit-event") == 0 && cfg->payload_size_set) {
+        fprintf(stderr, "alma-loadgen: --payload audit-event has its own size: no --payload-size\n");
         return -1;
     }
     if (cfg->channels > cfg->concurrency) {
@@ -524,6 +550,92 @@ static unsigned char *build_default_request(size_t size, size_t *ret_len)
     memset(buf + n, 'x', size);
     *ret_len = n + size;
     return buf;
+}
+
+/* A protobuf writer over a fixed buffer, just enough for the audit event (no protobuf library in the client's
+ * path). The first overflow sticks and is checked once at the end. */
+struct pb_buf {
+    unsigned char data[1024];
+    size_t len;
+    bool overflow;
+};
+
+static void pb_raw(struct pb_buf *b, const void *p, size_t n)
+{
+    if (b->overflow || n > sizeof b->data - b->len) {
+        b->overflow = true;
+        return;
+    }
+    memcpy(b->data + b->len, p, n);
+    b->len += n;
+}
+
+static void pb_varint(struct pb_buf *b, uint64_t v)
+{
+    unsigned char tmp[10];
+    size_t n = 0;
+    do {
+        unsigned char c = v & 0x7f;
+        v >>= 7;
+        tmp[n++] = v ? (unsigned char)(c | 0x80) : c;
+    } while (v);
+    pb_raw(b, tmp, n);
+}
+
+/* Field `field`, wire type 0 (varint). */
+static void pb_uint(struct pb_buf *b, unsigned field, uint64_t v)
+{
+    pb_varint(b, (uint64_t)field << 3);
+    pb_varint(b, v);
+}
+
+/* Field `field`, wire type 2 (length-delimited): a string, bytes or an embedded message. */
+static void pb_len(struct pb_buf *b, unsigned field, const void *p, size_t n)
+{
+    pb_varint(b, (uint64_t)field << 3 | 2);
+    pb_varint(b, n);
+    pb_raw(b, p, n);
+}
+
+static void pb_str(struct pb_buf *b, unsigned field, const char *s)
+{
+    pb_len(b, field, s, strlen(s));
+}
+
+/* alma.audit.v1.AppendEventRequest{event: EventInput} for what a typical suite call records: a clinician
+ * (one role) read a referral of a pseudonymous patient for treatment, successfully. Field numbers and enum
+ * values are those of proto/audit/v1/audit.proto and proto/common/v1/common.proto; the service's validator
+ * accepts it (tests would catch a drift: the benchmark fails on INVALID_ARGUMENT). */
+static unsigned char *build_audit_event_request(size_t *ret_len)
+{
+    enum {
+        ACTION_READ = 2,
+        PURPOSE_OF_USE_TREATMENT = 1,
+        OUTCOME_SUCCESS = 1,
+        SEVERITY_INFO = 1,
+    };
+    struct pb_buf actor = {0}, ev = {0}, req = {0};
+    pb_str(&actor, 1, "usr_01JD3X8QK2V7N5M4");             /* Actor.principal_id */
+    pb_str(&actor, 2, "pcp");                              /* Actor.roles */
+    pb_str(&ev, 1, "tenant-bench-clinic");                 /* tenant_id */
+    pb_len(&ev, 2, actor.data, actor.len);                 /* actor */
+    pb_uint(&ev, 3, ACTION_READ);                          /* action */
+    pb_uint(&ev, 4, PURPOSE_OF_USE_TREATMENT);             /* purpose */
+    pb_uint(&ev, 5, OUTCOME_SUCCESS);                      /* outcome */
+    pb_uint(&ev, 6, SEVERITY_INFO);                        /* severity */
+    pb_str(&ev, 7, "pt_3f9a2c7e51b04d8e9a6c2f1b7d4e8a05"); /* patient_ref */
+    pb_str(&ev, 8, "Referral");                            /* resource_type */
+    pb_str(&ev, 9, "ref_01JD3X9B7M2K4Q8R5T");              /* resource_id */
+    pb_str(&ev, 12, "req-01JD3XA4C6E8G0J2L4N6P8R0T2");     /* request_id */
+    pb_len(&req, 1, ev.data, ev.len);                      /* AppendEventRequest.event */
+    if (actor.overflow || ev.overflow || req.overflow)
+        return NULL;
+    unsigned char *out = malloc(req.len);
+    if (out == NULL)
+        return NULL;
+    memcpy(out, req.data, req.len);
+    *ret_len = req.len;
+    return out;
 }
 
 /* ---- statistics ---- */
@@ -1012,6 +1124,12 @@ int main(int argc, char **argv)
     if (cfg.request_file != NULL) {
         if (!read_file("--request-file", cfg.request_file, LG_MAX_REQUEST_FILE, &request, &request_len))
             return EXIT_USAGE;
+    } else if (cfg.payload != NULL && strcmp(cfg.payload, "audit-event") == 0) {
+        request = build_audit_event_request(&request_len);
+        if (request == NULL) {
+            fprintf(stderr, "alma-loadgen: could not build the audit event (out of memory)\n");
+            return EXIT_BENCH_FAILED;
+        }
     } else {
         request = build_default_request((size_t)cfg.payload_size, &request_len);
         if (request == NULL) {

@@ -21,19 +21,9 @@ a markdown table for the README. Progress goes to stderr, results to stdout.
 EOF
 }
 
-die() {
-    echo "run.sh: $*" >&2
-    exit 2
-}
-log() { echo "run.sh: $*" >&2; }
-
-# int_arg NAME VALUE MIN MAX: a plain decimal in range, else exit.
-int_arg() {
-    [[ "$2" =~ ^[0-9]{1,9}$ ]] || die "$1: expected a number, got '$2'"
-    local v=$((10#$2))
-    ((v >= $3 && v <= $4)) || die "$1: $2 is out of range [$3, $4]"
-    echo "$v"
-}
+PROG=run.sh
+# shellcheck source=bench/lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 runs=3
 duration=10
@@ -70,12 +60,8 @@ greeter="$build/bench/greeter_async_server"
 echo_bin="$build/services/echo/alma-echo"
 
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/alma-bench.XXXXXX")
-started_pids=()
 cleanup() {
-    local p
-    for p in "${started_pids[@]}"; do
-        kill -KILL "$p" 2>/dev/null || true
-    done
+    kill_started
     rm -rf "$tmp"
 }
 trap cleanup EXIT
@@ -84,8 +70,8 @@ trap 'exit 130' INT TERM
 # ---- build and PKI -----------------------------------------------------------------------------------------
 log "configuring and building $build (log: $build/bench-build.log)"
 mkdir -p "$build"
-if ! { cmake -S "$root" -B "$build" -DALMA_BENCH=ON -DCMAKE_BUILD_TYPE=Release &&
-    cmake --build "$build" --target alma-loadgen greeter_async_server -j "$(nproc)"; } >"$build/bench-build.log" 2>&1; then
+: >"$build/bench-build.log"
+if ! build_targets "$build" "$build/bench-build.log" alma-loadgen greeter_async_server; then
     tail -n 30 "$build/bench-build.log" >&2
     die "build failed (see $build/bench-build.log)"
 fi
@@ -95,59 +81,9 @@ if ! cmake --build "$build" --target alma-echo -j "$(nproc)" >>"$build/bench-bui
     log "our echo service ($echo_bin) does not build yet: measuring the C++ peer only"
 fi
 
-[ -x "$root/deploy/pki.sh" ] || die "deploy/pki.sh is missing: cannot make the dev PKI"
-"$root/deploy/pki.sh" "$pki" >/dev/null || die "deploy/pki.sh $pki failed"
-for f in ca.pem echo.pem echo-key.pem bench.pem bench-key.pem; do
-    [ -s "$pki/$f" ] || die "$pki/$f is missing after deploy/pki.sh"
-done
+make_pki "$pki" ca.pem echo.pem echo-key.pem bench.pem bench-key.pem
 
 # ---- servers -----------------------------------------------------------------------------------------------
-# True when something accepts connections on 127.0.0.1:PORT.
-port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
-
-# A loopback port nobody listens on (a small race with other programs is possible; the servers bind with
-# SO_REUSEPORT off, so a clash fails loudly instead of sharing the port).
-free_port() {
-    local p
-    for _ in $(seq 1 200); do
-        p=$((20000 + RANDOM % 40000))
-        if ! port_open "$p"; then
-            echo "$p"
-            return 0
-        fi
-    done
-    die "no free loopback port found"
-}
-
-# wait_listening PID PORT: up to 15 s for the port to accept connections while PID lives.
-wait_listening() {
-    for _ in $(seq 1 150); do
-        kill -0 "$1" 2>/dev/null || return 1
-        port_open "$2" && return 0
-        sleep 0.1
-    done
-    return 1
-}
-
-# stop_server PID: SIGTERM, up to 10 s to exit, then SIGKILL.
-stop_server() {
-    kill -TERM "$1" 2>/dev/null || true
-    for _ in $(seq 1 100); do
-        kill -0 "$1" 2>/dev/null || break
-        sleep 0.1
-    done
-    if kill -0 "$1" 2>/dev/null; then
-        log "server $1 ignored SIGTERM for 10 s: killing it"
-        kill -KILL "$1" 2>/dev/null || true
-    fi
-    wait "$1" 2>/dev/null || true
-    local keep=() p
-    for p in "${started_pids[@]}"; do
-        [ "$p" = "$1" ] || keep+=("$p")
-    done
-    started_pids=("${keep[@]+"${keep[@]}"}")
-}
-
 server_pid=""
 server_port=""
 # start_server peer|echo plaintext|mtls LOGFILE: sets server_pid and server_port.
@@ -188,9 +124,6 @@ start_server() {
 }
 
 # ---- runs --------------------------------------------------------------------------------------------------
-# json_num KEY FILE: a numeric field of alma-loadgen's --json line.
-json_num() { sed -n "s/.*\"$1\":\([0-9.][0-9.]*\).*/\1/p" "$2" | head -n 1; }
-
 declare -A qps p50 p99 okruns
 # one_run peer|echo plaintext|mtls RUN
 one_run() {
@@ -220,12 +153,6 @@ one_run() {
     p99["$mode,$kind"]+=" $(json_num p99_us "$out")"
     okruns["$mode,$kind"]=$((${okruns["$mode,$kind"]:-0} + 1))
     log "$mode $kind run $run: $q calls/s, p50 $(json_num p50_us "$out") us, p99 $(json_num p99_us "$out") us"
-}
-
-median() { # median VALUES...: prints "-" when there are none
-    printf '%s\n' "$@" | sed '/^$/d' | sort -g |
-        awk '{a[NR]=$1} END {if (NR==0) print "-"; else if (NR%2) printf "%.1f\n", a[(NR+1)/2];
-                              else printf "%.1f\n", (a[NR/2]+a[NR/2+1])/2}'
 }
 
 servers=(peer)
