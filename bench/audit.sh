@@ -9,7 +9,7 @@ usage() {
 Usage: bench/audit.sh [--runs R] [--duration S] [--warmup S] [--concurrency N] [--pki DIR]
                       [--audit-args "ARGS"] [--help]
 
-Builds build-bench/ (Release, -DALMA_BENCH=ON: alma-loadgen, alma-echo, alma-audit), makes the dev PKI with
+Builds build-bench/ (RelWithDebInfo as shipped, -DALMA_BENCH=ON: alma-loadgen, alma-echo, alma-audit), makes the dev PKI with
 deploy/pki.sh if needed, starts a private PostgreSQL with full durability (tests/harness/pg.sh: fsync=on,
 synchronous_commit=on) and an Ed25519 signing key (openssl genpkey), then R times, in alternating order:
 

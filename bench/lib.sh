@@ -19,13 +19,13 @@ int_arg() {
     echo "$v"
 }
 
-# build_targets BUILD_DIR LOG TARGET...: configure BUILD_DIR (Release, -DALMA_BENCH=ON) and build the targets,
+# build_targets BUILD_DIR LOG TARGET...: configure BUILD_DIR (RelWithDebInfo, as the Dockerfile ships, -DALMA_BENCH=ON) and build the targets,
 # output appended to LOG. Returns cmake's status; the caller decides what a failure means.
 build_targets() {
     local build="$1" logf="$2" root
     shift 2
     root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-    { cmake -S "$root" -B "$build" -DALMA_BENCH=ON -DCMAKE_BUILD_TYPE=Release &&
+    { cmake -S "$root" -B "$build" -DALMA_BENCH=ON -DCMAKE_BUILD_TYPE=RelWithDebInfo &&
         cmake --build "$build" --target "$@" -j "$(nproc)"; } >>"$logf" 2>&1
 }
 

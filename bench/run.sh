@@ -7,7 +7,7 @@ usage() {
     cat <<'EOF'
 Usage: bench/run.sh [--runs R] [--duration S] [--warmup S] [--concurrency N] [--pki DIR] [--help]
 
-Builds build-bench/ (Release, -DALMA_BENCH=ON), makes the dev PKI with deploy/pki.sh if needed, then for
+Builds build-bench/ (RelWithDebInfo as shipped, -DALMA_BENCH=ON), makes the dev PKI with deploy/pki.sh if needed, then for
 plaintext and for mTLS, R times: the C++ async greeter and our echo service (build-bench/services/echo/alma-echo),
 one after the other and in alternating order, each started on free loopback ports, loaded by alma-loadgen,
 and stopped with SIGTERM. Prints the median of the R runs per server and mode: a text table, then the same as

@@ -585,7 +585,7 @@ out:
 base_result cache_get(cache_conn *conn, const char *key, cache_bytes *ret_value, bool *ret_found)
 {
     CACHE__CHECK_CONN(conn);
-    size_t klen;
+    size_t klen = 0;
     BASE_GUARD(cache__check_name(&conn->s, key, &klen));
     const char *argv[2] = {"GET", key};
     const size_t lens[2] = {3, klen};
@@ -598,7 +598,7 @@ base_result cache_set(cache_conn *conn, const char *key, const void *value, size
                       cache_set_mode mode, bool *ret_stored)
 {
     CACHE__CHECK_CONN(conn);
-    size_t klen;
+    size_t klen = 0;
     BASE_GUARD(cache__check_name(&conn->s, key, &klen));
     BASE_GUARD(cache__check_value(&conn->s, value, value_len));
     if (ttl_ms < 0)
@@ -649,7 +649,7 @@ static base_result cache__key_int(cache_conn *conn, bool retry, const char *cmd,
                                   long long *ret)
 {
     CACHE__CHECK_CONN(conn);
-    size_t klen;
+    size_t klen = 0;
     BASE_GUARD(cache__check_name(&conn->s, key, &klen));
     const char *argv[2] = {cmd, key};
     const size_t lens[2] = {strlen(cmd), klen};
@@ -669,7 +669,7 @@ static base_result cache__expire_cmd(cache_conn *conn, const char *cmd, const ch
                                      bool *ret_set)
 {
     CACHE__CHECK_CONN(conn);
-    size_t klen;
+    size_t klen = 0;
     BASE_GUARD(cache__check_name(&conn->s, key, &klen));
     /* EXPIRE with 0 or less deletes the key: not what a caller asking for an expiry means. */
     if (ttl <= 0)
@@ -723,7 +723,7 @@ static const char cache__incr_expire_lua[] = "local v = redis.call('INCR', KEYS[
 base_result cache_incr_expire(cache_conn *conn, const char *key, int64_t ttl_ms, int64_t *ret_value)
 {
     CACHE__CHECK_CONN(conn);
-    size_t klen;
+    size_t klen = 0;
     BASE_GUARD(cache__check_name(&conn->s, key, &klen));
     if (ttl_ms <= 0)
         return base_fail(BASE_ERR_INVALID, "cache: ttl must be positive");
@@ -741,7 +741,7 @@ base_result cache_hset(cache_conn *conn, const char *key, const char *field, con
                        size_t value_len, bool *ret_created)
 {
     CACHE__CHECK_CONN(conn);
-    size_t klen, flen;
+    size_t klen = 0, flen = 0;
     BASE_GUARD(cache__check_name(&conn->s, key, &klen));
     BASE_GUARD(cache__check_name(&conn->s, field, &flen));
     BASE_GUARD(cache__check_value(&conn->s, value, value_len));
@@ -758,7 +758,7 @@ base_result cache_hget(cache_conn *conn, const char *key, const char *field, cac
                        bool *ret_found)
 {
     CACHE__CHECK_CONN(conn);
-    size_t klen, flen;
+    size_t klen = 0, flen = 0;
     BASE_GUARD(cache__check_name(&conn->s, key, &klen));
     BASE_GUARD(cache__check_name(&conn->s, field, &flen));
     const char *argv[3] = {"HGET", key, field};
@@ -786,7 +786,7 @@ static base_result cache__check_string_array(const cache_conn *c, const redisRep
 base_result cache_hgetall(cache_conn *conn, const char *key, cache_fields *ret_fields)
 {
     CACHE__CHECK_CONN(conn);
-    size_t klen;
+    size_t klen = 0;
     BASE_GUARD(cache__check_name(&conn->s, key, &klen));
     const char *argv[2] = {"HGETALL", key};
     const size_t lens[2] = {7, klen};
@@ -827,7 +827,7 @@ static base_result cache__key_name_flag(cache_conn *conn, const char *cmd, const
                                         bool *ret_flag)
 {
     CACHE__CHECK_CONN(conn);
-    size_t klen, nlen;
+    size_t klen = 0, nlen = 0;
     BASE_GUARD(cache__check_name(&conn->s, key, &klen));
     BASE_GUARD(cache__check_name(&conn->s, name, &nlen));
     const char *argv[3] = {cmd, key, name};
@@ -857,7 +857,7 @@ base_result cache_srem(cache_conn *conn, const char *key, const char *member, bo
 base_result cache_smembers(cache_conn *conn, const char *key, cache_list *ret_members)
 {
     CACHE__CHECK_CONN(conn);
-    size_t klen;
+    size_t klen = 0;
     BASE_GUARD(cache__check_name(&conn->s, key, &klen));
     const char *argv[2] = {"SMEMBERS", key};
     const size_t lens[2] = {8, klen};
@@ -895,7 +895,7 @@ base_result cache_publish(cache_conn *conn, const char *channel, const void *mes
                           int64_t *ret_receivers)
 {
     CACHE__CHECK_CONN(conn);
-    size_t clen;
+    size_t clen = 0;
     BASE_GUARD(cache__check_name(&conn->s, channel, &clen));
     BASE_GUARD(cache__check_value(&conn->s, message, message_len));
     const char *argv[3] = {"PUBLISH", channel, message ? (const char *)message : ""};

@@ -397,8 +397,9 @@ static base_result commit_body(db_conn *c, void *arg)
     base_result r = BASE_OK_RESULT;
     size_t n_ok = 0;
     /* What a group started from, to undo it when one of its events cannot be encoded. */
-    size_t group_start = 0, group_end = 0, saved_ok = 0, saved_subtrees = 0, saved_len[BASE_ARRAY_LEN(all)];
-    audit_merkle_frontier saved_work;
+    size_t group_start = 0, group_end = 0, saved_ok = 0, saved_subtrees = 0,
+           saved_len[BASE_ARRAY_LEN(all)] = {0};
+    audit_merkle_frontier saved_work = b->work;
     for (size_t i = 0; i < b->n; i++) {
         pending *p = b->items[i];
         const audit_store_event *ev = p->ev;
