@@ -14,32 +14,26 @@
 #include <string.h>
 #include <time.h>
 
-#define STORE_MSG_MAX    256
-#define FOLD_BATCH       10000 /* leaf hashes read per statement when catching up */
-#define VERIFY_BATCH     1000  /* rows (entries up to 64 KiB) read per statement when verifying */
-#define TXN_MAX_ATTEMPTS 3
-#define DEFAULT_SCHEMA   "audit"
+#define STORE_MSG_MAX     256
+#define FOLD_BATCH        10000 /* leaf hashes read per statement when catching up */
+#define VERIFY_BATCH      1000  /* rows (entries up to 64 KiB) read per statement when verifying */
+#define TXN_MAX_ATTEMPTS  3
+#define FOLD_MAX_ATTEMPTS 50 /* rounds of "another replica appended first" before a batch gives up */
+#define DEFAULT_SCHEMA    "audit"
 
 /* ---- SQL (constants only) --------------------------------------------------------------------------- */
 
-static const char SQL_LOCK[] = "SELECT pg_advisory_xact_lock($1::bigint)";
 static const char SQL_NEXT_SEQ[] = "SELECT coalesce(max(seq) + 1, 0) FROM events";
 static const char SQL_FOLD[] =
     "SELECT seq, leaf_hash FROM events WHERE seq >= $1::bigint AND seq < $2::bigint "
     "ORDER BY seq LIMIT 10000";
 /* One statement per batch: the rows travel as array literals (text parameters), bytea as hex text. */
-/* One statement per batch, one round trip: the rows and the subtree hashes they close travel as array
- * literals (text parameters, bytea as hex); the count of inserted rows comes back. */
-static const char SQL_INSERT[] =
-    "WITH e AS (INSERT INTO events (seq, tenant_id, logged_at, action, purpose, outcome, patient_ref, "
-    "actor_id, entry, leaf_hash) "
-    "SELECT u.s, u.t, timestamptz 'epoch' + $3::bigint * interval '1 microsecond', u.a, u.p, u.o, u.pr, "
-    "u.ac, decode(u.e, 'hex'), decode(u.h, 'hex') "
-    "FROM unnest($1::bigint[], $2::text[], $4::smallint[], $5::smallint[], $6::smallint[], $7::text[], "
-    "$8::text[], $9::text[], $10::text[]) AS u(s, t, a, p, o, pr, ac, e, h) RETURNING 1), "
-    "st AS (INSERT INTO subtrees (level, idx, hash) SELECT v.l, v.i, decode(v.h, 'hex') "
-    "FROM unnest($11::smallint[], $12::bigint[], $13::text[]) AS v(l, i, h)) "
-    "SELECT count(*) FROM e";
+/* One statement per batch, one round trip (0004_append_batch.sql): the rows and the subtree hashes they close
+ * travel as array literals (text parameters, bytea as hex). */
+static const char SQL_APPEND[] =
+    "SELECT append_batch($1::bigint, $2::bigint, $3::bigint, $4::bigint[], $5::text[], $6::smallint[], "
+    "$7::smallint[], $8::smallint[], $9::text[], $10::text[], $11::text[], $12::text[], $13::smallint[], "
+    "$14::bigint[], $15::text[])";
 static const char SQL_LATEST_CHECKPOINT[] =
     "SELECT tree_size, root_hash, signed_note, frontier FROM checkpoints ORDER BY tree_size DESC LIMIT 1";
 static const char SQL_INSERT_CHECKPOINT[] =
@@ -324,8 +318,10 @@ typedef struct batch {
     audit_store *s;
     pending **items;
     size_t n;
-    audit_merkle_frontier work; /* the frontier after this batch, valid when the transaction committed */
+    audit_merkle_frontier base; /* the log before this batch: the committer's frontier plus folded leaves */
+    audit_merkle_frontier work; /* the frontier after this batch, valid when the statement committed */
     uint64_t folded;
+    uint64_t behind; /* set by append_batch(): the log's next seq when another replica appended first */
 } batch;
 
 static void free_entries(batch *b)
@@ -364,24 +360,15 @@ static void group_fail(batch *b, size_t start, size_t end, size_t culprit, base_
     }
 }
 
+/* Encode the batch against b->base and append it with one autocommitted append_batch() call (lock, check of
+ * the log's end, rows and subtrees: 0004_append_batch.sql). When another replica appended first nothing is
+ * written and b->behind says where the log ends. */
 static base_result commit_body(db_conn *c, void *arg)
 {
     batch *b = arg;
     reset_scratch(b);
-    b->work = b->s->frontier; /* only the committer writes it */
-    b->folded = 0;
-
-    char key[24];
-    snprintf(key, sizeof key, "%" PRId64, AUDIT_STORE_LOCK_KEY);
-    const char *kp[] = {key};
-    BASE_GUARD(db_exec(c, SQL_LOCK, 1, kp, NULL));
-
-    uint64_t next = 0;
-    BASE_GUARD(query_u64(c, SQL_NEXT_SEQ, &next));
-    if (next < b->work.size)
-        return base_fail(BASE_ERR_CONFLICT, "audit store: the log is shorter than the in-memory frontier");
-    if (next > b->work.size)
-        BASE_GUARD(fold_leaves(c, &b->work, next, &b->folded));
+    b->work = b->base;
+    b->behind = 0;
 
     int64_t t = real_micros();
     sbuf seqs = {0}, tenants = {0}, actions = {0}, purposes = {0}, outcomes = {0}, patients = {0},
@@ -484,16 +471,21 @@ static base_result commit_body(db_conn *c, void *arg)
     if (oom) {
         r = base_fail(BASE_ERR_NOMEM, "audit store: out of memory building a batch");
     } else if (n_ok > 0) {
-        char tbuf[24];
+        char tbuf[24], key[24], expected[24];
         snprintf(tbuf, sizeof tbuf, "%" PRId64, t);
-        const char *p[] = {seqs.p,   tenants.p, tbuf,     actions.p,   purposes.p, outcomes.p, patients.p,
-                           actors.p, entries.p, leaves.p, st_levels.p, st_idxs.p,  st_hashes.p};
+        snprintf(key, sizeof key, "%" PRId64, AUDIT_STORE_LOCK_KEY);
+        snprintf(expected, sizeof expected, "%" PRIu64, b->base.size);
+        const char *p[] = {key,       expected,   tbuf,        seqs.p,     tenants.p,
+                           actions.p, purposes.p, outcomes.p,  patients.p, actors.p,
+                           entries.p, leaves.p,   st_levels.p, st_idxs.p,  st_hashes.p};
         db_result *res = NULL;
-        r = db_exec(c, SQL_INSERT, (int)BASE_ARRAY_LEN(p), p, &res);
-        int64_t inserted = -1;
+        r = db_exec(c, SQL_APPEND, (int)BASE_ARRAY_LEN(p), p, &res);
+        int64_t inserted = 0;
         if (base_is_ok(r))
             r = db_result_get_int64(res, 0, 0, &inserted);
-        if (base_is_ok(r) && inserted != (int64_t)n_ok)
+        if (base_is_ok(r) && inserted < 0)
+            b->behind = (uint64_t)(-(inserted + 1));
+        else if (base_is_ok(r) && inserted != (int64_t)n_ok)
             r = base_fail(BASE_ERR_INTERNAL, "audit store: batch insert count mismatch");
         db_result_free(res);
     }
@@ -504,8 +496,26 @@ static base_result commit_body(db_conn *c, void *arg)
 
 static void run_batch(audit_store *s, pending **items, size_t n)
 {
-    batch b = {.s = s, .items = items, .n = n};
-    base_result r = db_transaction(s->pool, DB_READ_COMMITTED, TXN_MAX_ATTEMPTS, commit_body, &b);
+    batch b = {.s = s, .items = items, .n = n, .base = s->frontier}; /* only the committer writes it */
+    base_result r = BASE_OK_RESULT;
+    db_conn *c = NULL;
+    r = db_pool_acquire(s->pool, 5000, &c);
+    for (int attempt = 0; base_is_ok(r); attempt++) {
+        r = commit_body(c, &b);
+        if (!base_is_ok(r) || b.behind == 0)
+            break;
+        /* Another replica appended first: take in its leaves, then encode again after them. */
+        if (b.behind < b.base.size)
+            r = base_fail(BASE_ERR_CONFLICT, "audit store: the log is shorter than the in-memory frontier");
+        else if (attempt + 1 >= FOLD_MAX_ATTEMPTS)
+            r = base_fail(BASE_ERR_UNAVAILABLE, "audit store: other replicas keep appending; try again");
+        else {
+            uint64_t folded = 0;
+            r = fold_leaves(c, &b.base, b.behind, &folded);
+            b.folded += folded;
+        }
+    }
+    db_conn_release(c);
     char msg[STORE_MSG_MAX];
     copy_msg(msg, base_is_ok(r) ? "" : base_error_message());
     free_entries(&b);

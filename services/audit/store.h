@@ -1,24 +1,28 @@
 /* The audit log's durable append path (the only audit file that uses common/db).
  *
  * Appends: many threads call audit_store_append() at once. Each enqueues its event and waits on a condition
- * variable; ONE committer thread takes up to max_batch queued events and, in one transaction,
+ * variable; ONE committer thread takes up to max_batch queued events, assigns them the seqs after its
+ * in-memory frontier, encodes and hashes each entry, and makes them durable with ONE autocommitted statement,
+ * SELECT append_batch(...) (migrations/0004_append_batch.sql), which
  *
- *     SELECT pg_advisory_xact_lock(AUDIT_STORE_LOCK_KEY)       -- one appender at a time, across replicas
- *     SELECT coalesce(max(seq) + 1, 0) FROM events             -- another replica appended? fold its leaves
- * in (assign consecutive seqs and one time, encode each entry, hash each leaf) INSERT INTO events SELECT ...
- * FROM unnest($1::bigint[], ..., $10::text[])   -- one statement per batch
+ *     takes pg_advisory_xact_lock(AUDIT_STORE_LOCK_KEY)        -- one appender at a time, across replicas
+ *     checks coalesce(max(seq) + 1, 0) = the frontier's size  -- else another replica appended: nothing is
+ *                                                                written, the committer folds its leaves
+ *                                                                in and encodes the batch again
+ *     INSERTs the rows and the subtree hashes they close, FROM unnest($n::bigint[], ...)
  *
- * then COMMITs, advances the in-memory frontier and wakes every waiter with its sequence, leaf hash and time.
+ * so a batch costs one round trip and one WAL flush. The committer
+ * then advances the in-memory frontier and wakes every waiter with its sequence, leaf hash and time.
  * A failure fails the whole batch with the same error (BASE_ERR_UNAVAILABLE when Postgres is down): nothing
  * of it is visible and the frontier does not move.
  *
  * The entry must contain its own sequence number and time, which only exist at commit, so the caller does
  * not pass bytes but an encoder: audit_store_event.encode(arg, seq, time_micros, &entry, &len), called on the
- * committer thread while the advisory lock is held. It returns a malloc'd buffer the store frees. It may be
- * called more than once for one event (a retried transaction; the seq may then differ): only the bytes of
- * the last call are committed, and the caller learns the seq and time they hold from the append's outputs,
- * so the encoder should be a pure function of (its arg, seq, time) and must not block or call the store.
- * An encoder failure fails only its own event: the rest of the batch commits without it.
+ * committer thread before the statement is sent. It returns a malloc'd buffer the store frees. It may be
+ * called more than once for one event (encoded again after another replica appended; the seq then differs):
+ * only the bytes of the last call are committed, and the caller learns the seq and time they hold from the
+ * append's outputs, so the encoder should be a pure function of (its arg, seq, time) and must not block or
+ * call the store. An encoder failure fails only its own event: the rest of the batch commits without it.
  *
  * Checkpoints: after a commit, when checkpoint_interval_ms has passed since the last one and the size
  * changed, the committer signs origin/size/root (audit_checkpoint_format + audit_note_sign) and stores it
