@@ -290,8 +290,18 @@ EOF
     say "role alma_$svc owns schema $svc; the service runs as alma_${svc}_app"
 }
 
-# The audit log's Ed25519 checkpoint key (created once; its public half is in every checkpoint response).
+# The audit log's Ed25519 checkpoint key and identity's master key (created once, kept in .stack/secrets).
 signing_keys() {
+    local master="$SECRETS/identity-master.key"
+    if [ ! -s "$master" ]; then
+        (
+            umask 077
+            openssl rand -base64 32 >"$master.tmp"
+        ) || die "cannot create the identity master key"
+        mv -f "$master.tmp" "$master"
+        say "new identity master key in $(rel "$master")"
+    fi
+    chmod 600 "$master"
     local key="$SECRETS/audit-signing-key.pem"
     if [ ! -s "$key" ]; then
         (
@@ -302,6 +312,34 @@ signing_keys() {
         say "new audit signing key in $(rel "$key")"
     fi
     chmod 600 "$key"
+}
+
+# The first tenant and its platform administrator (alma-admin bootstrap), once: the password is random, and it,
+# the TOTP URI and the recovery codes go to .stack/secrets/demo-admin.txt (mode 600), never to the terminal.
+bootstrap_identity() { # bootstrap_identity BUILD_DIR
+    local admin="$1/tools/alma-admin" out="$SECRETS/demo-admin.txt" pw
+    [ -x "$admin" ] && svc_pid identity >/dev/null || return 0
+    [ -s "$out" ] && return 0
+    pw=$(openssl rand -base64 18)
+    (
+        umask 077
+        for v in "${!ALMA_@}"; do unset "$v"; done
+        printf '%s\n' "$pw" >"$SECRETS/demo-admin.pw"
+        {
+            echo "tenant demo-clinic, username admin, password $pw"
+            ALMA_PG_URI="postgresql://alma_identity:$(pg_password identity)@127.0.0.1:$(pg_port)/alma" \
+                ALMA_MASTER_KEY_FILE="$SECRETS/identity-master.key" \
+                "$admin" bootstrap --tenant demo-clinic --display-name "Demo Clinic" --username admin \
+                --password-file "$SECRETS/demo-admin.pw"
+        } >"$out.tmp"
+    ) || {
+        rm -f "$out.tmp" "$SECRETS/demo-admin.pw"
+        say "identity: alma-admin bootstrap did not run (tenants exist already, or see above)"
+        return 0
+    }
+    rm -f "$SECRETS/demo-admin.pw"
+    mv -f "$out.tmp" "$out"
+    say "identity: tenant demo-clinic with platform admin 'admin'; password, TOTP URI and recovery codes in $(rel "$out")"
 }
 
 pg_password() { # pg_password FILE (SVC or SVC-app)
@@ -432,6 +470,10 @@ svc_start() { # svc_start SVC BIN
         export ALMA_TRUST_DOMAIN="$TRUST_DOMAIN" ALMA_REDIS_ADDR="127.0.0.1:$rport"
         if [ -n "$pg_uri" ]; then export ALMA_PG_URI="$pg_uri" ALMA_PG_OWNER_URI="$pg_owner_uri"; fi
         if [ "$svc" = audit ]; then export ALMA_SIGNING_KEY="$SECRETS/audit-signing-key.pem"; fi
+        if [ "$svc" = identity ]; then
+            export ALMA_MASTER_KEY_FILE="$SECRETS/identity-master.key"
+            export ALMA_AUDIT_ADDR="127.0.0.1:$(svc_api_port audit)"
+        fi
         # Own session: a Ctrl-C in the terminal reaches only this script, which stops things in order.
         exec setsid "$bin" </dev/null >>"$log" 2>&1
     ) &
@@ -592,6 +634,7 @@ cmd_start() {
         fi
     done
     [ "$started" -gt 0 ] || say "no service binaries in $(rel "$build")/services/*/ yet: only Postgres and Redis run"
+    bootstrap_identity "$build"
 
     if [ -f "$REPO/deploy/demo-data.sh" ]; then
         say "loading demo data (deploy/demo-data.sh)"

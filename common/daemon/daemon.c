@@ -45,6 +45,11 @@ static const cfg_setting daemon_settings[] = {
      "when serving, write the bound ports here (api=N admin=N metrics=N)", false},
 };
 
+rpc_tls_files daemon_tls_files(void)
+{
+    return (rpc_tls_files){daemon_tls_cert, daemon_tls_key, daemon_tls_ca};
+}
+
 static void daemon_grpc_log(int severity, const char *file, int line, const char *message)
 {
     (void)file;

@@ -26,6 +26,10 @@ typedef struct daemon_service {
     void (*fini)(void *state);
 } daemon_service;
 
+/* This process's own TLS files (the common tls-cert, tls-key, tls-ca settings), for a service's init() that
+ * opens mTLS channels to other services (e.g. the audit log). Valid after settings are loaded. */
+rpc_tls_files daemon_tls_files(void);
+
 /* Runs the service until SIGTERM or SIGINT; returns the process exit code (0 after a clean drain,
  * 2 for bad settings, 1 when start-up fails). */
 int daemon_main(const daemon_service *svc, int argc, char **argv);

@@ -2,7 +2,10 @@
 #include "service.h"
 
 #include "audit/v1/audit.pb-c.h"
+#include "authz/authz.h"
 #include "base/log.h"
+#include "daemon/daemon.h"
+#include "identity/v1/identity.pb-c.h"
 #include "checkpoint.h"
 #include "crypto/crypto.h"
 #include "entry.h"
@@ -31,7 +34,7 @@
 /* ---- Settings ------------------------------------------------------------------------------------------ */
 
 static const char *set_pg_uri, *set_pg_owner_uri, *set_pg_schema, *set_signing_key, *set_origin,
-    *set_key_name;
+    *set_key_name, *set_identity_addr, *set_redis_addr;
 static long set_pg_pool_size, set_max_batch, set_batch_wait_us, set_checkpoint_interval_ms;
 
 const cfg_setting audit_settings[] = {
@@ -55,12 +58,23 @@ const cfg_setting audit_settings[] = {
      false},
     {"checkpoint-interval-ms", CFG_INT, "1000", &set_checkpoint_interval_ms, 10, 3600000,
      "at most one signed checkpoint per interval (after appends)", false},
+    {"identity-addr", CFG_STRING, "", &set_identity_addr, 0, 300,
+     "the identity service's API host:port: when set, reads (queries, exports, accounting) need the caller's "
+     "access token with audit.read in the tenant asked about; empty: the caller's service identity alone "
+     "(development)",
+     false},
+    {"redis-addr", CFG_STRING, "127.0.0.1:6379", &set_redis_addr, 3, 300,
+     "Redis host:port of the token revocation feed (with identity-addr)", false},
 };
 const size_t audit_setting_count = BASE_ARRAY_LEN(audit_settings);
 
 /* ---- State --------------------------------------------------------------------------------------------- */
 
 typedef struct audit_service {
+    authz *az;          /* NULL without identity-addr */
+    cache_config cache; /* the revocation feed's Redis */
+    char redis_host[256];
+    rpc_channel *identity; /* for the verification keys */
     db_pool *pool;
     acrypto_ed25519_key *key;
     audit_store *store;
@@ -108,6 +122,50 @@ static base_result migrate_as_owner(db_pool *runtime)
     return r;
 }
 
+static base_result fetch_jwks(void *arg, char **ret)
+{
+    audit_service *s = arg;
+    Alma__Identity__V1__GetVerificationKeysRequest req =
+        ALMA__IDENTITY__V1__GET_VERIFICATION_KEYS_REQUEST__INIT;
+    rpc_call_opts o = {.timeout_ms = 2000};
+    ProtobufCMessage *resp = NULL;
+    rpc_status st;
+    rpc_code code =
+        rpc_call_unary(s->identity, "/alma.identity.v1.Identity/GetVerificationKeys", &req.base,
+                       &alma__identity__v1__get_verification_keys_response__descriptor, &o, &resp, &st);
+    if (code != RPC_OK)
+        return base_fail(BASE_ERR_UNAVAILABLE, "identity service unavailable (%s)", rpc_code_name(code));
+    char *copy = strdup(((Alma__Identity__V1__GetVerificationKeysResponse *)resp)->jwks_json);
+    protobuf_c_message_free_unpacked(resp, NULL);
+    if (!copy)
+        return base_fail(BASE_ERR_NOMEM, "out of memory");
+    *ret = copy;
+    return BASE_OK_RESULT;
+}
+
+/* Token checks for reads, when identity-addr is set. */
+static base_result open_authz(audit_service *s)
+{
+    if (!set_identity_addr[0])
+        return BASE_OK_RESULT;
+    const char *colon = strrchr(set_redis_addr, ':');
+    BASE_ENSURE(colon && colon != set_redis_addr && (size_t)(colon - set_redis_addr) < sizeof s->redis_host,
+                BASE_ERR_INVALID, "redis-addr must be host:port");
+    memcpy(s->redis_host, set_redis_addr, (size_t)(colon - set_redis_addr));
+    s->redis_host[colon - set_redis_addr] = '\0';
+    long port = strtol(colon + 1, NULL, 10);
+    BASE_ENSURE(port > 0 && port < 65536, BASE_ERR_INVALID, "redis-addr must be host:port");
+    s->cache = (cache_config){.host = s->redis_host, .port = (int)port};
+    rpc_client_tls tls = {.files = daemon_tls_files()};
+    BASE_GUARD(rpc_channel_open(set_identity_addr, &tls, &s->identity));
+    authz_config cfg = {.cache = &s->cache, .fetch_jwks = fetch_jwks, .fetch_arg = s};
+    BASE_GUARD(authz_new(&cfg, &s->az));
+    if (!base_is_ok(authz_wait_ready(s->az, 5000)))
+        log_emit(LOG_WARN, NULL, "token checks not ready yet: reads fail with UNAVAILABLE until they are",
+                 NULL);
+    return BASE_OK_RESULT;
+}
+
 base_result audit_service_init(void **ret_state)
 {
     audit_service *s = calloc(1, sizeof *s);
@@ -147,6 +205,7 @@ base_result audit_service_init(void **ret_state)
     size_t vlen = 0;
     BASE_GUARD_GOTO(r, acrypto_ed25519_public_raw(s->key, pub), fail);
     BASE_GUARD_GOTO(r, audit_note_vkey_format(key_name, pub, &s->vkey, &vlen), fail);
+    BASE_GUARD_GOTO(r, open_authz(s), fail);
     log_emit(LOG_INFO, NULL, "audit log open", "component", "store", NULL);
     *ret_state = s;
     return BASE_OK_RESULT;
@@ -160,6 +219,8 @@ void audit_service_fini(void *state)
     audit_service *s = state;
     if (!s)
         return;
+    authz_free(s->az);
+    rpc_channel_close(s->identity);
     audit_store_close(s->store);
     db_pool_destroy(s->pool);
     acrypto_ed25519_free(s->key);
@@ -370,13 +431,33 @@ static rpc_code audit_read_access(rpc_ctx *ctx, const Alma__Audit__V1__EventFilt
 {
     Alma__Audit__V1__Actor actor = ALMA__AUDIT__V1__ACTOR__INIT;
     actor.principal_id = (char *)caller_principal(ctx);
+    audit_service *svc = svc_of(ctx);
+    authz_claims claims;
+    authz_decision d;
+    bool denied = false;
+    char *roles[16];
+    if (svc->az) {
+        /* Only roles with audit.read, in the tenant asked about; the denial is recorded too. */
+        authz_resource res = {.tenant_id = f ? f->tenant_id : ""};
+        base_result ar =
+            authz_authorize(svc->az, rpc_ctx_authorization(ctx), "audit.read", &res, &claims, &d);
+        if (!base_is_ok(ar) && (d.code != AUTHZ_PERMISSION_DENIED || !d.authenticated))
+            return rpc_fail(ctx, (rpc_code)d.code, "%s", d.reason);
+        denied = !base_is_ok(ar);
+        actor.principal_id = rpc_ctx_strdup(ctx, claims.sub);
+        for (size_t i = 0; i < claims.role_count && i < 16; i++)
+            roles[i] = claims.roles[i];
+        actor.roles = roles;
+        actor.n_roles = claims.role_count < 16 ? claims.role_count : 16;
+    }
     Alma__Audit__V1__EventInput ev = ALMA__AUDIT__V1__EVENT_INPUT__INIT;
     ev.tenant_id = f ? f->tenant_id : (char *)"";
     ev.actor = &actor;
     ev.action = action;
     ev.purpose = ALMA__COMMON__V1__PURPOSE_OF_USE__PURPOSE_OF_USE_OPERATIONS;
-    ev.outcome = ALMA__AUDIT__V1__OUTCOME__OUTCOME_SUCCESS;
-    ev.severity = action == ALMA__AUDIT__V1__ACTION__ACTION_EXPORT
+    ev.outcome =
+        denied ? ALMA__AUDIT__V1__OUTCOME__OUTCOME_DENIED : ALMA__AUDIT__V1__OUTCOME__OUTCOME_SUCCESS;
+    ev.severity = denied || action == ALMA__AUDIT__V1__ACTION__ACTION_EXPORT
                       ? ALMA__AUDIT__V1__SEVERITY__SEVERITY_HIGH
                       : ALMA__AUDIT__V1__SEVERITY__SEVERITY_NOTICE;
     ev.patient_ref = (char *)(patient_ref ? patient_ref : "");
@@ -407,6 +488,8 @@ static rpc_code audit_read_access(rpc_ctx *ctx, const Alma__Audit__V1__EventFilt
     r = audit_store_append_all(svc_of(ctx)->store, &sev, 1, &res);
     if (!base_is_ok(r))
         return rpc_fail_result(ctx, r);
+    if (denied)
+        return rpc_fail(ctx, RPC_PERMISSION_DENIED, "%s", d.reason);
     return RPC_OK;
 }
 
