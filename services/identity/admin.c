@@ -1,0 +1,766 @@
+/* Identity: administration within the caller's tenant (users, roles, grants, care relationships,
+ * break-glass, partner clients) and the Check decision. Every change is audited with the old and the new
+ * value; nobody can hand out a permission they do not hold themselves (no privilege escalation by grant). */
+#include "service_internal.h"
+
+#include "base/log.h"
+
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define DETAIL_MAX 256
+
+/* "a,b,c" of a list, cut to the audit detail limit with a marker when it does not fit. */
+static const char *join(rpc_ctx *ctx, char *const *items, size_t n)
+{
+    char *out = rpc_ctx_alloc(ctx, DETAIL_MAX + 1);
+    if (!out)
+        return "";
+    size_t len = 0;
+    for (size_t i = 0; i < n; i++) {
+        size_t need = strlen(items[i]) + (i ? 1 : 0);
+        if (len + need > DETAIL_MAX - 4) {
+            snprintf(out + len, DETAIL_MAX + 1 - len, ",...");
+            return out;
+        }
+        len += (size_t)snprintf(out + len, DETAIL_MAX + 1 - len, "%s%s", i ? "," : "", items[i]);
+    }
+    return out;
+}
+
+static bool claims_have(const authz_claims *c, const char *perm)
+{
+    for (size_t i = 0; i < c->perm_count; i++)
+        if (strcmp(c->perm[i], perm) == 0)
+            return true;
+    return false;
+}
+
+/* The caller may grant a role only if it holds every permission the role gives. */
+static rpc_code check_no_escalation(rpc_ctx *ctx, const authz_claims *c, const char *role_id)
+{
+    identity_role role = {0};
+    base_result r = identity_store_role_get(idn_of(ctx)->pool, c->tid, role_id, &role);
+    if (!base_is_ok(r))
+        return idn_fail(ctx, r);
+    rpc_code code = RPC_OK;
+    for (size_t i = 0; i < role.npermissions && code == RPC_OK; i++)
+        if (!claims_have(c, role.permissions[i]))
+            code = rpc_fail(ctx, RPC_PERMISSION_DENIED,
+                            "the role gives permissions the caller does not hold (no escalation by grant)");
+    identity_role_clear(&role);
+    return code;
+}
+
+static rpc_code audited(rpc_ctx *ctx, const idn_audit_event *ev)
+{
+    if (!base_is_ok(idn_audit(ctx, ev)))
+        return rpc_fail(ctx, RPC_UNAVAILABLE,
+                        "audit log unavailable: the change was made but not yet recorded");
+    return RPC_OK;
+}
+
+rpc_code idn_user_out(rpc_ctx *ctx, const identity_principal *p, Alma__Identity__V1__User *out)
+{
+    identity_effective eff = {0};
+    base_result r = identity_store_effective(idn_of(ctx)->pool, p->tenant_id, p->principal_id, &eff);
+    if (!base_is_ok(r))
+        return idn_fail(ctx, r);
+    out->tenant_id = rpc_ctx_strdup(ctx, p->tenant_id);
+    out->principal_id = rpc_ctx_strdup(ctx, p->principal_id);
+    out->username = rpc_ctx_strdup(ctx, p->username);
+    out->display_name = rpc_ctx_strdup(ctx, p->display_name);
+    out->state = p->state == IDENTITY_PRINCIPAL_ACTIVE ? ALMA__IDENTITY__V1__USER_STATE__USER_STATE_ACTIVE
+                                                       : ALMA__IDENTITY__V1__USER_STATE__USER_STATE_DISABLED;
+    out->roles = rpc_ctx_alloc(ctx, (eff.nroles + 1) * sizeof *out->roles);
+    for (size_t i = 0; out->roles && i < eff.nroles; i++)
+        out->roles[i] = rpc_ctx_strdup(ctx, eff.roles[i].role_id);
+    out->n_roles = out->roles ? eff.nroles : 0;
+    out->totp_enrolled = eff.totp_confirmed;
+    out->mfa_required = eff.requires_mfa;
+    out->create_time = idn_timestamp(ctx, p->created_us);
+    identity_effective_free(&eff);
+    return RPC_OK;
+}
+
+/* ---- Tenants and users ------------------------------------------------------------------------------------
+ */
+
+rpc_code idn_h_create_tenant(rpc_ctx *ctx, const void *reqp, void *respp)
+{
+    const Alma__Identity__V1__CreateTenantRequest *req = reqp;
+    Alma__Identity__V1__Tenant *out = respp;
+    authz_claims c;
+    rpc_code code = idn_require(ctx, "platform.tenants.manage", NULL, &c);
+    if (code != RPC_OK)
+        return code;
+    if (!req->tenant || (req->tenant->kind != ALMA__IDENTITY__V1__TENANT_KIND__TENANT_KIND_PROVIDER &&
+                         req->tenant->kind != ALMA__IDENTITY__V1__TENANT_KIND__TENANT_KIND_HEALTH_PLAN))
+        return rpc_fail(ctx, RPC_INVALID_ARGUMENT, "tenant with kind PROVIDER or HEALTH_PLAN is required");
+    identity_tenant t;
+    base_result r = identity_store_tenant_create(
+        idn_of(ctx)->pool, req->tenant->tenant_id, (identity_tenant_kind)req->tenant->kind,
+        req->tenant->display_name, req->tenant->mfa_required_for_all, &t);
+    if (!base_is_ok(r))
+        return idn_fail(ctx, r);
+    out->tenant_id = rpc_ctx_strdup(ctx, t.tenant_id);
+    out->kind = (Alma__Identity__V1__TenantKind)t.kind;
+    out->display_name = rpc_ctx_strdup(ctx, t.display_name);
+    out->mfa_required_for_all = t.mfa_required_for_all;
+    out->create_time = idn_timestamp(ctx, t.created_us);
+    idn_audit_event ev = {.tenant_id = c.tid,
+                          .actor = c.sub,
+                          .claims = &c,
+                          .action = ALMA__AUDIT__V1__ACTION__ACTION_ADMIN,
+                          .resource_type = "Tenant",
+                          .resource_id = t.tenant_id,
+                          .details = (const char *const[]){
+                              "change", "tenant created", "new_kind",
+                              t.kind == IDENTITY_TENANT_PROVIDER ? "provider" : "health_plan",
+                              "new_mfa_required_for_all", t.mfa_required_for_all ? "true" : "false", NULL}};
+    return audited(ctx, &ev);
+}
+
+rpc_code idn_h_create_user(rpc_ctx *ctx, const void *reqp, void *respp)
+{
+    const Alma__Identity__V1__CreateUserRequest *req = reqp;
+    idn_service *s = idn_of(ctx);
+    authz_claims c;
+    rpc_code code = idn_require(ctx, "identity.users.manage", NULL, &c);
+    if (code != RPC_OK)
+        return code;
+    if (req->n_roles > IDENTITY_ROLES_MAX)
+        return rpc_fail(ctx, RPC_INVALID_ARGUMENT, "at most %d roles", IDENTITY_ROLES_MAX);
+    for (size_t i = 0; i < req->n_roles; i++)
+        if ((code = check_no_escalation(ctx, &c, req->roles[i])) != RPC_OK)
+            return code;
+    if (strlen(req->initial_password) > IDN_MAX_PASSWORD)
+        return rpc_fail(ctx, RPC_INVALID_ARGUMENT, "initial_password is longer than %d bytes",
+                        IDN_MAX_PASSWORD);
+    base_result r =
+        cred_password_check_policy(req->initial_password, strlen(req->initial_password), req->username);
+    if (!base_is_ok(r))
+        return idn_fail(ctx, r);
+    char enc[CRED_PASSWORD_HASH_MAX];
+    sem_wait(&s->argon_slots);
+    r = cred_password_hash(&s->argon, req->initial_password, strlen(req->initial_password), enc);
+    sem_post(&s->argon_slots);
+    if (!base_is_ok(r))
+        return idn_fail(ctx, r);
+    identity_principal_new in = {.tenant_id = c.tid,
+                                 .kind = IDENTITY_PRINCIPAL_USER,
+                                 .username = req->username,
+                                 .display_name = req->display_name,
+                                 .password_encoded = enc,
+                                 .roles = (const char *const *)req->roles,
+                                 .nroles = req->n_roles,
+                                 .created_by = c.sub};
+    identity_principal p;
+    r = identity_store_principal_create(s->pool, &in, &p);
+    acrypto_wipe(enc, sizeof enc);
+    if (!base_is_ok(r))
+        return idn_fail(ctx, r);
+    if ((code = idn_user_out(ctx, &p, respp)) != RPC_OK)
+        return code;
+    idn_audit_event ev = {.tenant_id = c.tid,
+                          .actor = c.sub,
+                          .claims = &c,
+                          .action = ALMA__AUDIT__V1__ACTION__ACTION_ADMIN,
+                          .resource_type = "User",
+                          .resource_id = p.principal_id,
+                          .details = (const char *const[]){"change", "user created", "new_roles",
+                                                           join(ctx, req->roles, req->n_roles), NULL}};
+    return audited(ctx, &ev);
+}
+
+rpc_code idn_h_get_user(rpc_ctx *ctx, const void *reqp, void *respp)
+{
+    const Alma__Identity__V1__GetUserRequest *req = reqp;
+    authz_claims c;
+    rpc_code code = idn_authenticate(ctx, &c);
+    if (code != RPC_OK)
+        return code;
+    const char *target = req->principal_id[0] ? req->principal_id : c.sub;
+    if (strcmp(target, c.sub) != 0 && (code = idn_require(ctx, "identity.users.read", NULL, &c)) != RPC_OK)
+        return code;
+    identity_principal p;
+    base_result r = identity_store_principal_get(idn_of(ctx)->pool, c.tid, target, &p);
+    if (!base_is_ok(r))
+        return idn_fail(ctx, r);
+    return idn_user_out(ctx, &p, respp);
+}
+
+rpc_code idn_h_disable_user(rpc_ctx *ctx, const void *reqp, void *respp)
+{
+    const Alma__Identity__V1__DisableUserRequest *req = reqp;
+    idn_service *s = idn_of(ctx);
+    authz_claims c;
+    rpc_code code = idn_require(ctx, "identity.users.manage", NULL, &c);
+    if (code != RPC_OK)
+        return code;
+    if (strcmp(req->principal_id, c.sub) == 0)
+        return rpc_fail(ctx, RPC_FAILED_PRECONDITION, "a user cannot disable themselves");
+    identity_principal p;
+    bool changed = false;
+    base_result r = identity_store_principal_disable(s->pool, c.tid, req->principal_id,
+                                                     req->reason[0] ? req->reason : "disabled", &p, &changed);
+    if (!base_is_ok(r))
+        return idn_fail(ctx, r);
+    /* Sessions end now and every token it holds dies in every service within a second. */
+    int ended = 0;
+    if (!base_is_ok(r = idn_end_principal(s, p.principal_id, true, &ended)))
+        return idn_fail(ctx, r);
+    if ((code = idn_user_out(ctx, &p, respp)) != RPC_OK)
+        return code;
+    char count[16];
+    snprintf(count, sizeof count, "%d", ended);
+    idn_audit_event ev = {.tenant_id = c.tid,
+                          .actor = c.sub,
+                          .claims = &c,
+                          .action = ALMA__AUDIT__V1__ACTION__ACTION_ADMIN,
+                          .severity = ALMA__AUDIT__V1__SEVERITY__SEVERITY_NOTICE,
+                          .resource_type = "User",
+                          .resource_id = p.principal_id,
+                          .details = (const char *const[]){"change", "user disabled", "old_state",
+                                                           changed ? "active" : "disabled", "new_state",
+                                                           "disabled", "sessions_ended", count, NULL}};
+    return audited(ctx, &ev);
+}
+
+rpc_code idn_h_revoke_sessions(rpc_ctx *ctx, const void *reqp, void *respp)
+{
+    const Alma__Identity__V1__RevokeSessionsRequest *req = reqp;
+    Alma__Identity__V1__RevokeSessionsResponse *resp = respp;
+    idn_service *s = idn_of(ctx);
+    authz_claims c;
+    rpc_code code = idn_authenticate(ctx, &c);
+    if (code != RPC_OK)
+        return code;
+    const char *target = req->principal_id[0] ? req->principal_id : c.sub;
+    if (strcmp(target, c.sub) != 0 &&
+        (code = idn_require(ctx, "identity.sessions.revoke", NULL, &c)) != RPC_OK)
+        return code;
+    identity_principal p;
+    base_result r = identity_store_principal_get(s->pool, c.tid, target, &p);
+    if (!base_is_ok(r))
+        return idn_fail(ctx, r);
+    int ended = 0;
+    if (!base_is_ok(r = idn_end_principal(s, p.principal_id, true, &ended)))
+        return idn_fail(ctx, r);
+    resp->revoked = ended;
+    char count[16];
+    snprintf(count, sizeof count, "%d", ended);
+    idn_audit_event ev = {
+        .tenant_id = c.tid,
+        .actor = c.sub,
+        .claims = &c,
+        .action = ALMA__AUDIT__V1__ACTION__ACTION_LOGOUT,
+        .resource_type = "User",
+        .resource_id = p.principal_id,
+        .details = (const char *const[]){"change", "all sessions revoked", "sessions_ended", count, NULL}};
+    return audited(ctx, &ev);
+}
+
+/* ---- Roles and grants -------------------------------------------------------------------------------------
+ */
+
+static Alma__Identity__V1__Role *role_out(rpc_ctx *ctx, const identity_role *r)
+{
+    Alma__Identity__V1__Role *o = rpc_ctx_alloc(ctx, sizeof *o);
+    if (!o)
+        return NULL;
+    alma__identity__v1__role__init(o);
+    o->tenant_id = rpc_ctx_strdup(ctx, r->tenant_id);
+    o->role_id = rpc_ctx_strdup(ctx, r->role_id);
+    o->display_name = rpc_ctx_strdup(ctx, r->display_name);
+    o->permissions = rpc_ctx_alloc(ctx, (r->npermissions + 1) * sizeof *o->permissions);
+    for (size_t i = 0; o->permissions && i < r->npermissions; i++)
+        o->permissions[i] = rpc_ctx_strdup(ctx, r->permissions[i]);
+    o->n_permissions = o->permissions ? r->npermissions : 0;
+    o->requires_mfa = r->requires_mfa;
+    o->version = r->version;
+    o->built_in = r->built_in;
+    return o;
+}
+
+rpc_code idn_h_list_roles(rpc_ctx *ctx, const void *reqp, void *respp)
+{
+    (void)reqp;
+    Alma__Identity__V1__ListRolesResponse *resp = respp;
+    authz_claims c;
+    rpc_code code = idn_require(ctx, "identity.roles.read", NULL, &c);
+    if (code != RPC_OK)
+        return code;
+    identity_role_list l = {0};
+    base_result r = identity_store_roles_list(idn_of(ctx)->pool, c.tid, &l);
+    if (!base_is_ok(r))
+        return idn_fail(ctx, r);
+    resp->roles = rpc_ctx_alloc(ctx, (l.n + 1) * sizeof *resp->roles);
+    for (size_t i = 0; resp->roles && i < l.n; i++)
+        resp->roles[resp->n_roles++] = role_out(ctx, &l.items[i]);
+    identity_role_list_free(&l);
+    return RPC_OK;
+}
+
+rpc_code idn_h_put_role(rpc_ctx *ctx, const void *reqp, void *respp)
+{
+    const Alma__Identity__V1__PutRoleRequest *req = reqp;
+    authz_claims c;
+    rpc_code code = idn_require(ctx, "identity.roles.manage", NULL, &c);
+    if (code != RPC_OK)
+        return code;
+    if (!req->role)
+        return rpc_fail(ctx, RPC_INVALID_ARGUMENT, "role is required");
+    for (size_t i = 0; i < req->role->n_permissions; i++)
+        if (!claims_have(&c, req->role->permissions[i]))
+            return rpc_fail(ctx, RPC_PERMISSION_DENIED,
+                            "the role would give permissions the caller does not hold (no escalation)");
+    identity_role_put in = {.tenant_id = c.tid,
+                            .role_id = req->role->role_id,
+                            .display_name = req->role->display_name,
+                            .requires_mfa = req->role->requires_mfa,
+                            .permissions = (const char *const *)req->role->permissions,
+                            .npermissions = req->role->n_permissions,
+                            .expected_version = req->role->version,
+                            .changed_by = c.sub};
+    identity_role after = {0}, before = {0};
+    bool changed = false;
+    base_result r = identity_store_role_put(idn_of(ctx)->pool, &in, &after, &before, &changed);
+    if (!base_is_ok(r))
+        return idn_fail(ctx, r);
+    Alma__Identity__V1__Role *o = role_out(ctx, &after);
+    if (o)
+        *(Alma__Identity__V1__Role *)respp = *o;
+    char old_version[24], new_version[24];
+    snprintf(old_version, sizeof old_version, "%" PRId64, before.version);
+    snprintf(new_version, sizeof new_version, "%" PRId64, after.version);
+    idn_audit_event ev = {
+        .tenant_id = c.tid,
+        .actor = c.sub,
+        .claims = &c,
+        .action = ALMA__AUDIT__V1__ACTION__ACTION_ADMIN,
+        .resource_type = "Role",
+        .resource_id = after.role_id,
+        .details = (const char *const[]){"change", changed ? "role changed" : "role unchanged", "old_version",
+                                         old_version, "new_version", new_version, "old_permissions",
+                                         join(ctx, before.permissions, before.npermissions),
+                                         "new_permissions", join(ctx, after.permissions, after.npermissions),
+                                         "old_requires_mfa", before.requires_mfa ? "true" : "false",
+                                         "new_requires_mfa", after.requires_mfa ? "true" : "false", NULL}};
+    identity_role_clear(&after);
+    identity_role_clear(&before);
+    if (!o)
+        return rpc_fail(ctx, RPC_RESOURCE_EXHAUSTED, "out of memory");
+    /* Holders of the role keep their tokens until they expire (at most token-ttl-s): the full history is in
+     * role_history; Refresh issues tokens with the new permissions. */
+    return audited(ctx, &ev);
+}
+
+static rpc_code grant_or_revoke(rpc_ctx *ctx, const char *principal_id, const char *role_id, bool grant,
+                                void *respp)
+{
+    idn_service *s = idn_of(ctx);
+    authz_claims c;
+    rpc_code code = idn_require(ctx, "identity.roles.manage", NULL, &c);
+    if (code != RPC_OK)
+        return code;
+    if ((code = check_no_escalation(ctx, &c, role_id)) != RPC_OK)
+        return code;
+    base_result r = grant ? identity_store_grant(s->pool, c.tid, principal_id, role_id, c.sub)
+                          : identity_store_revoke(s->pool, c.tid, principal_id, role_id);
+    if (!base_is_ok(r))
+        return idn_fail(ctx, r);
+    /* The user's tokens carry the old permissions: revoke them now; a Refresh gets the new ones. */
+    if (!base_is_ok(r = idn_end_principal(s, principal_id, false, NULL)))
+        return idn_fail(ctx, r);
+    identity_principal p;
+    if (!base_is_ok(r = identity_store_principal_get(s->pool, c.tid, principal_id, &p)))
+        return idn_fail(ctx, r);
+    if ((code = idn_user_out(ctx, &p, respp)) != RPC_OK)
+        return code;
+    idn_audit_event ev = {.tenant_id = c.tid,
+                          .actor = c.sub,
+                          .claims = &c,
+                          .action = ALMA__AUDIT__V1__ACTION__ACTION_ADMIN,
+                          .severity = ALMA__AUDIT__V1__SEVERITY__SEVERITY_NOTICE,
+                          .resource_type = "User",
+                          .resource_id = principal_id,
+                          .details = (const char *const[]){
+                              "change", grant ? "role granted" : "role revoked", "role", role_id, "old_held",
+                              grant ? "false" : "true", "new_held", grant ? "true" : "false", NULL}};
+    return audited(ctx, &ev);
+}
+
+rpc_code idn_h_grant_role(rpc_ctx *ctx, const void *reqp, void *respp)
+{
+    const Alma__Identity__V1__GrantRoleRequest *req = reqp;
+    return grant_or_revoke(ctx, req->principal_id, req->role_id, true, respp);
+}
+
+rpc_code idn_h_revoke_role(rpc_ctx *ctx, const void *reqp, void *respp)
+{
+    const Alma__Identity__V1__RevokeRoleRequest *req = reqp;
+    return grant_or_revoke(ctx, req->principal_id, req->role_id, false, respp);
+}
+
+/* ---- Care relationships and break-glass
+ * --------------------------------------------------------------------- */
+
+static rpc_code relationship_out(rpc_ctx *ctx, const identity_relationship *r,
+                                 Alma__Identity__V1__CareRelationship *o)
+{
+    o->relationship_id = rpc_ctx_strdup(ctx, r->relationship_id);
+    o->tenant_id = rpc_ctx_strdup(ctx, r->tenant_id);
+    o->clinician_id = rpc_ctx_strdup(ctx, r->clinician_id);
+    o->patient_ref = rpc_ctx_strdup(ctx, r->patient_ref);
+    o->kind = (Alma__Identity__V1__RelationshipKind)r->kind;
+    o->start_time = idn_timestamp(ctx, r->start_us);
+    o->end_time = r->end_us ? idn_timestamp(ctx, r->end_us) : NULL;
+    return RPC_OK;
+}
+
+/* Mirror whichever relationship of this clinician and patient is in force now (or none). */
+static base_result remirror(idn_service *s, const char *tenant, const char *clinician, const char *patient)
+{
+    cache_conn *conn = cache_thread_conn(&s->cache);
+    if (!conn)
+        return base_fail(BASE_ERR_UNAVAILABLE, "Redis unavailable");
+    identity_relationship_list l = {0};
+    BASE_GUARD(identity_store_relationships_active(s->pool, tenant, clinician, patient, &l));
+    base_result r = l.n > 0 ? idn_mirror_relationship(s, conn, &l.items[0])
+                            : authz_unmirror_relationship(conn, tenant, clinician, patient);
+    identity_relationship_list_free(&l);
+    return r;
+}
+
+rpc_code idn_h_create_relationship(rpc_ctx *ctx, const void *reqp, void *respp)
+{
+    const Alma__Identity__V1__CreateCareRelationshipRequest *req = reqp;
+    idn_service *s = idn_of(ctx);
+    authz_claims c;
+    rpc_code code = idn_require(ctx, "care.relationships.manage", NULL, &c);
+    if (code != RPC_OK)
+        return code;
+    const Alma__Identity__V1__CareRelationship *in = req->relationship;
+    if (!in || in->kind < 1 || in->kind > 4)
+        return rpc_fail(ctx, RPC_INVALID_ARGUMENT, "relationship with a kind is required");
+    int64_t start = 0, end = 0;
+    if (in->start_time && !idn_timestamp_micros(in->start_time, &start))
+        return rpc_fail(ctx, RPC_INVALID_ARGUMENT, "relationship.start_time is out of range");
+    if (in->end_time && !idn_timestamp_micros(in->end_time, &end))
+        return rpc_fail(ctx, RPC_INVALID_ARGUMENT, "relationship.end_time is out of range");
+    identity_relationship_new n = {.tenant_id = c.tid,
+                                   .clinician_id = in->clinician_id,
+                                   .patient_ref = in->patient_ref,
+                                   .kind = (identity_relationship_kind)in->kind,
+                                   .start_us = start,
+                                   .end_us = end,
+                                   .created_by = c.sub};
+    identity_relationship rel;
+    base_result r = identity_store_relationship_create(s->pool, &n, &rel);
+    if (!base_is_ok(r))
+        return idn_fail(ctx, r);
+    if (!base_is_ok(r = remirror(s, c.tid, rel.clinician_id, rel.patient_ref)))
+        return idn_fail(ctx, r);
+    relationship_out(ctx, &rel, respp);
+    idn_audit_event ev = {.tenant_id = c.tid,
+                          .actor = c.sub,
+                          .claims = &c,
+                          .action = ALMA__AUDIT__V1__ACTION__ACTION_ADMIN,
+                          .patient_ref = rel.patient_ref,
+                          .resource_type = "CareRelationship",
+                          .resource_id = rel.relationship_id,
+                          .details = (const char *const[]){"change", "care relationship created", "clinician",
+                                                           rel.clinician_id, NULL}};
+    return audited(ctx, &ev);
+}
+
+rpc_code idn_h_end_relationship(rpc_ctx *ctx, const void *reqp, void *respp)
+{
+    const Alma__Identity__V1__EndCareRelationshipRequest *req = reqp;
+    idn_service *s = idn_of(ctx);
+    authz_claims c;
+    rpc_code code = idn_require(ctx, "care.relationships.manage", NULL, &c);
+    if (code != RPC_OK)
+        return code;
+    int64_t end = 0;
+    if (req->end_time && !idn_timestamp_micros(req->end_time, &end))
+        return rpc_fail(ctx, RPC_INVALID_ARGUMENT, "end_time is out of range");
+    identity_relationship rel;
+    base_result r = identity_store_relationship_end(s->pool, c.tid, req->relationship_id, end, c.sub, &rel);
+    if (!base_is_ok(r))
+        return idn_fail(ctx, r);
+    if (!base_is_ok(r = remirror(s, c.tid, rel.clinician_id, rel.patient_ref)))
+        return idn_fail(ctx, r);
+    relationship_out(ctx, &rel, respp);
+    idn_audit_event ev = {.tenant_id = c.tid,
+                          .actor = c.sub,
+                          .claims = &c,
+                          .action = ALMA__AUDIT__V1__ACTION__ACTION_ADMIN,
+                          .patient_ref = rel.patient_ref,
+                          .resource_type = "CareRelationship",
+                          .resource_id = rel.relationship_id,
+                          .details = (const char *const[]){"change", "care relationship ended", "clinician",
+                                                           rel.clinician_id, NULL}};
+    return audited(ctx, &ev);
+}
+
+static void grant_out(rpc_ctx *ctx, const identity_break_glass *g, Alma__Identity__V1__BreakGlassGrant *o)
+{
+    o->grant_id = rpc_ctx_strdup(ctx, g->grant_id);
+    o->tenant_id = rpc_ctx_strdup(ctx, g->tenant_id);
+    o->clinician_id = rpc_ctx_strdup(ctx, g->clinician_id);
+    o->patient_ref = rpc_ctx_strdup(ctx, g->patient_ref);
+    o->reason = rpc_ctx_strdup(ctx, g->reason);
+    o->start_time = idn_timestamp(ctx, g->start_us);
+    o->end_time = idn_timestamp(ctx, g->end_us);
+}
+
+rpc_code idn_h_break_glass(rpc_ctx *ctx, const void *reqp, void *respp)
+{
+    const Alma__Identity__V1__BreakGlassRequest *req = reqp;
+    idn_service *s = idn_of(ctx);
+    authz_claims c;
+    rpc_code code = idn_require(ctx, AUTHZ_PERM_BREAK_GLASS, NULL, &c);
+    if (code != RPC_OK)
+        return code;
+    if (req->duration_minutes < 1 || req->duration_minutes > IDENTITY_BREAK_GLASS_MAX_MIN)
+        return rpc_fail(ctx, RPC_INVALID_ARGUMENT, "duration_minutes must be 1..%d",
+                        IDENTITY_BREAK_GLASS_MAX_MIN);
+    identity_break_glass_new n = {.tenant_id = c.tid,
+                                  .clinician_id = c.sub,
+                                  .patient_ref = req->patient_ref,
+                                  .reason = req->reason,
+                                  .duration_minutes = req->duration_minutes};
+    identity_break_glass g;
+    base_result r = identity_store_break_glass_create(s->pool, &n, &g);
+    if (!base_is_ok(r))
+        return idn_fail(ctx, r);
+    /* Audited before the grant is usable anywhere (the mirror is what other services read). */
+    char minutes[16];
+    snprintf(minutes, sizeof minutes, "%d", req->duration_minutes);
+    idn_audit_event ev = {.tenant_id = c.tid,
+                          .actor = c.sub,
+                          .claims = &c,
+                          .action = ALMA__AUDIT__V1__ACTION__ACTION_BREAK_GLASS,
+                          .severity = ALMA__AUDIT__V1__SEVERITY__SEVERITY_HIGH,
+                          .patient_ref = g.patient_ref,
+                          .resource_type = "BreakGlassGrant",
+                          .resource_id = g.grant_id,
+                          .details = (const char *const[]){"duration_minutes", minutes, NULL}};
+    if ((code = audited(ctx, &ev)) != RPC_OK)
+        return code;
+    cache_conn *conn = cache_thread_conn(&s->cache);
+    if (!conn)
+        return rpc_fail(ctx, RPC_UNAVAILABLE, "Redis unavailable");
+    r = authz_mirror_break_glass(conn, c.tid, c.sub, g.patient_ref, g.grant_id, g.end_us / 1000000);
+    if (!base_is_ok(r))
+        return idn_fail(ctx, r);
+    grant_out(ctx, &g, respp);
+    log_emit(LOG_WARN, rpc_ctx_request_id(ctx), "break-glass grant opened", "component", "break-glass", NULL);
+    return RPC_OK;
+}
+
+rpc_code idn_h_list_break_glass(rpc_ctx *ctx, const void *reqp, void *respp)
+{
+    const Alma__Identity__V1__ListBreakGlassGrantsRequest *req = reqp;
+    Alma__Identity__V1__ListBreakGlassGrantsResponse *resp = respp;
+    authz_claims c;
+    rpc_code code = idn_require(ctx, "privacy.review", NULL, &c);
+    if (code != RPC_OK)
+        return code;
+    int64_t since = 0, after_us = 0;
+    if (req->since && !idn_timestamp_micros(req->since, &since))
+        return rpc_fail(ctx, RPC_INVALID_ARGUMENT, "since is out of range");
+    int limit = req->page_size > 0 ? req->page_size : 100;
+    if (limit > IDENTITY_LIST_MAX)
+        return rpc_fail(ctx, RPC_INVALID_ARGUMENT, "page_size must be 1..%d", IDENTITY_LIST_MAX);
+    char after_id[IDENTITY_ID_MAX + 1] = "";
+    if (req->page_token[0]) {
+        /* "<created_us>.<grant_id>" */
+        char *dot = strchr(req->page_token, '.');
+        char *end = NULL;
+        after_us = dot ? strtoll(req->page_token, &end, 10) : -1;
+        if (!dot || end != dot || after_us < 0 || strlen(dot + 1) > IDENTITY_ID_MAX)
+            return rpc_fail(ctx, RPC_INVALID_ARGUMENT, "page_token is not one this service issued");
+        snprintf(after_id, sizeof after_id, "%s", dot + 1);
+    }
+    identity_break_glass_list l = {0};
+    base_result r =
+        identity_store_break_glass_list(idn_of(ctx)->pool, c.tid, since, after_us, after_id, limit, &l);
+    if (!base_is_ok(r))
+        return idn_fail(ctx, r);
+    resp->grants = rpc_ctx_alloc(ctx, (l.n + 1) * sizeof *resp->grants);
+    for (size_t i = 0; resp->grants && i < l.n; i++) {
+        Alma__Identity__V1__BreakGlassGrant *g = rpc_ctx_alloc(ctx, sizeof *g);
+        if (!g)
+            break;
+        alma__identity__v1__break_glass_grant__init(g);
+        grant_out(ctx, &l.items[i], g);
+        resp->grants[resp->n_grants++] = g;
+    }
+    if (l.more && l.n > 0)
+        resp->next_page_token =
+            rpc_ctx_printf(ctx, "%" PRId64 ".%s", l.items[l.n - 1].created_us, l.items[l.n - 1].grant_id);
+    identity_break_glass_list_free(&l);
+    return RPC_OK;
+}
+
+/* ---- Check ----------------------------------------------------------------------------------------------
+ */
+
+rpc_code idn_h_check(rpc_ctx *ctx, const void *reqp, void *respp)
+{
+    const Alma__Identity__V1__CheckRequest *req = reqp;
+    Alma__Identity__V1__CheckResponse *resp = respp;
+    idn_service *s = idn_of(ctx);
+    authz_claims c;
+    rpc_code code = idn_authenticate(ctx, &c);
+    if (code != RPC_OK)
+        return code;
+    const char *target = req->principal_id[0] ? req->principal_id : c.sub;
+    if (strcmp(target, c.sub) != 0 && (code = idn_require(ctx, "identity.users.read", NULL, &c)) != RPC_OK)
+        return code;
+    if (!req->permission[0] || strlen(req->permission) > IDENTITY_PERMISSION_MAX)
+        return rpc_fail(ctx, RPC_INVALID_ARGUMENT, "permission is required");
+    bool scoped = authz_permission_is_patient_scoped(req->permission);
+    if (scoped && !authz_valid_patient_ref(req->patient_ref))
+        return rpc_fail(ctx, RPC_INVALID_ARGUMENT,
+                        "patient_ref (pt_ + 32 hex) is required for a patient-scoped permission");
+    identity_effective eff = {0};
+    base_result r = identity_store_effective(s->pool, c.tid, target, &eff);
+    if (!base_is_ok(r))
+        return idn_fail(ctx, r);
+    const char *role = NULL;
+    for (size_t i = 0; i < eff.nroles && !role; i++)
+        for (size_t j = 0; j < eff.roles[i].npermissions && !role; j++)
+            if (strcmp(eff.roles[i].permissions[j], req->permission) == 0)
+                role = rpc_ctx_strdup(ctx, eff.roles[i].role_id);
+    bool active = eff.state == IDENTITY_PRINCIPAL_ACTIVE;
+    identity_effective_free(&eff);
+    if (!active) {
+        resp->reason = (char *)"the principal is disabled";
+    } else if (!role) {
+        resp->reason = rpc_ctx_printf(ctx, "no role of the principal grants %s", req->permission);
+    } else if (!scoped) {
+        resp->allowed = true;
+        resp->decided_by = rpc_ctx_printf(ctx, "role:%s", role);
+        resp->reason = rpc_ctx_printf(ctx, "role %s grants %s", role, req->permission);
+    } else {
+        identity_relationship_list l = {0};
+        r = identity_store_relationships_active(s->pool, c.tid, target, req->patient_ref, &l);
+        if (!base_is_ok(r))
+            return idn_fail(ctx, r);
+        if (l.n > 0) {
+            resp->allowed = true;
+            resp->decided_by = rpc_ctx_printf(ctx, "relationship:%s", l.items[0].relationship_id);
+            resp->reason = rpc_ctx_printf(ctx, "role %s grants %s; treating relationship %s", role,
+                                          req->permission, l.items[0].relationship_id);
+        }
+        identity_relationship_list_free(&l);
+        if (!resp->allowed) {
+            /* An unexpired break-glass grant: the mirror every service reads has it until it ends. */
+            identity_break_glass_list g = {0};
+            int64_t since = ((int64_t)idn_now() - IDENTITY_BREAK_GLASS_MAX_MIN * 60) * 1000000;
+            r = identity_store_break_glass_list(s->pool, c.tid, since, 0, NULL, IDENTITY_LIST_MAX, &g);
+            if (!base_is_ok(r))
+                return idn_fail(ctx, r);
+            int64_t now_us = (int64_t)idn_now() * 1000000;
+            for (size_t i = 0; i < g.n && !resp->allowed; i++) {
+                if (strcmp(g.items[i].clinician_id, target) == 0 &&
+                    strcmp(g.items[i].patient_ref, req->patient_ref) == 0 && g.items[i].start_us <= now_us &&
+                    now_us < g.items[i].end_us) {
+                    resp->allowed = true;
+                    resp->decided_by = rpc_ctx_printf(ctx, "break_glass:%s", g.items[i].grant_id);
+                    resp->reason = rpc_ctx_printf(ctx, "role %s grants %s; break-glass grant %s", role,
+                                                  req->permission, g.items[i].grant_id);
+                }
+            }
+            identity_break_glass_list_free(&g);
+        }
+        if (!resp->allowed)
+            resp->reason = rpc_ctx_printf(ctx,
+                                          "role %s grants %s, but there is no treating relationship or "
+                                          "break-glass grant for this patient",
+                                          role, req->permission);
+    }
+    if (!resp->allowed && scoped) {
+        /* Every denied PHI access is audited. */
+        idn_audit_event ev = {.tenant_id = c.tid,
+                              .actor = target,
+                              .action = ALMA__AUDIT__V1__ACTION__ACTION_ACCESS_DENIED,
+                              .outcome = ALMA__AUDIT__V1__OUTCOME__OUTCOME_DENIED,
+                              .severity = ALMA__AUDIT__V1__SEVERITY__SEVERITY_HIGH,
+                              .patient_ref = req->patient_ref,
+                              .resource_type = "Permission",
+                              .resource_id = req->permission,
+                              .details = (const char *const[]){"checked_by", c.sub, NULL}};
+        if (!base_is_ok(idn_audit(ctx, &ev)))
+            return rpc_fail(ctx, RPC_UNAVAILABLE, "audit log unavailable");
+    }
+    return RPC_OK;
+}
+
+/* ---- Partner clients -------------------------------------------------------------------------------------
+ */
+
+static void partner_out(rpc_ctx *ctx, const identity_partner_client *p, Alma__Identity__V1__PartnerClient *o)
+{
+    o->client_id = rpc_ctx_strdup(ctx, p->client_id);
+    o->tenant_id = rpc_ctx_strdup(ctx, p->tenant_id);
+    o->display_name = rpc_ctx_strdup(ctx, p->display_name);
+    o->jwks_json = rpc_ctx_strdup(ctx, p->jwks_json ? p->jwks_json : "");
+    o->scopes = rpc_ctx_alloc(ctx, (p->nscopes + 1) * sizeof *o->scopes);
+    for (size_t i = 0; o->scopes && i < p->nscopes; i++)
+        o->scopes[i] = rpc_ctx_strdup(ctx, p->scopes[i]);
+    o->n_scopes = o->scopes ? p->nscopes : 0;
+    o->disabled = p->disabled;
+}
+
+rpc_code idn_h_register_partner(rpc_ctx *ctx, const void *reqp, void *respp)
+{
+    const Alma__Identity__V1__RegisterPartnerClientRequest *req = reqp;
+    authz_claims c;
+    rpc_code code = idn_require(ctx, "partners.manage", NULL, &c);
+    if (code != RPC_OK)
+        return code;
+    if (!req->client)
+        return rpc_fail(ctx, RPC_INVALID_ARGUMENT, "client is required");
+    identity_partner_client_new in = {.client_id = req->client->client_id,
+                                      .tenant_id = req->client->tenant_id,
+                                      .display_name = req->client->display_name,
+                                      .jwks_json = req->client->jwks_json,
+                                      .scopes = (const char *const *)req->client->scopes,
+                                      .nscopes = req->client->n_scopes,
+                                      .created_by = c.sub};
+    identity_partner_client p = {0};
+    base_result r = identity_store_partner_client_register(idn_of(ctx)->pool, &in, &p);
+    if (!base_is_ok(r))
+        return idn_fail(ctx, r);
+    partner_out(ctx, &p, respp);
+    idn_audit_event ev = {.tenant_id = c.tid,
+                          .actor = c.sub,
+                          .claims = &c,
+                          .action = ALMA__AUDIT__V1__ACTION__ACTION_ADMIN,
+                          .resource_type = "PartnerClient",
+                          .resource_id = p.client_id,
+                          .details = (const char *const[]){"change", "partner client registered", "tenant",
+                                                           p.tenant_id, "new_scopes",
+                                                           join(ctx, p.scopes, p.nscopes), NULL}};
+    identity_partner_client_clear(&p);
+    return audited(ctx, &ev);
+}
+
+rpc_code idn_h_get_partner(rpc_ctx *ctx, const void *reqp, void *respp)
+{
+    const Alma__Identity__V1__GetPartnerClientRequest *req = reqp;
+    identity_partner_client p = {0};
+    base_result r = identity_store_partner_client_find(idn_of(ctx)->pool, req->client_id, &p);
+    if (!base_is_ok(r))
+        return idn_fail(ctx, r);
+    partner_out(ctx, &p, respp);
+    identity_partner_client_clear(&p);
+    return RPC_OK;
+}

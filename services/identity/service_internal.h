@@ -1,0 +1,127 @@
+/* Shared by the identity service's handler files (service.c: state, keys, helpers, method table;
+ * auth.c: login, refresh, logout, MFA; admin.c: tenants, users, roles, relationships, break-glass, Check,
+ * partner clients). Not a public interface. */
+#ifndef ALMA_IDENTITY_SERVICE_INTERNAL_H
+#define ALMA_IDENTITY_SERVICE_INTERNAL_H
+
+#include "audit/v1/audit.pb-c.h"
+#include "auditclient.h"
+#include "authz/authz.h"
+#include "base/result.h"
+#include "cache/cache.h"
+#include "credentials.h"
+#include "crypto/crypto.h"
+#include "db/db.h"
+#include "identity/v1/identity.pb-c.h"
+#include "rpc/rpc.h"
+#include "session.h"
+#include "store.h"
+#include "throttle.h"
+
+#include <pthread.h>
+#include <semaphore.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#define IDN_SELF_PERMISSION   AUTHZ_PERM_MFA_ENROLL /* every token carries it: self-service MFA */
+#define IDN_MAX_PASSWORD      CRED_PASSWORD_MAX_BYTES
+#define IDN_MAX_TOTP_CODE     8
+#define IDN_MAX_RECOVERY_CODE CRED_RECOVERY_INPUT_MAX
+
+typedef struct idn_service {
+    db_pool *pool;
+    cache_config cache; /* the one config pointer every thread's cache_thread_conn uses */
+    char redis_host[256];
+    acrypto_secret *totp_key;     /* seals TOTP secrets (HKDF of the master key) */
+    acrypto_secret *pepper;       /* recovery code HMAC key */
+    acrypto_secret *key_seal_key; /* seals token signing keys */
+    pthread_rwlock_t keys_lock;   /* guards the three below (rotation) */
+    acrypto_ed25519_key *sign_key;
+    char kid[AUTHZ_KID_BUF];
+    char *jwks;
+    authz_keyset *keyset;
+    authz *az;
+    audit_client *audit;
+    session_config sessions;
+    throttle_config throttle;
+    cred_argon2_params argon;
+    sem_t argon_slots; /* argon2id holds 64 MiB and a core: at most this many at once */
+    int64_t token_ttl_s;
+    char issuer[AUTHZ_MAX_URI_LEN + 1];
+} idn_service;
+
+idn_service *idn_of(rpc_ctx *ctx);
+int64_t idn_now(void);
+
+/* The caller's token, verified and authorised for `permission` within its own tenant (and for the patient,
+ * when patient-scoped). On denial the RPC status is set and returned; on success RPC_OK and *claims. */
+rpc_code idn_require(rpc_ctx *ctx, const char *permission, const char *patient_ref, authz_claims *claims);
+/* The caller's token alone (any permission), for self-service calls. */
+rpc_code idn_authenticate(rpc_ctx *ctx, authz_claims *claims);
+
+/* Sign an access token for a principal's current rights. enrol_only: the token may only enrol MFA. */
+base_result idn_issue_token(idn_service *s, const char *tenant_id, const char *principal_id, const char *sid,
+                            const identity_effective *eff, bool mfa, bool enrol_only, int64_t now,
+                            int64_t session_abs_end, char **ret_jwt, int64_t *ret_exp);
+
+/* Append an audit event (durable) for an identity action. actor: principal id (or "system:identity");
+ * details: NULL-terminated pairs key, value (values are cut to the audit limit). A failure is the RPC's
+ * failure: UNAVAILABLE. */
+typedef struct idn_audit_event {
+    const char *tenant_id;
+    const char *actor;
+    const authz_claims *claims; /* roles of the actor, when known */
+    Alma__Audit__V1__Action action;
+    Alma__Audit__V1__Outcome outcome;
+    Alma__Audit__V1__Severity severity;
+    const char *patient_ref;
+    const char *resource_type;
+    const char *resource_id;
+    const char *const *details; /* k1, v1, k2, v2, ..., NULL */
+} idn_audit_event;
+base_result idn_audit(rpc_ctx *ctx, const idn_audit_event *ev);
+
+/* End every session of a principal and revoke its tokens issued until now (disable, admin password reset,
+ * revoke-all, role changes). *ret_count (may be NULL): sessions ended. */
+base_result idn_end_principal(idn_service *s, const char *principal_id, bool end_sessions, int *ret_count);
+
+/* Write a relationship to the Redis mirror every service's authorizer reads. */
+base_result idn_mirror_relationship(idn_service *s, cache_conn *conn, const identity_relationship *rel);
+
+/* Timestamps. */
+Google__Protobuf__Timestamp *idn_timestamp(rpc_ctx *ctx, int64_t micros);
+bool idn_timestamp_micros(const Google__Protobuf__Timestamp *t, int64_t *ret);
+
+/* A store/base failure as the RPC status (NOT_FOUND, EXISTS, INVALID ... keep their messages). */
+rpc_code idn_fail(rpc_ctx *ctx, base_result r);
+
+/* auth.c */
+rpc_code idn_h_login(rpc_ctx *ctx, const void *req, void *resp);
+rpc_code idn_h_refresh(rpc_ctx *ctx, const void *req, void *resp);
+rpc_code idn_h_logout(rpc_ctx *ctx, const void *req, void *resp);
+rpc_code idn_h_set_password(rpc_ctx *ctx, const void *req, void *resp);
+rpc_code idn_h_enroll_totp(rpc_ctx *ctx, const void *req, void *resp);
+rpc_code idn_h_confirm_totp(rpc_ctx *ctx, const void *req, void *resp);
+
+/* admin.c */
+rpc_code idn_h_create_tenant(rpc_ctx *ctx, const void *req, void *resp);
+rpc_code idn_h_create_user(rpc_ctx *ctx, const void *req, void *resp);
+rpc_code idn_h_get_user(rpc_ctx *ctx, const void *req, void *resp);
+rpc_code idn_h_disable_user(rpc_ctx *ctx, const void *req, void *resp);
+rpc_code idn_h_revoke_sessions(rpc_ctx *ctx, const void *req, void *resp);
+rpc_code idn_h_list_roles(rpc_ctx *ctx, const void *req, void *resp);
+rpc_code idn_h_put_role(rpc_ctx *ctx, const void *req, void *resp);
+rpc_code idn_h_grant_role(rpc_ctx *ctx, const void *req, void *resp);
+rpc_code idn_h_revoke_role(rpc_ctx *ctx, const void *req, void *resp);
+rpc_code idn_h_create_relationship(rpc_ctx *ctx, const void *req, void *resp);
+rpc_code idn_h_end_relationship(rpc_ctx *ctx, const void *req, void *resp);
+rpc_code idn_h_break_glass(rpc_ctx *ctx, const void *req, void *resp);
+rpc_code idn_h_list_break_glass(rpc_ctx *ctx, const void *req, void *resp);
+rpc_code idn_h_check(rpc_ctx *ctx, const void *req, void *resp);
+rpc_code idn_h_register_partner(rpc_ctx *ctx, const void *req, void *resp);
+rpc_code idn_h_get_partner(rpc_ctx *ctx, const void *req, void *resp);
+
+/* Fill a User message from the store (arena memory). */
+rpc_code idn_user_out(rpc_ctx *ctx, const identity_principal *p, Alma__Identity__V1__User *out);
+
+#endif

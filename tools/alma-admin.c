@@ -1,0 +1,264 @@
+/* alma-admin: operator commands that run next to the identity database, not through an API.
+ *
+ *     alma-admin bootstrap --tenant ID --username NAME [--tenant-kind provider|health-plan]
+ *                          [--display-name TEXT] [--password-file FILE]   (+ database and key settings)
+ *
+ * bootstrap creates the first tenant and its platform administrator — there is deliberately no
+ * unauthenticated API for that. The administrator gets a password (read from --password-file, else from
+ * standard input) and an enrolled TOTP second factor: the otpauth:// URI to scan and ten one-time recovery
+ * codes are printed once. It refuses to run when any tenant already exists, so it cannot be used to
+ * mint administrators later. Settings come from ALMA_<NAME> or --<name> like the services'. */
+#include "base/config.h"
+#include "credentials.h"
+#include "crypto/crypto.h"
+#include "db/db.h"
+#include "store.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#define PROGRAM       "alma-admin"
+#define EXIT_OK       0
+#define EXIT_FAIL     1
+#define EXIT_USAGE    2
+#define PASSWORD_READ 1024
+
+static const char *set_pg_uri, *set_pg_schema, *set_master_key_file, *set_tenant, *set_tenant_kind,
+    *set_display_name, *set_username, *set_password_file;
+static long set_argon_m_kib, set_argon_t;
+
+static const cfg_setting settings[] = {
+    {"pg-uri", CFG_STRING, NULL, &set_pg_uri, 1, 4096,
+     "PostgreSQL URI of the identity schema's owner role (ALMA_PG_OWNER_URI of the service)", true},
+    {"pg-schema", CFG_STRING, "identity", &set_pg_schema, 1, 63, "schema of the identity tables", false},
+    {"master-key-file", CFG_STRING, NULL, &set_master_key_file, 1, 4096,
+     "the identity service's master key file (base64 of 32 bytes)", false},
+    {"tenant", CFG_STRING, NULL, &set_tenant, 2, 63, "id of the first tenant ([a-z0-9][a-z0-9-]{1,62})",
+     false},
+    {"tenant-kind", CFG_STRING, "provider", &set_tenant_kind, 1, 16, "provider or health-plan", false},
+    {"display-name", CFG_STRING, "Platform", &set_display_name, 1, 200, "the tenant's display name", false},
+    {"username", CFG_STRING, NULL, &set_username, 3, 64, "the platform administrator's username", false},
+    {"password-file", CFG_STRING, "", &set_password_file, 0, 4096,
+     "file holding the administrator's password (empty: read one line from standard input)", false},
+    {"argon2-m-kib", CFG_INT, "65536", &set_argon_m_kib, 8, 4194304,
+     "argon2id memory (KiB), as the service's", false},
+    {"argon2-t", CFG_INT, "3", &set_argon_t, 1, 64, "argon2id passes, as the service's", false},
+};
+
+static int fail(const char *what)
+{
+    fprintf(stderr, PROGRAM ": bootstrap: %s: %s\n", what, base_error_message());
+    return EXIT_FAIL;
+}
+
+/* One line (the password) from a file or standard input, without its newline. */
+static bool read_password(char out[PASSWORD_READ])
+{
+    FILE *f = set_password_file[0] ? fopen(set_password_file, "r") : stdin;
+    if (!f)
+        return false;
+    if (f == stdin)
+        fprintf(stderr, PROGRAM ": password for the platform administrator (one line): ");
+    bool ok = fgets(out, PASSWORD_READ, f) != NULL;
+    if (f != stdin)
+        fclose(f);
+    if (!ok)
+        return false;
+    size_t n = strcspn(out, "\r\n");
+    out[n] = '\0';
+    return n > 0;
+}
+
+static base_result load_master(acrypto_secret **ret)
+{
+    FILE *f = fopen(set_master_key_file, "r");
+    if (!f)
+        return base_fail(BASE_ERR_IO, "cannot read the master key file");
+    char text[1025];
+    size_t n = fread(text, 1, sizeof text, f);
+    fclose(f);
+    while (n > 0 && (text[n - 1] == '\n' || text[n - 1] == '\r' || text[n - 1] == ' '))
+        n--;
+    uint8_t key[64];
+    size_t len = 0;
+    base_result r = acrypto_base64_decode(text, n, key, sizeof key, &len);
+    if (base_is_ok(r) && len != 32)
+        r = base_fail(BASE_ERR_INVALID, "the master key file must hold the base64 of 32 bytes");
+    if (base_is_ok(r))
+        r = acrypto_secret_from_bytes(key, 32, ret);
+    acrypto_wipe(key, sizeof key);
+    acrypto_wipe(text, sizeof text);
+    return r;
+}
+
+static const char SQL_ANY_TENANT[] = "SELECT count(*) FROM tenants";
+
+static int bootstrap(void)
+{
+    identity_tenant_kind kind;
+    if (strcmp(set_tenant_kind, "provider") == 0)
+        kind = IDENTITY_TENANT_PROVIDER;
+    else if (strcmp(set_tenant_kind, "health-plan") == 0)
+        kind = IDENTITY_TENANT_HEALTH_PLAN;
+    else {
+        fprintf(stderr, PROGRAM ": bootstrap: --tenant-kind must be provider or health-plan\n");
+        return EXIT_USAGE;
+    }
+    char password[PASSWORD_READ];
+    if (!read_password(password)) {
+        fprintf(stderr, PROGRAM ": bootstrap: no password given (--password-file or one line on stdin)\n");
+        return EXIT_USAGE;
+    }
+    base_result r = cred_password_check_policy(password, strlen(password), set_username);
+    if (!base_is_ok(r)) {
+        acrypto_wipe(password, sizeof password);
+        fprintf(stderr, PROGRAM ": bootstrap: %s\n", base_error_message());
+        return EXIT_USAGE;
+    }
+    acrypto_secret *master = NULL, *totp_key = NULL, *pepper = NULL;
+    if (!base_is_ok(r = load_master(&master)))
+        return fail("master key");
+    static const char totp_info[] = "alma identity totp-seal v1",
+                      pepper_info[] = "alma identity recovery-pepper v1";
+    r = acrypto_hkdf_sha256_secret(master, NULL, 0, totp_info, strlen(totp_info), 32, &totp_key);
+    if (base_is_ok(r))
+        r = acrypto_hkdf_sha256_secret(master, NULL, 0, pepper_info, strlen(pepper_info), 32, &pepper);
+    acrypto_secret_free(master);
+    if (!base_is_ok(r))
+        return fail("key derivation");
+
+    db_pool_config pc = db_pool_config_default(set_pg_uri, 2, 5000);
+    pc.search_path = set_pg_schema;
+    pc.application_name = "alma-admin";
+    db_pool *pool = NULL;
+    int rc = EXIT_FAIL;
+    char enc[CRED_PASSWORD_HASH_MAX];
+    acrypto_secret *secret = NULL, *uri = NULL;
+    uint8_t *sealed = NULL;
+    size_t sealed_len = 0;
+    cred_recovery_codes codes;
+    memset(&codes, 0, sizeof codes);
+    if (!base_is_ok(r = db_pool_create_config(&pc, &pool))) {
+        rc = fail("database settings");
+        goto out;
+    }
+    if (!base_is_ok(r = identity_store_migrate(pool, set_pg_schema))) {
+        rc = fail("migrations");
+        goto out;
+    }
+    {
+        db_conn *c = NULL;
+        db_result *res = NULL;
+        int64_t tenants = -1;
+        r = db_pool_acquire(pool, 5000, &c);
+        if (base_is_ok(r))
+            r = db_exec(c, SQL_ANY_TENANT, 0, NULL, &res);
+        if (base_is_ok(r))
+            r = db_result_get_int64(res, 0, 0, &tenants);
+        db_result_free(res);
+        db_conn_release(c);
+        if (!base_is_ok(r)) {
+            rc = fail("database");
+            goto out;
+        }
+        if (tenants != 0) {
+            fprintf(stderr,
+                    PROGRAM ": bootstrap: tenants already exist: administrators are created through the "
+                            "identity API by an existing administrator\n");
+            rc = EXIT_FAIL;
+            goto out;
+        }
+    }
+    cred_argon2_params ap = {.m_kib = (uint32_t)set_argon_m_kib, .t = (uint32_t)set_argon_t, .p = 1};
+    identity_tenant t;
+    identity_principal p;
+    const char *roles[] = {"platform_admin", "security_admin"};
+    identity_principal_new in = {.tenant_id = set_tenant,
+                                 .kind = IDENTITY_PRINCIPAL_USER,
+                                 .username = set_username,
+                                 .display_name = "Platform administrator",
+                                 .password_encoded = enc,
+                                 .roles = roles,
+                                 .nroles = 2,
+                                 .created_by = "system:alma-admin"};
+    if (!base_is_ok(r = cred_password_hash(&ap, password, strlen(password), enc)) ||
+        !base_is_ok(r = identity_store_tenant_create(pool, set_tenant, kind, set_display_name, false, &t)) ||
+        !base_is_ok(r = identity_store_principal_create(pool, &in, &p))) {
+        rc = fail("creating the tenant and administrator");
+        goto out;
+    }
+    /* TOTP enrolled and confirmed now: the first login needs the code from the authenticator. */
+    unsigned char hmacs[CRED_RECOVERY_COUNT][IDENTITY_RECOVERY_HMAC_LEN];
+    bool ok = false;
+    r = cred_totp_secret_new(&secret);
+    if (base_is_ok(r))
+        r = cred_totp_seal(totp_key, set_tenant, p.principal_id, secret, &sealed, &sealed_len);
+    if (base_is_ok(r))
+        r = identity_store_totp_put(pool, set_tenant, p.principal_id, sealed, sealed_len);
+    if (base_is_ok(r))
+        r = cred_recovery_generate(pepper, &codes);
+    for (size_t i = 0; base_is_ok(r) && i < CRED_RECOVERY_COUNT; i++) {
+        size_t len = 0;
+        r = acrypto_hex_decode(codes.stored[i], CRED_RECOVERY_HASH_HEX, hmacs[i], sizeof hmacs[i], &len);
+    }
+    if (base_is_ok(r))
+        r = identity_store_totp_confirm(pool, set_tenant, p.principal_id, 1,
+                                        (const unsigned char(*)[32])hmacs, CRED_RECOVERY_COUNT, &ok);
+    if (base_is_ok(r))
+        r = cred_totp_uri(secret, set_tenant, set_username, &uri);
+    if (!base_is_ok(r) || !ok) {
+        rc = fail("enrolling TOTP");
+        goto out;
+    }
+    printf("tenant:         %s\n", t.tenant_id);
+    printf("administrator:  %s (%s), roles platform_admin, security_admin\n", set_username, p.principal_id);
+    printf("TOTP (scan or paste into an authenticator; shown once):\n  %s\n",
+           (const char *)acrypto_secret_bytes(uri));
+    printf("recovery codes (each works once; shown once: store them offline):\n");
+    for (size_t i = 0; i < CRED_RECOVERY_COUNT; i++)
+        printf("  %s\n", codes.display[i]);
+    rc = EXIT_OK;
+out:
+    acrypto_wipe(password, sizeof password);
+    acrypto_wipe(enc, sizeof enc);
+    cred_recovery_codes_wipe(&codes);
+    acrypto_secret_free(secret);
+    acrypto_secret_free(uri);
+    acrypto_secret_free(totp_key);
+    acrypto_secret_free(pepper);
+    free(sealed);
+    db_pool_destroy(pool);
+    return rc;
+}
+
+static void usage(FILE *out)
+{
+    fprintf(out, "usage: " PROGRAM " bootstrap [settings]   (" PROGRAM " bootstrap --help lists them)\n"
+                 "  bootstrap   create the first tenant and its platform administrator with TOTP\n");
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 2 || strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0) {
+        usage(argc < 2 ? stderr : stdout);
+        return argc < 2 ? EXIT_USAGE : EXIT_OK;
+    }
+    if (strcmp(argv[1], "bootstrap") != 0) {
+        fprintf(stderr, PROGRAM ": unknown command (try --help)\n");
+        return EXIT_USAGE;
+    }
+    cfg_table t = {settings, BASE_ARRAY_LEN(settings)};
+    bool help = false;
+    base_result r =
+        cfg_load(&t, 1, argc - 1, argv + 1, PROGRAM " bootstrap",
+                 "create the first tenant and its platform administrator (with TOTP)", stdout, &help);
+    if (!base_is_ok(r)) {
+        fprintf(stderr, PROGRAM ": %s\n", base_error_message());
+        return EXIT_USAGE;
+    }
+    if (help)
+        return EXIT_OK;
+    return bootstrap();
+}
