@@ -173,4 +173,15 @@ typedef struct db_migration_set {
  * the earlier ones applied. *ret_applied (may be NULL) receives how many were applied by this call. */
 BASE_MUST_USE base_result db_migrate(db_pool *pool, const db_migration_set *set, int *ret_applied);
 
+/* Least privilege for a service schema: a service runs as a runtime role and never does DDL. At start-up it
+ * calls this with the owner role's conninfo: a one-connection pool of the owner (search_path = schema) runs
+ * `migrate` (the service's migrations, e.g. audit_store_migrate), then grants the runtime role — the
+ * current_user of `runtime` — its rights by calling the schema's own grant_runtime(schema, role) function,
+ * which each service's migrations define (identifiers are quoted there with format('%I')). The grant runs
+ * on every start, so a new migration's tables get their grants too. */
+typedef base_result (*db_migrate_fn)(db_pool *owner, const char *schema);
+BASE_MUST_USE base_result db_migrate_as_owner(db_pool *runtime, const char *owner_conninfo,
+                                              const char *schema, const char *application_name,
+                                              db_migrate_fn migrate);
+
 #endif

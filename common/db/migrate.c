@@ -259,3 +259,42 @@ out:
         *ret_applied = applied;
     return r;
 }
+
+/* ---- Owner and runtime roles -------------------------------------------------------------------------- */
+
+static const char SQL_CURRENT_USER[] = "SELECT current_user";
+static const char SQL_GRANT_RUNTIME[] = "SELECT grant_runtime($1, $2)";
+
+base_result db_migrate_as_owner(db_pool *runtime, const char *owner_conninfo, const char *schema,
+                                const char *application_name, db_migrate_fn migrate)
+{
+    BASE_ENSURE(runtime && owner_conninfo && owner_conninfo[0] && schema && migrate, BASE_ERR_INVALID,
+                "db: migrate as owner needs the runtime pool, the owner conninfo, a schema and migrations");
+    char user[128] = "";
+    {
+        BASE_CLEANUP(db_conn_releasep) db_conn *c = NULL;
+        BASE_CLEANUP(db_result_freep) db_result *res = NULL;
+        BASE_GUARD(db_pool_acquire(runtime, 5000, &c));
+        BASE_GUARD(db_exec(c, SQL_CURRENT_USER, 0, NULL, &res));
+        const char *u = db_result_get(res, 0, 0);
+        BASE_ENSURE(u && strlen(u) < sizeof user, BASE_ERR_INTERNAL,
+                    "db: cannot read the runtime role's name");
+        snprintf(user, sizeof user, "%s", u);
+    }
+    db_pool_config cfg = db_pool_config_default(owner_conninfo, 1, 5000);
+    cfg.search_path = schema;
+    cfg.application_name = application_name;
+    db_pool *owner = NULL;
+    BASE_GUARD(db_pool_create_config(&cfg, &owner));
+    base_result r = migrate(owner, schema);
+    if (base_is_ok(r)) {
+        db_conn *c = NULL;
+        const char *p[] = {schema, user};
+        r = db_pool_acquire(owner, 5000, &c);
+        if (base_is_ok(r))
+            r = db_exec(c, SQL_GRANT_RUNTIME, 2, p, NULL);
+        db_conn_release(c);
+    }
+    db_pool_destroy(owner);
+    return r;
+}

@@ -87,41 +87,6 @@ static audit_service *svc_of(rpc_ctx *ctx)
     return rpc_ctx_service_state(ctx);
 }
 
-/* GRANT the runtime role (the pool's current_user) its rights, as the owner. */
-static const char SQL_CURRENT_USER[] = "SELECT current_user";
-static const char SQL_GRANT_RUNTIME[] = "SELECT grant_runtime($1, $2)";
-
-static base_result migrate_as_owner(db_pool *runtime)
-{
-    char user[128] = "";
-    {
-        BASE_CLEANUP(db_conn_releasep) db_conn *c = NULL;
-        BASE_CLEANUP(db_result_freep) db_result *res = NULL;
-        BASE_GUARD(db_pool_acquire(runtime, 5000, &c));
-        BASE_GUARD(db_exec(c, SQL_CURRENT_USER, 0, NULL, &res));
-        const char *u = db_result_get(res, 0, 0);
-        if (!u || strlen(u) >= sizeof user)
-            return base_fail(BASE_ERR_INTERNAL, "cannot read the runtime role's name");
-        snprintf(user, sizeof user, "%s", u);
-    }
-    db_pool_config cfg = db_pool_config_default(set_pg_owner_uri, 1, 5000);
-    cfg.search_path = set_pg_schema;
-    cfg.application_name = "alma-audit-migrate";
-    db_pool *owner = NULL;
-    BASE_GUARD(db_pool_create_config(&cfg, &owner));
-    base_result r = audit_store_migrate(owner, set_pg_schema);
-    if (base_is_ok(r)) {
-        db_conn *c = NULL;
-        r = db_pool_acquire(owner, 5000, &c);
-        const char *p[] = {set_pg_schema, user};
-        if (base_is_ok(r))
-            r = db_exec(c, SQL_GRANT_RUNTIME, 2, p, NULL);
-        db_conn_release(c);
-    }
-    db_pool_destroy(owner);
-    return r;
-}
-
 static base_result fetch_jwks(void *arg, char **ret)
 {
     audit_service *s = arg;
@@ -182,7 +147,10 @@ base_result audit_service_init(void **ret_state)
     BASE_GUARD_GOTO(r, db_pool_create_config(&pcfg, &s->pool), fail);
     bool owner = set_pg_owner_uri[0] != '\0';
     if (owner)
-        BASE_GUARD_GOTO(r, migrate_as_owner(s->pool), fail);
+        BASE_GUARD_GOTO(r,
+                        db_migrate_as_owner(s->pool, set_pg_owner_uri, set_pg_schema, "alma-audit-migrate",
+                                            audit_store_migrate),
+                        fail);
     const char *key_name = set_key_name[0] ? set_key_name : set_origin;
     s->key_name = strdup(key_name);
     if (!s->key_name) {

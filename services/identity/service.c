@@ -466,39 +466,12 @@ static base_result rebuild_mirrors(idn_service *s)
     return BASE_OK_RESULT;
 }
 
-static const char SQL_CURRENT_USER[] = "SELECT current_user";
-static const char SQL_GRANT_RUNTIME[] = "SELECT grant_runtime($1, $2)";
-
 static base_result migrate(db_pool *runtime)
 {
     if (!set_pg_owner_uri[0])
         return identity_store_migrate(runtime, set_pg_schema);
-    char user[128] = "";
-    {
-        BASE_CLEANUP(db_conn_releasep) db_conn *c = NULL;
-        BASE_CLEANUP(db_result_freep) db_result *res = NULL;
-        BASE_GUARD(db_pool_acquire(runtime, 5000, &c));
-        BASE_GUARD(db_exec(c, SQL_CURRENT_USER, 0, NULL, &res));
-        const char *u = db_result_get(res, 0, 0);
-        BASE_ENSURE(u && strlen(u) < sizeof user, BASE_ERR_INTERNAL, "cannot read the runtime role's name");
-        snprintf(user, sizeof user, "%s", u);
-    }
-    db_pool_config cfg = db_pool_config_default(set_pg_owner_uri, 1, 5000);
-    cfg.search_path = set_pg_schema;
-    cfg.application_name = "alma-identity-migrate";
-    db_pool *owner = NULL;
-    BASE_GUARD(db_pool_create_config(&cfg, &owner));
-    base_result r = identity_store_migrate(owner, set_pg_schema);
-    if (base_is_ok(r)) {
-        db_conn *c = NULL;
-        const char *p[] = {set_pg_schema, user};
-        r = db_pool_acquire(owner, 5000, &c);
-        if (base_is_ok(r))
-            r = db_exec(c, SQL_GRANT_RUNTIME, 2, p, NULL);
-        db_conn_release(c);
-    }
-    db_pool_destroy(owner);
-    return r;
+    return db_migrate_as_owner(runtime, set_pg_owner_uri, set_pg_schema, "alma-identity-migrate",
+                               identity_store_migrate);
 }
 
 static base_result parse_host_port(const char *addr, char *host, size_t cap, int *port)
