@@ -24,6 +24,7 @@
 
 #include "base/result.h"
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -183,5 +184,37 @@ typedef base_result (*db_migrate_fn)(db_pool *owner, const char *schema);
 BASE_MUST_USE base_result db_migrate_as_owner(db_pool *runtime, const char *owner_conninfo,
                                               const char *schema, const char *application_name,
                                               db_migrate_fn migrate);
+
+/* ---- Array parameters ---------------------------------------------------------------------------------- */
+
+/* A batch of rows travels as text-format array parameters ($1::text[], $2::bigint[], ...), one statement for
+ * the whole batch. db_array builds such a literal: every text element double-quoted with '\' and '"'
+ * backslash-escaped (PostgreSQL's array input rules), so commas, braces, spaces and the word NULL inside a
+ * value stay data; SQL NULL is an unquoted NULL; bytes go as hex text ("ab01...") for decode(x, 'hex')
+ * server-side. It is still a parameter: the value never reaches the SQL text. The first allocation failure
+ * sticks and is reported by db_array_end(). */
+typedef struct db_array {
+    char *text; /* NUL-terminated while building; the literal after db_array_end() */
+    size_t len, cap;
+    size_t count; /* elements so far */
+    bool oom;
+} db_array;
+
+typedef struct db_array_mark {
+    size_t len, count;
+} db_array_mark;
+
+void db_array_begin(db_array *a);               /* "{" (a zeroed or freed db_array) */
+void db_array_text(db_array *a, const char *s); /* s NULL: SQL NULL */
+void db_array_int(db_array *a, int64_t v);
+void db_array_hex(db_array *a, const void *data, size_t n);
+/* Remember where the array is, and go back there (drop the elements added since). */
+db_array_mark db_array_save(const db_array *a);
+void db_array_restore(db_array *a, db_array_mark m);
+/* "}": BASE_ERR_NOMEM if any append failed. a->text is then the literal. */
+BASE_MUST_USE base_result db_array_end(db_array *a);
+void db_array_free(db_array *a); /* accepts a zeroed db_array */
+/* A whole text[] literal in one call, malloc'd (free()). */
+BASE_MUST_USE base_result db_text_array(const char *const *v, size_t n, char **ret_literal);
 
 #endif

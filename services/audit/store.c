@@ -124,75 +124,6 @@ static void copy_msg(char dst[STORE_MSG_MAX], const char *src)
     snprintf(dst, STORE_MSG_MAX, "%s", src ? src : "");
 }
 
-/* A growable buffer for array literals; the first allocation failure sticks (checked once at the end). */
-typedef struct sbuf {
-    char *p;
-    size_t len, cap;
-    bool oom;
-} sbuf;
-
-static void sb_put(sbuf *b, const char *s, size_t n)
-{
-    if (b->oom)
-        return;
-    if (b->len + n + 1 > b->cap) {
-        size_t cap = b->cap ? b->cap : 256;
-        while (cap < b->len + n + 1)
-            cap *= 2;
-        char *p = realloc(b->p, cap);
-        if (!p) {
-            b->oom = true;
-            return;
-        }
-        b->p = p;
-        b->cap = cap;
-    }
-    memcpy(b->p + b->len, s, n);
-    b->len += n;
-    b->p[b->len] = '\0';
-}
-
-static void sb_putc(sbuf *b, char c)
-{
-    sb_put(b, &c, 1);
-}
-
-static void sb_i64(sbuf *b, int64_t v)
-{
-    char tmp[32];
-    int n = snprintf(tmp, sizeof tmp, "%" PRId64, v);
-    sb_put(b, tmp, (size_t)n);
-}
-
-/* One element of a text[] literal: always double-quoted, '\' and '"' backslash-escaped (PostgreSQL's array
- * input rules), so commas, braces, spaces and the word NULL inside a value stay data. NULL -> NULL. */
-static void sb_text_elem(sbuf *b, const char *s)
-{
-    if (!s) {
-        sb_put(b, "NULL", 4);
-        return;
-    }
-    sb_putc(b, '"');
-    for (const char *c = s; *c; c++) {
-        if (*c == '"' || *c == '\\')
-            sb_putc(b, '\\');
-        sb_putc(b, *c);
-    }
-    sb_putc(b, '"');
-}
-
-static void sb_hex_elem(sbuf *b, const void *data, size_t n)
-{
-    static const char digits[] = "0123456789abcdef";
-    const uint8_t *d = data;
-    sb_putc(b, '"');
-    for (size_t i = 0; i < n; i++) {
-        char two[2] = {digits[d[i] >> 4], digits[d[i] & 15]};
-        sb_put(b, two, 2);
-    }
-    sb_putc(b, '"');
-}
-
 static base_result get_u64(const db_result *res, int row, int col, uint64_t *ret)
 {
     int64_t v = 0;
@@ -371,21 +302,30 @@ static base_result commit_body(db_conn *c, void *arg)
     b->behind = 0;
 
     int64_t t = real_micros();
-    sbuf seqs = {0}, tenants = {0}, actions = {0}, purposes = {0}, outcomes = {0}, patients = {0},
-         actors = {0}, entries = {0}, leaves = {0};
-    sbuf st_levels = {0}, st_idxs = {0}, st_hashes = {0};
-    sbuf *cols[] = {&seqs, &tenants, &actions, &purposes, &outcomes, &patients, &actors, &entries, &leaves};
-    sbuf *all[] = {&seqs,   &tenants, &actions, &purposes,  &outcomes, &patients,
-                   &actors, &entries, &leaves,  &st_levels, &st_idxs,  &st_hashes};
-    for (size_t k = 0; k < BASE_ARRAY_LEN(all); k++)
-        sb_putc(all[k], '{');
-    size_t n_subtrees = 0;
+    enum {
+        SEQ,
+        TENANT,
+        ACTION,
+        PURPOSE,
+        OUTCOME,
+        PATIENT,
+        ACTOR,
+        ENTRY,
+        LEAF,
+        ST_LEVEL,
+        ST_IDX,
+        ST_HASH,
+        NCOL
+    };
+    db_array col[NCOL];
+    db_array_mark saved[NCOL];
+    for (size_t k = 0; k < NCOL; k++)
+        db_array_begin(&col[k]);
 
     base_result r = BASE_OK_RESULT;
     size_t n_ok = 0;
     /* What a group started from, to undo it when one of its events cannot be encoded. */
-    size_t group_start = 0, group_end = 0, saved_ok = 0, saved_subtrees = 0,
-           saved_len[BASE_ARRAY_LEN(all)] = {0};
+    size_t group_start = 0, group_end = 0, saved_ok = 0;
     audit_merkle_frontier saved_work = b->work;
     for (size_t i = 0; i < b->n; i++) {
         pending *p = b->items[i];
@@ -394,10 +334,9 @@ static base_result commit_body(db_conn *c, void *arg)
             group_start = i;
             group_end = i + (p->group_len ? p->group_len : 1);
             saved_ok = n_ok;
-            saved_subtrees = n_subtrees;
             saved_work = b->work;
-            for (size_t k = 0; k < BASE_ARRAY_LEN(all); k++)
-                saved_len[k] = all[k]->len;
+            for (size_t k = 0; k < NCOL; k++)
+                saved[k] = db_array_save(&col[k]);
         }
         uint64_t seq = b->work.size;
         char *entry = NULL;
@@ -420,13 +359,9 @@ static base_result commit_body(db_conn *c, void *arg)
             /* The whole group fails with this event: undo the members already added, skip the rest. */
             char why[STORE_MSG_MAX];
             copy_msg(why, base_error_message());
-            for (size_t k = 0; k < BASE_ARRAY_LEN(all); k++) {
-                all[k]->len = saved_len[k];
-                if (all[k]->p)
-                    all[k]->p[all[k]->len] = '\0';
-            }
+            for (size_t k = 0; k < NCOL; k++)
+                db_array_restore(&col[k], saved[k]);
             n_ok = saved_ok;
-            n_subtrees = saved_subtrees;
             b->work = saved_work;
             group_fail(b, group_start, group_end, i, er.err, why);
             i = group_end - 1;
@@ -438,46 +373,48 @@ static base_result commit_body(db_conn *c, void *arg)
         p->time_micros = t;
         memcpy(p->leaf, leaf, sizeof leaf);
 
-        if (n_ok > 0)
-            for (size_t k = 0; k < BASE_ARRAY_LEN(cols); k++)
-                sb_putc(cols[k], ',');
-        sb_i64(&seqs, (int64_t)seq);
-        sb_text_elem(&tenants, ev->tenant_id);
-        sb_i64(&actions, ev->action);
-        sb_i64(&purposes, ev->purpose);
-        sb_i64(&outcomes, ev->outcome);
-        sb_text_elem(&patients, ev->patient_ref);
-        sb_text_elem(&actors, ev->actor_id);
-        sb_hex_elem(&entries, entry, len);
-        sb_hex_elem(&leaves, leaf, sizeof leaf);
+        db_array_int(&col[SEQ], (int64_t)seq);
+        db_array_text(&col[TENANT], ev->tenant_id);
+        db_array_int(&col[ACTION], ev->action);
+        db_array_int(&col[PURPOSE], ev->purpose);
+        db_array_int(&col[OUTCOME], ev->outcome);
+        db_array_text(&col[PATIENT], ev->patient_ref);
+        db_array_text(&col[ACTOR], ev->actor_id);
+        db_array_hex(&col[ENTRY], entry, len);
+        db_array_hex(&col[LEAF], leaf, sizeof leaf);
         n_ok++;
         /* The subtrees this leaf closes: level k + 1, index ((seq + 1) >> (k + 1)) - 1. */
         for (unsigned k = 0; k < n_nodes; k++) {
-            if (n_subtrees++ > 0) {
-                sb_putc(&st_levels, ',');
-                sb_putc(&st_idxs, ',');
-                sb_putc(&st_hashes, ',');
-            }
-            sb_i64(&st_levels, (int64_t)k + 1);
-            sb_i64(&st_idxs, (int64_t)(((seq + 1) >> (k + 1)) - 1));
-            sb_hex_elem(&st_hashes, nodes[k], AUDIT_MERKLE_HASH_LEN);
+            db_array_int(&col[ST_LEVEL], (int64_t)k + 1);
+            db_array_int(&col[ST_IDX], (int64_t)(((seq + 1) >> (k + 1)) - 1));
+            db_array_hex(&col[ST_HASH], nodes[k], AUDIT_MERKLE_HASH_LEN);
         }
     }
-    bool oom = false;
-    for (size_t k = 0; k < BASE_ARRAY_LEN(all); k++) {
-        sb_putc(all[k], '}');
-        oom = oom || all[k]->oom;
+    for (size_t k = 0; k < NCOL; k++) {
+        base_result er = db_array_end(&col[k]);
+        if (base_is_ok(r) && !base_is_ok(er))
+            r = er;
     }
-    if (oom) {
-        r = base_fail(BASE_ERR_NOMEM, "audit store: out of memory building a batch");
-    } else if (n_ok > 0) {
+    if (base_is_ok(r) && n_ok > 0) {
         char tbuf[24], key[24], expected[24];
         snprintf(tbuf, sizeof tbuf, "%" PRId64, t);
         snprintf(key, sizeof key, "%" PRId64, AUDIT_STORE_LOCK_KEY);
         snprintf(expected, sizeof expected, "%" PRIu64, b->base.size);
-        const char *p[] = {key,       expected,   tbuf,        seqs.p,     tenants.p,
-                           actions.p, purposes.p, outcomes.p,  patients.p, actors.p,
-                           entries.p, leaves.p,   st_levels.p, st_idxs.p,  st_hashes.p};
+        const char *p[] = {key,
+                           expected,
+                           tbuf,
+                           col[SEQ].text,
+                           col[TENANT].text,
+                           col[ACTION].text,
+                           col[PURPOSE].text,
+                           col[OUTCOME].text,
+                           col[PATIENT].text,
+                           col[ACTOR].text,
+                           col[ENTRY].text,
+                           col[LEAF].text,
+                           col[ST_LEVEL].text,
+                           col[ST_IDX].text,
+                           col[ST_HASH].text};
         db_result *res = NULL;
         r = db_exec(c, SQL_APPEND, (int)BASE_ARRAY_LEN(p), p, &res);
         int64_t inserted = 0;
@@ -489,8 +426,8 @@ static base_result commit_body(db_conn *c, void *arg)
             r = base_fail(BASE_ERR_INTERNAL, "audit store: batch insert count mismatch");
         db_result_free(res);
     }
-    for (size_t k = 0; k < BASE_ARRAY_LEN(all); k++)
-        free(all[k]->p);
+    for (size_t k = 0; k < NCOL; k++)
+        db_array_free(&col[k]);
     return r;
 }
 

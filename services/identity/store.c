@@ -1,9 +1,9 @@
 /* The identity service's Postgres store. See store.h for the contract and migrations/ for the schema.
  *
  * Every statement below is a constant (common/db's rule): data travels as $n parameters, lists as text[]
- * literals built by sb_text_elem (every element double-quoted and escaped), bytes as binary parameters or
- * hex text decoded server-side. Timestamps cross the boundary as microseconds since the epoch: TS($n) turns
- * a bigint parameter into a timestamptz and US(col) a timestamptz into a bigint, both exactly.
+ * literals built by common/db's db_array (every element double-quoted and escaped), bytes as binary
+ * parameters or hex text decoded server-side. Timestamps cross the boundary as microseconds since the epoch:
+ * TS($n) turns a bigint parameter into a timestamptz and US(col) a timestamptz into a bigint, both exactly.
  *
  * Each public function runs one db_transaction. A transaction body may run more than once (a retried
  * serialization failure), so bodies write only into their context, resetting it first, and the public
@@ -549,92 +549,24 @@ static base_result remap(base_result r, base_err from, base_err to, const char *
     return base_fail(to, "identity store: %s", msg);
 }
 
-/* A growable buffer for text[] literals; the first allocation failure sticks. */
-typedef struct sbuf {
-    char *p;
-    size_t len, cap;
-    bool oom;
-} sbuf;
-
-static void sb_put(sbuf *b, const char *s, size_t n)
-{
-    if (b->oom)
-        return;
-    if (b->len + n + 1 > b->cap) {
-        size_t cap = b->cap ? b->cap : 256;
-        while (cap < b->len + n + 1)
-            cap *= 2;
-        char *p = realloc(b->p, cap);
-        if (!p) {
-            b->oom = true;
-            return;
-        }
-        b->p = p;
-        b->cap = cap;
-    }
-    memcpy(b->p + b->len, s, n);
-    b->len += n;
-    b->p[b->len] = '\0';
-}
-
-static void sb_putc(sbuf *b, char c)
-{
-    sb_put(b, &c, 1);
-}
-
-/* One element of a text[] literal: double-quoted, '\' and '"' backslash-escaped (PostgreSQL's array input
- * rules), so a value is never structure. */
-static void sb_text_elem(sbuf *b, const char *s)
-{
-    sb_putc(b, '"');
-    for (const char *c = s; *c; c++) {
-        if (*c == '"' || *c == '\\')
-            sb_putc(b, '\\');
-        sb_putc(b, *c);
-    }
-    sb_putc(b, '"');
-}
-
 static base_result text_array(const char *const *v, size_t n, char **ret)
 {
-    sbuf b = {0};
-    sb_putc(&b, '{');
-    for (size_t i = 0; i < n; i++) {
-        if (i)
-            sb_putc(&b, ',');
-        sb_text_elem(&b, v[i]);
-    }
-    sb_putc(&b, '}');
-    if (b.oom) {
-        free(b.p);
-        return base_fail(BASE_ERR_NOMEM, "identity store: out of memory");
-    }
-    *ret = b.p;
-    return BASE_OK_RESULT;
+    return db_text_array(v, n, ret);
 }
 
 /* {"<hex>",...} of n HMACs, decoded server-side. */
 static base_result hmac_array(const unsigned char (*codes)[IDENTITY_RECOVERY_HMAC_LEN], size_t n, char **ret)
 {
-    static const char digits[] = "0123456789abcdef";
-    sbuf b = {0};
-    sb_putc(&b, '{');
-    for (size_t i = 0; i < n; i++) {
-        if (i)
-            sb_putc(&b, ',');
-        sb_putc(&b, '"');
-        for (size_t j = 0; j < IDENTITY_RECOVERY_HMAC_LEN; j++) {
-            char two[2] = {digits[codes[i][j] >> 4], digits[codes[i][j] & 15]};
-            sb_put(&b, two, 2);
-        }
-        sb_putc(&b, '"');
+    db_array a;
+    db_array_begin(&a);
+    for (size_t i = 0; i < n; i++)
+        db_array_hex(&a, codes[i], IDENTITY_RECOVERY_HMAC_LEN);
+    base_result r = db_array_end(&a);
+    if (!base_is_ok(r)) {
+        db_array_free(&a);
+        return r;
     }
-    sb_putc(&b, '}');
-    if (b.oom) {
-        free(b.p);
-        return base_fail(BASE_ERR_NOMEM, "identity store: out of memory");
-    }
-    *ret = b.p;
+    *ret = a.text;
     return BASE_OK_RESULT;
 }
 

@@ -441,6 +441,68 @@ static base_result ledger_then_fail(db_conn *c, void *argp)
     return r;
 }
 
+/* Array parameters: awkward text stays data through unnest(), NULL stays NULL, hex decodes, a restored mark
+ * drops exactly what was added after it. */
+static void test_array_parameters(void **state)
+{
+    (void)state;
+    static const char *const awkward[] = {"plain", "with \"quotes\"", "back\\slash",       "a,b", "{braces}",
+                                          "NULL",  " spaced ",        "\xc3\xa9t\xc3\xa9", ""};
+    enum { N = sizeof awkward / sizeof awkward[0] };
+    db_array t, ints, hex;
+    db_array_begin(&t);
+    db_array_begin(&ints);
+    db_array_begin(&hex);
+    for (size_t i = 0; i < N; i++) {
+        db_array_text(&t, awkward[i]);
+        db_array_int(&ints, (int64_t)i - 3);
+        db_array_hex(&hex, awkward[i], strlen(awkward[i]));
+    }
+    db_array_text(&t, NULL);
+    db_array_int(&ints, INT64_MIN);
+    db_array_hex(&hex, "", 0);
+    /* Added, then taken back: must not reach the server. */
+    db_array_mark mt = db_array_save(&t), mi = db_array_save(&ints), mh = db_array_save(&hex);
+    db_array_text(&t, "dropped");
+    db_array_int(&ints, 99);
+    db_array_hex(&hex, "dropped", 7);
+    db_array_restore(&t, mt);
+    db_array_restore(&ints, mi);
+    db_array_restore(&hex, mh);
+    MUST(db_array_end(&t));
+    MUST(db_array_end(&ints));
+    MUST(db_array_end(&hex));
+    const char *p[] = {t.text, ints.text, hex.text};
+    db_conn *c = NULL;
+    db_result *res = NULL;
+    MUST(db_pool_acquire(g_pool, 5000, &c));
+    MUST(db_exec(c,
+                 "SELECT u.t, u.i, convert_from(decode(u.h, 'hex'), 'UTF8') FROM unnest($1::text[], "
+                 "$2::bigint[], $3::text[]) WITH ORDINALITY AS u(t, i, h, n) ORDER BY u.n",
+                 3, p, &res));
+    assert_int_equal(db_result_ntuples(res), N + 1);
+    for (size_t i = 0; i < N; i++) {
+        assert_string_equal(db_result_get(res, (int)i, 0), awkward[i]);
+        int64_t v = 0;
+        MUST(db_result_get_int64(res, (int)i, 1, &v));
+        assert_int_equal(v, (int64_t)i - 3);
+        assert_string_equal(db_result_get(res, (int)i, 2), awkward[i]);
+    }
+    assert_true(db_result_is_null(res, N, 0));
+    assert_string_equal(db_result_get(res, N, 1), "-9223372036854775808");
+    assert_string_equal(db_result_get(res, N, 2), "");
+    db_result_free(res);
+    db_conn_release(c);
+    db_array_free(&t);
+    db_array_free(&ints);
+    db_array_free(&hex);
+    char *lit = NULL;
+    const char *two[] = {"x\"y", "z"};
+    MUST(db_text_array(two, 2, &lit));
+    assert_string_equal(lit, "{\"x\\\"y\",\"z\"}");
+    free(lit);
+}
+
 static void test_transaction_rollback_on_error(void **state)
 {
     (void)state;
@@ -715,6 +777,7 @@ static void test_generated_set(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_array_parameters),
         cmocka_unit_test(test_generated_set),
         cmocka_unit_test(test_exec_params_null_and_bytea),
         cmocka_unit_test(test_injection_stays_data),
