@@ -34,7 +34,7 @@
 /* ---- Settings ------------------------------------------------------------------------------------------ */
 
 static const char *set_pg_uri, *set_pg_owner_uri, *set_pg_schema, *set_signing_key, *set_origin,
-    *set_key_name, *set_identity_addr, *set_redis_addr;
+    *set_key_name, *set_identity_addr, *set_redis_addr, *set_previous_vkeys;
 static long set_pg_pool_size, set_max_batch, set_batch_wait_us, set_checkpoint_interval_ms;
 
 const cfg_setting audit_settings[] = {
@@ -58,6 +58,9 @@ const cfg_setting audit_settings[] = {
      false},
     {"checkpoint-interval-ms", CFG_INT, "1000", &set_checkpoint_interval_ms, 10, 3600000,
      "at most one signed checkpoint per interval (after appends)", false},
+    {"previous-verifier-keys", CFG_STRING, "", &set_previous_vkeys, 0, 4096,
+     "key rotation: comma-separated verifier keys of earlier signing keys, whose checkpoints still verify",
+     false},
     {"identity-addr", CFG_STRING, "", &set_identity_addr, 0, 300,
      "the identity service's API host:port: when set, reads (queries, exports, accounting) need the caller's "
      "access token with audit.read in the tenant asked about; empty: the caller's service identity alone "
@@ -168,6 +171,28 @@ base_result audit_service_init(void **ret_state)
         .checkpoint_interval_ms = (int)set_checkpoint_interval_ms,
         .skip_migrations = owner,
     };
+    /* previous-verifier-keys: "vkey,vkey,..." (a vkey has no comma). */
+    char prev_buf[4097];
+    const char *prev[AUDIT_STORE_MAX_PREVIOUS_KEYS];
+    size_t n_prev = 0;
+    snprintf(prev_buf, sizeof prev_buf, "%s", set_previous_vkeys);
+    for (char *p = prev_buf, *next = NULL; *p; p = next) {
+        next = strchr(p, ',');
+        if (next)
+            *next++ = '\0';
+        else
+            next = p + strlen(p);
+        if (!*p)
+            continue;
+        if (n_prev == AUDIT_STORE_MAX_PREVIOUS_KEYS) {
+            r = base_fail(BASE_ERR_INVALID, "previous-verifier-keys: at most %d keys",
+                          AUDIT_STORE_MAX_PREVIOUS_KEYS);
+            goto fail;
+        }
+        prev[n_prev++] = p;
+    }
+    scfg.previous_vkeys = prev;
+    scfg.n_previous_vkeys = n_prev;
     BASE_GUARD_GOTO(r, audit_store_open(&scfg, &s->store), fail);
     uint8_t pub[ACRYPTO_ED25519_PUBLIC_LEN];
     size_t vlen = 0;

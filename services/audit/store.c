@@ -14,15 +14,15 @@
 #include <string.h>
 #include <time.h>
 
-#define STORE_MSG_MAX     256
-#define FOLD_BATCH        10000 /* leaf hashes read per statement when catching up */
-#define VERIFY_BATCH      1000  /* rows (entries up to 64 KiB) read per statement when verifying */
-#define TXN_MAX_ATTEMPTS  3
-#define FOLD_MAX_ATTEMPTS 50 /* rounds of "another replica appended first" before a batch gives up */
-#define DEFAULT_SCHEMA    "audit"
+#define STORE_MSG_MAX    256
+#define FOLD_BATCH       10000 /* leaf hashes read per statement when catching up */
+#define VERIFY_BATCH     1000  /* rows (entries up to 64 KiB) read per statement when verifying */
+#define TXN_MAX_ATTEMPTS 3
+#define DEFAULT_SCHEMA   "audit"
 
 /* ---- SQL (constants only) --------------------------------------------------------------------------- */
 
+static const char SQL_LOCK[] = "SELECT pg_advisory_xact_lock($1::bigint)";
 static const char SQL_NEXT_SEQ[] = "SELECT coalesce(max(seq) + 1, 0) FROM events";
 static const char SQL_FOLD[] =
     "SELECT seq, leaf_hash FROM events WHERE seq >= $1::bigint AND seq < $2::bigint "
@@ -72,6 +72,9 @@ struct audit_store {
     char *origin;
     char *key_name;
     char *vkey;
+    /* Checkpoints verify with the current key or a previous one (rotation): [0] is the current key. */
+    audit_note_verifier *verifiers[1 + AUDIT_STORE_MAX_PREVIOUS_KEYS];
+    size_t n_verifiers;
     const acrypto_ed25519_key *key;
     size_t max_batch;
     int max_wait_us;
@@ -431,28 +434,41 @@ static base_result commit_body(db_conn *c, void *arg)
     return r;
 }
 
+/* The batch under the log's lock, taken first: fold in what other replicas appended, then append. */
+static base_result locked_body(db_conn *c, void *arg)
+{
+    batch *b = arg;
+    char key[24];
+    snprintf(key, sizeof key, "%" PRId64, AUDIT_STORE_LOCK_KEY);
+    const char *kp[] = {key};
+    BASE_GUARD(db_exec(c, SQL_LOCK, 1, kp, NULL));
+    uint64_t next = 0;
+    BASE_GUARD(query_u64(c, SQL_NEXT_SEQ, &next));
+    if (next < b->base.size)
+        return base_fail(BASE_ERR_CONFLICT, "audit store: the log is shorter than the in-memory frontier");
+    if (next > b->base.size) {
+        uint64_t folded = 0;
+        BASE_GUARD(fold_leaves(c, &b->base, next, &folded));
+        b->folded += folded;
+    }
+    BASE_GUARD(commit_body(c, b));
+    if (b->behind != 0)
+        return base_fail(BASE_ERR_INTERNAL, "audit store: the log moved while its lock was held");
+    return BASE_OK_RESULT;
+}
+
 static void run_batch(audit_store *s, pending **items, size_t n)
 {
     batch b = {.s = s, .items = items, .n = n, .base = s->frontier}; /* only the committer writes it */
-    base_result r = BASE_OK_RESULT;
+    /* Optimistic first: one round trip. If another replica appended first, take the lock before reading
+     * where the log ends (a transaction), so this batch cannot lose the race again. */
     db_conn *c = NULL;
-    r = db_pool_acquire(s->pool, 5000, &c);
-    for (int attempt = 0; base_is_ok(r); attempt++) {
+    base_result r = db_pool_acquire(s->pool, 5000, &c);
+    if (base_is_ok(r))
         r = commit_body(c, &b);
-        if (!base_is_ok(r) || b.behind == 0)
-            break;
-        /* Another replica appended first: take in its leaves, then encode again after them. */
-        if (b.behind < b.base.size)
-            r = base_fail(BASE_ERR_CONFLICT, "audit store: the log is shorter than the in-memory frontier");
-        else if (attempt + 1 >= FOLD_MAX_ATTEMPTS)
-            r = base_fail(BASE_ERR_UNAVAILABLE, "audit store: other replicas keep appending; try again");
-        else {
-            uint64_t folded = 0;
-            r = fold_leaves(c, &b.base, b.behind, &folded);
-            b.folded += folded;
-        }
-    }
     db_conn_release(c);
+    if (base_is_ok(r) && b.behind != 0)
+        r = db_transaction(s->pool, DB_READ_COMMITTED, TXN_MAX_ATTEMPTS, locked_body, &b);
     char msg[STORE_MSG_MAX];
     copy_msg(msg, base_is_ok(r) ? "" : base_error_message());
     free_entries(&b);
@@ -670,8 +686,9 @@ static base_result load_body(db_conn *c, void *arg)
         const char *note = db_result_get(res, 0, 2);
         audit_checkpoint *cp = NULL;
         bool good = l->f.size == size && acrypto_equal(root, froot, sizeof root) && note &&
-                    base_is_ok(audit_checkpoint_open_vkey(note, db_result_length(res, 0, 2), l->s->vkey,
-                                                          l->s->origin, &cp)) &&
+                    base_is_ok(audit_checkpoint_open(note, db_result_length(res, 0, 2),
+                                                     (const audit_note_verifier *const *)l->s->verifiers,
+                                                     l->s->n_verifiers, l->s->origin, &cp)) &&
                     cp->size == size && acrypto_equal(cp->root, root, sizeof root);
         audit_checkpoint_free(cp);
         if (!good)
@@ -733,6 +750,21 @@ base_result audit_store_open(const audit_store_config *cfg, audit_store **ret_st
     size_t vkey_len = 0;
     BASE_GUARD_GOTO(r, acrypto_ed25519_public_raw(cfg->key, pub), out);
     BASE_GUARD_GOTO(r, audit_note_vkey_format(s->key_name, pub, &s->vkey, &vkey_len), out);
+    BASE_GUARD_GOTO(r, audit_note_verifier_new(s->vkey, &s->verifiers[0]), out);
+    s->n_verifiers = 1;
+    if (cfg->n_previous_vkeys > AUDIT_STORE_MAX_PREVIOUS_KEYS) {
+        r = base_fail(BASE_ERR_INVALID, "audit store: too many previous verifier keys");
+        goto out;
+    }
+    for (size_t i = 0; i < cfg->n_previous_vkeys; i++) {
+        r = audit_note_verifier_new(cfg->previous_vkeys[i], &s->verifiers[s->n_verifiers]);
+        if (!base_is_ok(r)) {
+            r = base_fail(BASE_ERR_INVALID, "audit store: previous verifier key %zu is not a verifier key",
+                          i + 1);
+            goto out;
+        }
+        s->n_verifiers++;
+    }
 
     load_ctx l = {.s = s};
     BASE_GUARD_GOTO(r, db_transaction(s->pool, DB_REPEATABLE_READ, TXN_MAX_ATTEMPTS, load_body, &l), out);
@@ -770,6 +802,8 @@ void audit_store_close(audit_store *s)
     free(s->origin);
     free(s->key_name);
     free(s->vkey);
+    for (size_t i = 0; i < s->n_verifiers; i++)
+        audit_note_verifier_freep(&s->verifiers[i]);
     free(s);
 }
 
@@ -813,8 +847,9 @@ static bool check_checkpoint(verify_ctx *v, const db_result *cks, int i, const a
     const char *note = db_result_get(cks, i, 2);
     audit_checkpoint *cp = NULL;
     bool sig_ok = base_is_ok(get_hash(cks, i, 1, stored)) && note &&
-                  base_is_ok(audit_checkpoint_open_vkey(note, db_result_length(cks, i, 2), v->s->vkey,
-                                                        v->s->origin, &cp)) &&
+                  base_is_ok(audit_checkpoint_open(note, db_result_length(cks, i, 2),
+                                                   (const audit_note_verifier *const *)v->s->verifiers,
+                                                   v->s->n_verifiers, v->s->origin, &cp)) &&
                   cp->size == f->size && acrypto_equal(cp->root, stored, sizeof stored);
     audit_checkpoint_free(cp);
     if (!sig_ok) {

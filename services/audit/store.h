@@ -7,8 +7,10 @@
  *
  *     takes pg_advisory_xact_lock(AUDIT_STORE_LOCK_KEY)        -- one appender at a time, across replicas
  *     checks coalesce(max(seq) + 1, 0) = the frontier's size  -- else another replica appended: nothing is
- *                                                                written, the committer folds its leaves
- *                                                                in and encodes the batch again
+ *                                                                written; the committer then runs the batch
+ *                                                                in a transaction that takes the lock
+ *                                                                first, folds the new leaves in and encodes
+ *                                                                again (so it cannot lose the race twice)
  *     INSERTs the rows and the subtree hashes they close, FROM unnest($n::bigint[], ...)
  *
  * so a batch costs one round trip and one WAL flush. The committer
@@ -58,6 +60,7 @@
 #define AUDIT_STORE_DEFAULT_CHECKPOINT_INTERVAL 1000  /* ms */
 #define AUDIT_STORE_MAX_ENTRY                   65536 /* the events.entry check constraint */
 #define AUDIT_STORE_MAX_GROUP                   1000  /* events in one audit_store_append_all */
+#define AUDIT_STORE_MAX_PREVIOUS_KEYS           8
 
 typedef struct audit_store_config {
     db_pool *pool;                  /* required; search_path = schema; shared, not owned */
@@ -69,6 +72,10 @@ typedef struct audit_store_config {
     int max_wait_us;                /* how long the committer waits for more events, <0 = default */
     int checkpoint_interval_ms;     /* <= 0 = default */
     bool skip_migrations;           /* the schema was migrated by an owner role (runtime role: no DDL) */
+    /* Key rotation: verifier keys ("<name>+<hash>+<base64>") of earlier signing keys. Checkpoints signed by
+     * them still verify (on open and in audit_store_verify); new ones are signed with `key`. */
+    const char *const *previous_vkeys;
+    size_t n_previous_vkeys; /* at most AUDIT_STORE_MAX_PREVIOUS_KEYS */
 } audit_store_config;
 
 /* The canonical entry of an event, given its sequence number and time (see above). *ret_entry is malloc'd,
