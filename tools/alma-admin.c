@@ -71,6 +71,20 @@ static bool read_password(char out[PASSWORD_READ])
     return n > 0;
 }
 
+/* The store's username rule, [a-z0-9._@-]{3,64}, checked before anything is written: the tenant and the
+ * administrator are created in two transactions, and a tenant left without its administrator (the store
+ * refusing the username after the tenant was made) would make every later bootstrap refuse to run. */
+static bool username_ok(const char *u)
+{
+    size_t n = strlen(u);
+    if (n < 3 || n > 64)
+        return false;
+    for (const char *p = u; *p; p++)
+        if (!((*p >= 'a' && *p <= 'z') || (*p >= '0' && *p <= '9') || strchr("._@-", *p)))
+            return false;
+    return true;
+}
+
 static base_result load_master(acrypto_secret **ret)
 {
     FILE *f = fopen(set_master_key_file, "r");
@@ -104,6 +118,10 @@ static int bootstrap(void)
         kind = IDENTITY_TENANT_HEALTH_PLAN;
     else {
         fprintf(stderr, PROGRAM ": bootstrap: --tenant-kind must be provider or health-plan\n");
+        return EXIT_USAGE;
+    }
+    if (!username_ok(set_username)) {
+        fprintf(stderr, PROGRAM ": bootstrap: --username must match [a-z0-9._@-]{3,64}\n");
         return EXIT_USAGE;
     }
     char password[PASSWORD_READ];

@@ -38,7 +38,20 @@ static bool claims_have(const authz_claims *c, const char *perm)
     return false;
 }
 
-/* The caller may grant a role only if it holds every permission the role gives. */
+/* Permissions over access itself (users, roles, sessions, tenants, partner clients): handing one out is
+ * an escalation unless the caller holds it. The others (clinical, referral, audit, privacy, ...) are what
+ * administrators assign without holding them: a security administrator gives clinicians their role but does
+ * not read charts. */
+static bool escalates(const authz_claims *c, const char *perm)
+{
+    static const char *const admin_prefixes[] = {"identity.", "platform.", "partners."};
+    for (size_t i = 0; i < BASE_ARRAY_LEN(admin_prefixes); i++)
+        if (strncmp(perm, admin_prefixes[i], strlen(admin_prefixes[i])) == 0)
+            return !claims_have(c, perm);
+    return false;
+}
+
+/* The caller may grant a role only if it holds every permission over access the role gives. */
 static rpc_code check_no_escalation(rpc_ctx *ctx, const authz_claims *c, const char *role_id)
 {
     identity_role role = {0};
@@ -47,7 +60,7 @@ static rpc_code check_no_escalation(rpc_ctx *ctx, const authz_claims *c, const c
         return idn_fail(ctx, r);
     rpc_code code = RPC_OK;
     for (size_t i = 0; i < role.npermissions && code == RPC_OK; i++)
-        if (!claims_have(c, role.permissions[i]))
+        if (escalates(c, role.permissions[i]))
             code = rpc_fail(ctx, RPC_PERMISSION_DENIED,
                             "the role gives permissions the caller does not hold (no escalation by grant)");
     identity_role_clear(&role);
@@ -314,7 +327,7 @@ rpc_code idn_h_put_role(rpc_ctx *ctx, const void *reqp, void *respp)
     if (!req->role)
         return rpc_fail(ctx, RPC_INVALID_ARGUMENT, "role is required");
     for (size_t i = 0; i < req->role->n_permissions; i++)
-        if (!claims_have(&c, req->role->permissions[i]))
+        if (escalates(&c, req->role->permissions[i]))
             return rpc_fail(ctx, RPC_PERMISSION_DENIED,
                             "the role would give permissions the caller does not hold (no escalation)");
     identity_role_put in = {.tenant_id = c.tid,
@@ -349,13 +362,13 @@ rpc_code idn_h_put_role(rpc_ctx *ctx, const void *reqp, void *respp)
                                          "new_permissions", join(ctx, after.permissions, after.npermissions),
                                          "old_requires_mfa", before.requires_mfa ? "true" : "false",
                                          "new_requires_mfa", after.requires_mfa ? "true" : "false", NULL}};
+    /* Holders of the role keep their tokens until they expire (at most token-ttl-s): the full history is in
+     * role_history; Refresh issues tokens with the new permissions. The event points into `after`: clear the
+     * roles only once it is written. */
+    code = o ? audited(ctx, &ev) : rpc_fail(ctx, RPC_RESOURCE_EXHAUSTED, "out of memory");
     identity_role_clear(&after);
     identity_role_clear(&before);
-    if (!o)
-        return rpc_fail(ctx, RPC_RESOURCE_EXHAUSTED, "out of memory");
-    /* Holders of the role keep their tokens until they expire (at most token-ttl-s): the full history is in
-     * role_history; Refresh issues tokens with the new permissions. */
-    return audited(ctx, &ev);
+    return code;
 }
 
 static rpc_code grant_or_revoke(rpc_ctx *ctx, const char *principal_id, const char *role_id, bool grant,
@@ -518,6 +531,19 @@ static void grant_out(rpc_ctx *ctx, const identity_break_glass *g, Alma__Identit
     o->end_time = idn_timestamp(ctx, g->end_us);
 }
 
+/* The store's rule for a reason: IDENTITY_BREAK_GLASS_REASON_MIN..MAX bytes, no control characters but
+ * tab, newline and carriage return (checked here too, because the grant is audited before it is stored). */
+static bool break_glass_reason_ok(const char *reason)
+{
+    size_t n = strlen(reason);
+    if (n < IDENTITY_BREAK_GLASS_REASON_MIN || n > IDENTITY_BREAK_GLASS_REASON_MAX)
+        return false;
+    for (const unsigned char *p = (const unsigned char *)reason; *p; p++)
+        if ((*p < 0x20 && *p != '\t' && *p != '\n' && *p != '\r') || *p == 0x7f)
+            return false;
+    return true;
+}
+
 rpc_code idn_h_break_glass(rpc_ctx *ctx, const void *reqp, void *respp)
 {
     const Alma__Identity__V1__BreakGlassRequest *req = reqp;
@@ -529,16 +555,18 @@ rpc_code idn_h_break_glass(rpc_ctx *ctx, const void *reqp, void *respp)
     if (req->duration_minutes < 1 || req->duration_minutes > IDENTITY_BREAK_GLASS_MAX_MIN)
         return rpc_fail(ctx, RPC_INVALID_ARGUMENT, "duration_minutes must be 1..%d",
                         IDENTITY_BREAK_GLASS_MAX_MIN);
-    identity_break_glass_new n = {.tenant_id = c.tid,
-                                  .clinician_id = c.sub,
-                                  .patient_ref = req->patient_ref,
-                                  .reason = req->reason,
-                                  .duration_minutes = req->duration_minutes};
-    identity_break_glass g;
-    base_result r = identity_store_break_glass_create(s->pool, &n, &g);
-    if (!base_is_ok(r))
-        return idn_fail(ctx, r);
-    /* Audited before the grant is usable anywhere (the mirror is what other services read). */
+    if (!authz_valid_patient_ref(req->patient_ref))
+        return rpc_fail(ctx, RPC_INVALID_ARGUMENT, "patient_ref must be pt_ and 32 lowercase hex digits");
+    if (!break_glass_reason_ok(req->reason))
+        return rpc_fail(ctx, RPC_INVALID_ARGUMENT,
+                        "reason must be %d..%d bytes of text (no control characters but tab and newline)",
+                        IDENTITY_BREAK_GLASS_REASON_MIN, IDENTITY_BREAK_GLASS_REASON_MAX);
+    /* Audited before the grant exists: the stored grant is usable at once (Check reads it, and the mirrors
+     * are rebuilt from it at start-up) and can never be withdrawn (append-only), so an audit failure after
+     * storing it would leave PHI access open without its record. If storing fails after the audit, the log
+     * holds an attempt that granted nothing, which is the safe side. */
+    char grant_id[IDENTITY_ID_MAX + 1];
+    idn_random_id("bg_", grant_id, sizeof grant_id);
     char minutes[16];
     snprintf(minutes, sizeof minutes, "%d", req->duration_minutes);
     idn_audit_event ev = {.tenant_id = c.tid,
@@ -546,12 +574,25 @@ rpc_code idn_h_break_glass(rpc_ctx *ctx, const void *reqp, void *respp)
                           .claims = &c,
                           .action = ALMA__AUDIT__V1__ACTION__ACTION_BREAK_GLASS,
                           .severity = ALMA__AUDIT__V1__SEVERITY__SEVERITY_HIGH,
-                          .patient_ref = g.patient_ref,
+                          .patient_ref = req->patient_ref,
                           .resource_type = "BreakGlassGrant",
-                          .resource_id = g.grant_id,
+                          .resource_id = grant_id,
                           .details = (const char *const[]){"duration_minutes", minutes, NULL}};
-    if ((code = audited(ctx, &ev)) != RPC_OK)
-        return code;
+    if (!base_is_ok(idn_audit(ctx, &ev)))
+        return rpc_fail(ctx, RPC_UNAVAILABLE, "audit log unavailable: no break-glass grant was opened");
+    identity_break_glass_new n = {.grant_id = grant_id,
+                                  .tenant_id = c.tid,
+                                  .clinician_id = c.sub,
+                                  .patient_ref = req->patient_ref,
+                                  .reason = req->reason,
+                                  .duration_minutes = req->duration_minutes};
+    identity_break_glass g;
+    base_result r = identity_store_break_glass_create(s->pool, &n, &g);
+    if (!base_is_ok(r)) {
+        log_emit(LOG_ERROR, rpc_ctx_request_id(ctx), "break-glass audited but not stored", "error",
+                 base_error_message(), NULL);
+        return idn_fail(ctx, r);
+    }
     cache_conn *conn = cache_thread_conn(&s->cache);
     if (!conn)
         return rpc_fail(ctx, RPC_UNAVAILABLE, "Redis unavailable");
@@ -667,7 +708,7 @@ rpc_code idn_h_check(rpc_ctx *ctx, const void *reqp, void *respp)
             r = identity_store_break_glass_list(s->pool, c.tid, since, 0, NULL, IDENTITY_LIST_MAX, &g);
             if (!base_is_ok(r))
                 return idn_fail(ctx, r);
-            int64_t now_us = (int64_t)idn_now() * 1000000;
+            int64_t now_us = idn_now_us(); /* grants start within a second, not on one */
             for (size_t i = 0; i < g.n && !resp->allowed; i++) {
                 if (strcmp(g.items[i].clinician_id, target) == 0 &&
                     strcmp(g.items[i].patient_ref, req->patient_ref) == 0 && g.items[i].start_us <= now_us &&

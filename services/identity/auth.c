@@ -136,6 +136,10 @@ rpc_code idn_h_login(rpc_ctx *ctx, const void *reqp, void *respp)
             ctx, RPC_INVALID_ARGUMENT,
             "tenant_id, username and password are required and bounded (password at most %d bytes)",
             IDN_MAX_PASSWORD);
+    /* A malformed tenant id can name no tenant; refused here, it would make the throttle and the audit
+     * event of the failure refuse it as well (UNAVAILABLE). */
+    if (!authz_valid_tenant(req->tenant_id))
+        return rpc_fail(ctx, RPC_INVALID_ARGUMENT, "tenant_id is malformed");
     cache_conn *conn = cache_thread_conn(&s->cache);
     if (!conn)
         return rpc_fail(ctx, RPC_UNAVAILABLE, "login temporarily unavailable");

@@ -71,6 +71,13 @@ int64_t idn_now(void)
     return (int64_t)time(NULL);
 }
 
+int64_t idn_now_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * MICROS_PER_SECOND + ts.tv_nsec / 1000;
+}
+
 Google__Protobuf__Timestamp *idn_timestamp(rpc_ctx *ctx, int64_t micros)
 {
     Google__Protobuf__Timestamp *t = rpc_ctx_alloc(ctx, sizeof *t);
@@ -139,7 +146,7 @@ rpc_code idn_require(rpc_ctx *ctx, const char *permission, const char *patient_r
     return RPC_OK;
 }
 
-static void random_hex_id(const char *prefix, char *out, size_t cap)
+void idn_random_id(const char *prefix, char *out, size_t cap)
 {
     uint8_t b[16];
     if (!base_is_ok(acrypto_random(b, sizeof b)))
@@ -161,7 +168,7 @@ base_result idn_issue_token(idn_service *s, const char *tenant_id, const char *p
     snprintf(c.sub, sizeof c.sub, "%s", principal_id);
     snprintf(c.tid, sizeof c.tid, "%s", tenant_id);
     snprintf(c.sid, sizeof c.sid, "%s", sid);
-    random_hex_id("tok_", c.jti, sizeof c.jti);
+    idn_random_id("tok_", c.jti, sizeof c.jti);
     c.iat = now;
     c.nbf = now;
     c.exp = now + s->token_ttl_s;
@@ -246,7 +253,24 @@ base_result idn_end_principal(idn_service *s, const char *principal_id, bool end
     if (end_sessions)
         BASE_GUARD(session_end_all(conn, principal_id, revoke_one, conn, &count));
     /* Tokens issued until now are dead in every service within a second. */
-    BASE_GUARD(authz_revoke_principal(conn, principal_id, idn_now(), 0));
+    int64_t at = idn_now();
+    BASE_GUARD(authz_revoke_principal(conn, principal_id, at, 0));
+    /* The revocation covers every token issued at or before second `at` (iat has one-second resolution), so
+     * one issued later in that same second, e.g. by a Refresh or Login right after this call returns, would
+     * be dead on arrival. Return only once idn_now(), the clock iat is taken from, has passed `at` (at most a
+     * second, on administrative calls): whatever is issued after the answer is then not caught. time() is
+     * the coarse clock, a tick behind the precise one: sleep to the precise second, then poll. */
+    int64_t left_us = (at + 1) * MICROS_PER_SECOND - idn_now_us();
+    if (left_us > 0 && left_us <= MICROS_PER_SECOND) {
+        struct timespec ts = {.tv_sec = left_us / MICROS_PER_SECOND,
+                              .tv_nsec = (long)(left_us % MICROS_PER_SECOND) * 1000};
+        while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {
+        }
+    }
+    for (int i = 0; i < 100 && idn_now() <= at; i++) {
+        struct timespec ms = {0, 1000000};
+        nanosleep(&ms, NULL);
+    }
     if (ret_count)
         *ret_count = count;
     return BASE_OK_RESULT;

@@ -51,7 +51,10 @@ typedef struct idn_service {
 } idn_service;
 
 idn_service *idn_of(rpc_ctx *ctx);
-int64_t idn_now(void);
+int64_t idn_now(void);    /* epoch seconds */
+int64_t idn_now_us(void); /* epoch microseconds (the store's times) */
+/* prefix + 32 random lowercase hex digits ("tok_", "bg_", ...). */
+void idn_random_id(const char *prefix, char *out, size_t cap);
 
 /* The caller's token, verified and authorised for `permission` within its own tenant (and for the patient,
  * when patient-scoped). On denial the RPC status is set and returned; on success RPC_OK and *claims. */
