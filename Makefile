@@ -4,7 +4,7 @@ ASAN_BUILD ?= build-asan
 JOBS       ?= $(shell nproc)
 CTEST_ARGS ?=
 
-.PHONY: all deps build build-asan run stop status test test-build test-asan check bench clean help
+.PHONY: all deps build build-asan run stop status test test-build test-asan check bench bench-audit bench-identity clean help
 
 all: build
 
@@ -14,6 +14,8 @@ help:
 	@echo "make status  show what the local stack runs"
 	@echo "make test    install, run the style checks, build and test normally and under ASan+UBSan"
 	@echo "make bench   echo baseline against the C++ async greeter (bench/run.sh; about 3 minutes)"
+	@echo "make bench-audit     audit appends against echo and a plain INSERT (bench/audit.sh; about 3 minutes)"
+	@echo "make bench-identity  identity Check/Login against echo, and authorize() in-process (bench/identity.sh)"
 	@echo "make check   banned-function and clang-format checks only"
 	@echo "make clean   remove build trees and the local stack's state"
 
@@ -58,6 +60,14 @@ test: deps check
 bench:
 	bash deploy/deps.sh --bench
 	bash bench/run.sh
+
+bench-audit:
+	bash deploy/deps.sh --bench
+	bash bench/audit.sh
+
+bench-identity:
+	bash deploy/deps.sh --bench
+	bash bench/identity.sh
 
 clean:
 	-bash deploy/stack.sh stop $(BUILD)

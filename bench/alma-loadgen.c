@@ -41,6 +41,11 @@
 #define LG_MAX_METADATA     64
 #define LG_MAX_MD_KEY       256
 #define LG_MAX_MD_VALUE     8192
+/* --payload identity-login / identity-check: the fields' bounds (proto/identity/v1/identity.proto). */
+#define LG_MAX_ID_FIELD   128 /* tenant, username, principal, permission, patient reference */
+#define LG_MAX_PASSWORD   256
+#define LG_MAX_TOKEN      8192 /* common/authz AUTHZ_MAX_TOKEN_LEN */
+#define LG_MAX_TOKEN_FILE (LG_MAX_TOKEN + 2)
 /* Latency samples: every measured call is kept up to this many (8 bytes each); past it a uniform reservoir.
  */
 #define LG_MAX_SAMPLES    (20L * 1000 * 1000)
@@ -72,7 +77,15 @@ struct lg_config {
     long warmup_s;
     long payload_size;
     bool payload_size_set;
-    const char *payload; /* NULL / "x": field 1 of --payload-size 'x'; "audit-event": an AppendEventRequest */
+    const char *payload; /* NULL / "x": field 1 of --payload-size 'x'; "audit-event": an AppendEventRequest;
+                          * "identity-login": a LoginRequest; "identity-check": a CheckRequest */
+    const char *login_tenant;
+    const char *login_username;
+    const char *login_password_file;
+    const char *check_principal;
+    const char *check_permission;
+    const char *check_patient;
+    const char *authorization_file; /* a token, sent as "authorization: Bearer <token>" */
     long channels;
     long deadline_ms;
     const char *request_file;
@@ -114,6 +127,7 @@ struct lg {
     struct lg_slot *slots;  /* cfg->concurrency of them */
     struct lg_slot *probes; /* one per channel */
     grpc_metadata *md;
+    size_t md_count; /* --metadata entries, and authorization from --authorization-file */
     grpc_slice request;
     size_t request_len;
     long inflight;
@@ -191,7 +205,19 @@ static void usage(FILE *out)
         "                          realistic alma.audit.v1.AppendEventRequest of 164 bytes (tenant,\n"
         "                          actor with a role, ACTION_READ, purpose treatment, outcome success,\n"
         "                          severity info, a pt_ patient reference, resource type and id, request\n"
-        "                          id), the same bytes every call\n"
+        "                          id), the same bytes every call; identity-login: an\n"
+        "                          alma.identity.v1.LoginRequest of --login-tenant, --login-username and\n"
+        "                          the password in --login-password-file (no second factor: a user whose\n"
+        "                          roles need no MFA); identity-check: an alma.identity.v1.CheckRequest of\n"
+        "                          --check-permission (default referral.review) and, if given,\n"
+        "                          --check-principal (default: the token's own) and --check-patient\n"
+        "  --login-tenant T, --login-username U, --login-password-file F\n"
+        "                          the LoginRequest of --payload identity-login (the file: the password\n"
+        "                          on one line, at most %d bytes)\n"
+        "  --check-permission X, --check-principal P, --check-patient pt_...\n"
+        "                          the CheckRequest of --payload identity-check\n"
+        "  --authorization-file F  send 'authorization: Bearer <token>' with every call, the token read\n"
+        "                          from F (one line; kept out of argv, where other users could read it)\n"
         "  --request-file F        raw serialized request bytes (overrides --payload-size; not with "
         "--payload)\n"
         "  --channels C            spread the calls over C channels, each its own connection\n"
@@ -217,8 +243,8 @@ static void usage(FILE *out)
         "Every status is checked; non-OK statuses are counted by code and printed with the first message\n"
         "seen. Exit status: 0 ok, 1 benchmark failed (more than 0.1 %% of calls failed, no successful call,\n"
         "or the target was unreachable), 2 bad arguments.\n",
-        LG_MAX_CONCURRENCY, LG_MAX_DURATION_S, LG_MAX_WARMUP_S, LG_MAX_PAYLOAD, LG_MAX_METADATA,
-        LG_MAX_SAMPLES, LG_SAMPLES_PER_S);
+        LG_MAX_CONCURRENCY, LG_MAX_DURATION_S, LG_MAX_WARMUP_S, LG_MAX_PAYLOAD, LG_MAX_PASSWORD,
+        LG_MAX_METADATA, LG_MAX_SAMPLES, LG_SAMPLES_PER_S);
 }
 
 /* Strict decimal integer in [min, max]: no sign tricks, no trailing or leading garbage, no overflow. */
@@ -301,6 +327,22 @@ static bool parse_metadata(struct lg_config *cfg, const char *arg)
     return true;
 }
 
+/* A field of the identity requests: 1 to LG_MAX_ID_FIELD printable ASCII characters without spaces. */
+static bool id_field_arg(const char *opt, const char *s, const char **ret)
+{
+    size_t n = strlen(s);
+    bool ok = n > 0 && n <= LG_MAX_ID_FIELD;
+    for (size_t i = 0; ok && i < n; i++)
+        ok = s[i] > 0x20 && s[i] < 0x7f;
+    if (!ok) {
+        fprintf(stderr, "alma-loadgen: %s: expected 1 to %d printable ASCII characters without spaces\n", opt,
+                LG_MAX_ID_FIELD);
+        return false;
+    }
+    *ret = s;
+    return true;
+}
+
 enum {
     OPT_TARGET = 1000,
     OPT_METHOD,
@@ -320,6 +362,13 @@ enum {
     OPT_DEADLINE,
     OPT_JSON,
     OPT_HELP,
+    OPT_LOGIN_TENANT,
+    OPT_LOGIN_USERNAME,
+    OPT_LOGIN_PASSWORD_FILE,
+    OPT_CHECK_PRINCIPAL,
+    OPT_CHECK_PERMISSION,
+    OPT_CHECK_PATIENT,
+    OPT_AUTHORIZATION_FILE,
 };
 
 /* Returns 0 to run, -1 on bad arguments, 1 when --help was printed. */
@@ -344,6 +393,13 @@ static int parse_args(int argc, char **argv, struct lg_config *cfg)
         {"deadline-ms", required_argument, NULL, OPT_DEADLINE},
         {"json", no_argument, NULL, OPT_JSON},
         {"help", no_argument, NULL, OPT_HELP},
+        {"login-tenant", required_argument, NULL, OPT_LOGIN_TENANT},
+        {"login-username", required_argument, NULL, OPT_LOGIN_USERNAME},
+        {"login-password-file", required_argument, NULL, OPT_LOGIN_PASSWORD_FILE},
+        {"check-principal", required_argument, NULL, OPT_CHECK_PRINCIPAL},
+        {"check-permission", required_argument, NULL, OPT_CHECK_PERMISSION},
+        {"check-patient", required_argument, NULL, OPT_CHECK_PATIENT},
+        {"authorization-file", required_argument, NULL, OPT_AUTHORIZATION_FILE},
         {NULL, 0, NULL, 0},
     };
     *cfg = (struct lg_config){
@@ -383,10 +439,35 @@ static int parse_args(int argc, char **argv, struct lg_config *cfg)
             break;
         case OPT_PAYLOAD_KIND:
             cfg->payload = optarg;
-            if (strcmp(optarg, "x") != 0 && strcmp(optarg, "audit-event") != 0) {
-                fprintf(stderr, "alma-loadgen: --payload: expected x or audit-event, got '%s'\n", optarg);
+            if (strcmp(optarg, "x") != 0 && strcmp(optarg, "audit-event") != 0 &&
+                strcmp(optarg, "identity-login") != 0 && strcmp(optarg, "identity-check") != 0) {
+                fprintf(stderr,
+                        "alma-loadgen: --payload: expected x, audit-event, identity-login or identity-check, "
+                        "got '%s'\n",
+                        optarg);
                 ok = false;
             }
+            break;
+        case OPT_LOGIN_TENANT:
+            ok = id_field_arg("--login-tenant", optarg, &cfg->login_tenant);
+            break;
+        case OPT_LOGIN_USERNAME:
+            ok = id_field_arg("--login-username", optarg, &cfg->login_username);
+            break;
+        case OPT_LOGIN_PASSWORD_FILE:
+            cfg->login_password_file = optarg;
+            break;
+        case OPT_CHECK_PRINCIPAL:
+            ok = id_field_arg("--check-principal", optarg, &cfg->check_principal);
+            break;
+        case OPT_CHECK_PERMISSION:
+            ok = id_field_arg("--check-permission", optarg, &cfg->check_permission);
+            break;
+        case OPT_CHECK_PATIENT:
+            ok = id_field_arg("--check-patient", optarg, &cfg->check_patient);
+            break;
+        case OPT_AUTHORIZATION_FILE:
+            cfg->authorization_file = optarg;
             break;
         case OPT_REQUEST_FILE:
             cfg->request_file = optarg;
@@ -452,9 +533,32 @@ static int parse_args(int argc, char **argv, struct lg_config *cfg)
         fprintf(stderr, "alma-loadgen: --request-file and --payload are two requests: give one\n");
         return -1;
     }
-    if (cfg->payload != NULL && strcmp(cfg->payload, "audit-event") == 0 && cfg->payload_size_set) {
-        fprintf(stderr, "alma-loadgen: --payload audit-event has its own size: no --payload-size\n");
+    if (cfg->payload != NULL && strcmp(cfg->payload, "x") != 0 && cfg->payload_size_set) {
+        fprintf(stderr, "alma-loadgen: --payload %s has its own size: no --payload-size\n", cfg->payload);
         return -1;
+    }
+    bool login = cfg->payload != NULL && strcmp(cfg->payload, "identity-login") == 0;
+    bool check = cfg->payload != NULL && strcmp(cfg->payload, "identity-check") == 0;
+    if (login && (!cfg->login_tenant || !cfg->login_username || !cfg->login_password_file)) {
+        fprintf(stderr, "alma-loadgen: --payload identity-login needs --login-tenant, --login-username and "
+                        "--login-password-file\n");
+        return -1;
+    }
+    if (!login && (cfg->login_tenant || cfg->login_username || cfg->login_password_file)) {
+        fprintf(stderr, "alma-loadgen: --login-* options go with --payload identity-login\n");
+        return -1;
+    }
+    if (!check && (cfg->check_principal || cfg->check_permission || cfg->check_patient)) {
+        fprintf(stderr, "alma-loadgen: --check-* options go with --payload identity-check\n");
+        return -1;
+    }
+    for (size_t i = 0; cfg->authorization_file && i < cfg->md_count; i++) {
+        if (cfg->md[i].key_len == 13 && memcmp(cfg->md[i].key, "authorization", 13) == 0) {
+            fprintf(stderr,
+                    "alma-loadgen: --authorization-file and --metadata authorization=... both set the "
+                    "authorization: give one\n");
+            return -1;
+        }
     }
     if (cfg->channels > cfg->concurrency) {
         fprintf(stderr, "alma-loadgen: --channels (%ld) may not exceed --concurrency (%ld)\n", cfg->channels,
@@ -638,6 +742,103 @@ static unsigned char *build_audit_event_request(size_t *ret_len)
     return out;
 }
 
+/* The first line of a small secret file (a password, a token) into out[cap], without its line end; nothing
+ * may follow but line ends. Messages name the file, never its content. */
+static bool read_secret_line(const char *what, const char *path, long max, char *out, size_t cap)
+{
+    unsigned char *buf = NULL;
+    size_t len = 0;
+    if (!read_file(what, path, max, &buf, &len))
+        return false;
+    size_t n = strcspn((const char *)buf, "\r\n");
+    bool ok = memchr(buf, '\0', len) == NULL && n > 0 && n < cap;
+    for (size_t i = n; ok && i < len; i++)
+        ok = buf[i] == '\r' || buf[i] == '\n';
+    if (ok) {
+        memcpy(out, buf, n);
+        out[n] = '\0';
+    } else {
+        fprintf(stderr, "alma-loadgen: %s %s: expected one non-empty line of at most %zu bytes\n", what, path,
+                cap - 1);
+    }
+    memset(buf, 0, len);
+    free(buf);
+    return ok;
+}
+
+static unsigned char *pb_copy(const struct pb_buf *b, size_t *ret_len)
+{
+    if (b->overflow)
+        return NULL;
+    unsigned char *out = malloc(b->len ? b->len : 1);
+    if (out == NULL)
+        return NULL;
+    memcpy(out, b->data, b->len);
+    *ret_len = b->len;
+    return out;
+}
+
+/* alma.identity.v1.LoginRequest{tenant_id = 1, username = 2, password = 3}: a password login without a
+ * second factor. NULL (message printed) when the password file is unusable. */
+static unsigned char *build_login_request(const struct lg_config *cfg, size_t *ret_len)
+{
+    char password[LG_MAX_PASSWORD + 1];
+    if (!read_secret_line("--login-password-file", cfg->login_password_file, LG_MAX_PASSWORD + 2, password,
+                          sizeof password))
+        return NULL;
+    struct pb_buf req = {0};
+    pb_str(&req, 1, cfg->login_tenant);
+    pb_str(&req, 2, cfg->login_username);
+    pb_str(&req, 3, password);
+    memset(password, 0, sizeof password);
+    unsigned char *out = pb_copy(&req, ret_len);
+    memset(req.data, 0, sizeof req.data);
+    if (out == NULL)
+        fprintf(stderr, "alma-loadgen: could not build the LoginRequest\n");
+    return out;
+}
+
+/* alma.identity.v1.CheckRequest{principal_id = 1, permission = 2, patient_ref = 3}. */
+static unsigned char *build_check_request(const struct lg_config *cfg, size_t *ret_len)
+{
+    struct pb_buf req = {0};
+    if (cfg->check_principal)
+        pb_str(&req, 1, cfg->check_principal);
+    pb_str(&req, 2, cfg->check_permission ? cfg->check_permission : "referral.review");
+    if (cfg->check_patient)
+        pb_str(&req, 3, cfg->check_patient);
+    unsigned char *out = pb_copy(&req, ret_len);
+    if (out == NULL)
+        fprintf(stderr, "alma-loadgen: could not build the CheckRequest\n");
+    return out;
+}
+
+/* "Bearer <token>" from --authorization-file (one line: the token alone, base64url and '.'). */
+static char *read_authorization(const char *path)
+{
+    char token[LG_MAX_TOKEN + 1];
+    if (!read_secret_line("--authorization-file", path, LG_MAX_TOKEN_FILE, token, sizeof token))
+        return NULL;
+    size_t n = strlen(token);
+    for (size_t i = 0; i < n; i++) {
+        char c = token[i];
+        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-' ||
+              c == '_' || c == '.')) {
+            fprintf(stderr,
+                    "alma-loadgen: --authorization-file %s: expected the token alone (base64url and "
+                    "'.', no 'Bearer ')\n",
+                    path);
+            memset(token, 0, sizeof token);
+            return NULL;
+        }
+    }
+    char *out = malloc(n + sizeof "Bearer ");
+    if (out != NULL)
+        snprintf(out, n + sizeof "Bearer ", "Bearer %s", token);
+    memset(token, 0, sizeof token);
+    return out;
+}
+
 /* ---- statistics ---- */
 
 static uint64_t rng_next(uint64_t *s)
@@ -727,7 +928,7 @@ static void start_call(struct lg *lg, struct lg_slot *s, bool wait_for_ready, in
     grpc_op ops[6];
     memset(ops, 0, sizeof ops);
     ops[0].op = GRPC_OP_SEND_INITIAL_METADATA;
-    ops[0].data.send_initial_metadata.count = lg->cfg->md_count;
+    ops[0].data.send_initial_metadata.count = lg->md_count;
     ops[0].data.send_initial_metadata.metadata = lg->md;
     if (wait_for_ready)
         ops[0].flags =
@@ -1130,12 +1331,26 @@ int main(int argc, char **argv)
             fprintf(stderr, "alma-loadgen: could not build the audit event (out of memory)\n");
             return EXIT_BENCH_FAILED;
         }
+    } else if (cfg.payload != NULL && strcmp(cfg.payload, "identity-login") == 0) {
+        if ((request = build_login_request(&cfg, &request_len)) == NULL)
+            return EXIT_USAGE;
+    } else if (cfg.payload != NULL && strcmp(cfg.payload, "identity-check") == 0) {
+        if ((request = build_check_request(&cfg, &request_len)) == NULL)
+            return EXIT_BENCH_FAILED;
     } else {
         request = build_default_request((size_t)cfg.payload_size, &request_len);
         if (request == NULL) {
             fprintf(stderr, "alma-loadgen: out of memory\n");
             return EXIT_BENCH_FAILED;
         }
+    }
+
+    char *authorization = NULL;
+    if (cfg.authorization_file != NULL &&
+        (authorization = read_authorization(cfg.authorization_file)) == NULL) {
+        memset(request, 0, request_len);
+        free(request);
+        return EXIT_USAGE;
     }
 
     struct lg lg = {.cfg = &cfg, .request_len = request_len, .rng = 0x9E3779B97F4A7C15ULL};
@@ -1146,21 +1361,32 @@ int main(int argc, char **argv)
     lg.slots = calloc((size_t)cfg.concurrency, sizeof lg.slots[0]);
     lg.probes = calloc((size_t)cfg.channels, sizeof lg.probes[0]);
     lg.channels = calloc((size_t)cfg.channels, sizeof lg.channels[0]);
-    lg.md = calloc(cfg.md_count + 1, sizeof lg.md[0]);
+    lg.md = calloc(cfg.md_count + 2, sizeof lg.md[0]);
     if (lg.lat == NULL || lg.slots == NULL || lg.probes == NULL || lg.channels == NULL || lg.md == NULL) {
         fprintf(stderr, "alma-loadgen: out of memory\n");
         free(lg.lat), free(lg.slots), free(lg.probes), free(lg.channels), free(lg.md), free(request);
+        free(authorization);
         return EXIT_BENCH_FAILED;
     }
 
     grpc_init();
     int rc = EXIT_BENCH_FAILED;
     lg.request = grpc_slice_from_copied_buffer((const char *)request, request_len);
+    memset(request, 0, request_len); /* a LoginRequest holds a password */
     free(request);
+    size_t md_count = cfg.md_count;
     for (size_t i = 0; i < cfg.md_count; i++) {
         lg.md[i].key = grpc_slice_from_copied_buffer(cfg.md[i].key, cfg.md[i].key_len);
         lg.md[i].value = grpc_slice_from_copied_string(cfg.md[i].value);
     }
+    if (authorization != NULL) {
+        lg.md[md_count].key = grpc_slice_from_static_string("authorization");
+        lg.md[md_count].value = grpc_slice_from_copied_string(authorization);
+        md_count++;
+        memset(authorization, 0, strlen(authorization));
+        free(authorization);
+    }
+    lg.md_count = md_count;
     lg.cq = grpc_completion_queue_create_for_next(NULL);
 
     grpc_channel_credentials *creds = make_credentials(&cfg);
@@ -1233,7 +1459,7 @@ teardown:
            GRPC_QUEUE_SHUTDOWN)
         ;
     grpc_completion_queue_destroy(lg.cq);
-    for (size_t i = 0; i < cfg.md_count; i++) {
+    for (size_t i = 0; i < lg.md_count; i++) {
         grpc_slice_unref(lg.md[i].key);
         grpc_slice_unref(lg.md[i].value);
     }

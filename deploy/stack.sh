@@ -283,6 +283,8 @@ pg_service_role() { # pg_service_role SVC
     pg_login_role "alma_${svc}_app" "$svc-app" "$svc"
     pg_psql alma <<EOF
 SET client_min_messages = warning;
+-- The owner runs migrations, which may use temporary tables; the runtime role gets nothing here.
+GRANT TEMPORARY ON DATABASE alma TO alma_$svc;
 CREATE SCHEMA IF NOT EXISTS $svc AUTHORIZATION alma_$svc;
 ALTER SCHEMA $svc OWNER TO alma_$svc;
 REVOKE ALL ON SCHEMA $svc FROM PUBLIC;

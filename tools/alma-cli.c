@@ -1,7 +1,8 @@
 /* alma-cli: the command-line client of the suite, for operators and developers.
  *
  *     alma-cli [--addr HOST:PORT] [--cert F --key F --ca F | --insecure] [--server-name NAME]
- *              [--timeout-ms N] [--authorization TOKEN] [--verbose] COMMAND [ARGS]
+ *              [--timeout-ms N] [--token-file F | --token TOKEN | --authorization VALUE] [--verbose]
+ *              COMMAND [ARGS]
  *
  * The flags before COMMAND are settings loaded with cfg_load (defaults, then the environment
  * ALMA_CLI_<NAME>, then flags). Their table names carry a "cli-" prefix so the environment names are
@@ -11,10 +12,12 @@
  *
  * Adding a command for a new service is one entry in cli_commands[] plus its function.
  *
- * Exit status: 0 success (health: only SERVING; audit-verify-log: only a log that verifies), 1 an RPC
- * failed, the server is not serving or the log does not verify, 2 a usage or settings error. Anything a
- * server sends is printed with control characters replaced, so a hostile server cannot drive the terminal.
- * Error messages name options and fields, never their values: an audit event's content may be sensitive. */
+ * Exit status: 0 success (health: only SERVING; audit-verify-log: only a log that verifies; identity-check:
+ * only allowed), 1 an RPC failed, the server is not serving, the log does not verify or the check denied,
+ * 2 a usage or settings error. Anything a server sends is printed with control characters replaced, so a
+ * hostile server cannot drive the terminal. Error messages name options and fields, never their values: an
+ * audit event's content may be sensitive, and a password, refresh secret or access token is a secret (the
+ * access token is printed only by identity-login and identity-refresh, alone on standard output). */
 #include "base/config.h"
 #include "base/utf8.h"
 #include "rpc/rpc.h"
@@ -22,6 +25,7 @@
 #include "audit/v1/audit.pb-c.h"
 #include "echo/v1/echo.pb-c.h"
 #include "grpc/health/v1/health.pb-c.h"
+#include "identity/v1/identity.pb-c.h"
 
 #include "checkpoint.h"
 #include "export_file.h"
@@ -29,6 +33,7 @@
 
 #include <ctype.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <jansson.h>
 #include <limits.h>
@@ -39,7 +44,10 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/stat.h>
+#include <termios.h>
 #include <time.h>
+#include <unistd.h>
 
 #define CLI_PROGRAM "alma-cli"
 
@@ -54,10 +62,14 @@ enum { CLI_EXIT_OK = 0, CLI_EXIT_FAIL = 1, CLI_EXIT_USAGE = 2 };
 /* watch and audit-export have no deadline of their own: they run until Ctrl-C or the stream ends (INT_MAX
  * ms is 24 days). */
 #define CLI_WATCH_TIMEOUT_MS INT_MAX
+/* An access token (a JWT of common/authz: AUTHZ_MAX_TOKEN_LEN) and the file that may hold it. */
+#define CLI_TOKEN_MAX      8192
+#define CLI_TOKEN_FILE_MAX (CLI_TOKEN_MAX + 2)
 
 /* ------------------------------------------------------------------ settings */
 
-static const char *cli_addr, *cli_cert, *cli_key, *cli_ca, *cli_server_name, *cli_authorization;
+static const char *cli_addr, *cli_cert, *cli_key, *cli_ca, *cli_server_name, *cli_authorization, *cli_token,
+    *cli_token_file;
 static bool cli_insecure, cli_verbose;
 static long cli_timeout_ms;
 
@@ -73,7 +85,16 @@ static const cfg_setting cli_settings[] = {
     {"cli-timeout-ms", CFG_INT, "10000", &cli_timeout_ms, 1, 3600000,
      "deadline of each call in milliseconds (watch and audit-export have none)", false},
     {"cli-authorization", CFG_STRING, "", &cli_authorization, 0, 8192,
-     "sent as authorization metadata (prefer the environment: argv is visible to other users)", true},
+     "sent as authorization metadata as given (prefer the environment: argv is visible to other users)",
+     true},
+    {"cli-token", CFG_STRING, "", &cli_token, 0, CLI_TOKEN_MAX,
+     "access token (identity-login prints one), sent as authorization: Bearer TOKEN (prefer the environment "
+     "or --token-file: argv is visible to other users)",
+     true},
+    {"cli-token-file", CFG_STRING, "", &cli_token_file, 0, 4096,
+     "file holding the access token (one line), e.g. TOKEN=$(alma-cli identity-login ...) saved with umask "
+     "077",
+     false},
     {"cli-verbose", CFG_BOOL, "false", &cli_verbose, 0, 0,
      "print gRPC's own log lines on stderr (GRPC_VERBOSITY=debug for more)", false},
 };
@@ -162,13 +183,83 @@ typedef struct cli_call {
     rpc_call_opts opts;
 } cli_call;
 
-/* Open the channel the settings describe. Failures here are settings errors (a missing file, a bad
- * address): exit status 2. */
-static int cli_connect(cli_call *c)
+/* The authorization metadata of every call: --authorization as given, or "Bearer " and the access token of
+ * --token / --token-file. Made once, by the first cli_connect; never printed, freed (wiped) by main. */
+static char *cli_bearer;
+static bool cli_bearer_loaded;
+
+/* Is s a bare access token: 1 to CLI_TOKEN_MAX of base64url and '.' (a compact JWS)? */
+static bool cli_is_token(const char *s)
+{
+    size_t n = strlen(s);
+    if (n == 0 || n > CLI_TOKEN_MAX)
+        return false;
+    for (size_t i = 0; i < n; i++)
+        if (!isalnum((unsigned char)s[i]) && s[i] != '-' && s[i] != '_' && s[i] != '.')
+            return false;
+    return true;
+}
+
+static bool cli_read_small(const char *what, const char *path, char *buf, size_t cap, size_t *ret_len);
+static bool cli_first_line(char *buf, size_t n, size_t *ret_len);
+
+static int cli_load_authorization(void)
+{
+    if (cli_bearer_loaded)
+        return CLI_EXIT_OK;
+    if (cli_token[0] && cli_token_file[0])
+        return cli_usage_error(
+            "--token and --token-file (ALMA_CLI_TOKEN, ALMA_CLI_TOKEN_FILE) are two tokens: "
+            "give one");
+    if (cli_authorization[0] && (cli_token[0] || cli_token_file[0]))
+        return cli_usage_error(
+            "--authorization and --token/--token-file both set the authorization metadata: "
+            "give one");
+    const char *token = cli_token;
+    char buf[CLI_TOKEN_FILE_MAX + 1];
+    if (cli_token_file[0]) {
+        size_t n = 0;
+        if (!cli_read_small("--token-file", cli_token_file, buf, sizeof buf, &n))
+            return CLI_EXIT_USAGE;
+        if (!cli_first_line(buf, n, &n)) {
+            explicit_bzero(buf, sizeof buf);
+            return cli_usage_error("--token-file must hold one line: the access token");
+        }
+        token = buf;
+    }
+    if (token[0]) {
+        if (!cli_is_token(token)) {
+            explicit_bzero(buf, sizeof buf);
+            return cli_usage_error("%s must hold an access token alone: 1 to %d base64url characters and '.' "
+                                   "(no 'Bearer ', no spaces)",
+                                   cli_token_file[0] ? "--token-file" : "--token (ALMA_CLI_TOKEN)",
+                                   CLI_TOKEN_MAX);
+        }
+        size_t n = strlen(token) + sizeof "Bearer ";
+        cli_bearer = malloc(n);
+        if (!cli_bearer) {
+            explicit_bzero(buf, sizeof buf);
+            return cli_usage_error("out of memory");
+        }
+        snprintf(cli_bearer, n, "Bearer %s", token);
+        explicit_bzero(buf, sizeof buf);
+    }
+    cli_bearer_loaded = true;
+    return CLI_EXIT_OK;
+}
+
+/* Open the channel the settings describe, for calls that send the authorization (with_token) or none (the
+ * identity calls that make a token). Failures here are settings errors (a missing file, a bad address, a
+ * malformed token): exit status 2. */
+static int cli_connect_as(cli_call *c, bool with_token)
 {
     memset(c, 0, sizeof *c);
+    int rc = with_token ? cli_load_authorization() : CLI_EXIT_OK;
+    if (rc)
+        return rc;
     c->opts.timeout_ms = (int)cli_timeout_ms;
-    c->opts.authorization = cli_authorization[0] ? cli_authorization : NULL;
+    if (with_token)
+        c->opts.authorization = cli_bearer ? cli_bearer : cli_authorization[0] ? cli_authorization : NULL;
     rpc_client_tls tls = {.files = {.cert = cli_cert, .key = cli_key, .ca = cli_ca},
                           .server_name = cli_server_name};
     if (!cli_insecure && (!cli_cert[0] || !cli_key[0] || !cli_ca[0]))
@@ -179,6 +270,11 @@ static int cli_connect(cli_call *c)
     if (!base_is_ok(r))
         return cli_usage_error("cannot set up the channel to %s: %s", cli_addr, base_error_message());
     return CLI_EXIT_OK;
+}
+
+static int cli_connect(cli_call *c)
+{
+    return cli_connect_as(c, true);
 }
 
 static void cli_disconnect(cli_call *c)
@@ -1953,6 +2049,1229 @@ static void cli_help_audit_accounting(FILE *out)
           out);
 }
 
+/* ------------------------------------------------------------------ alma.identity.v1.Identity */
+
+#define IDENTITY_RPC(name) "/alma.identity.v1.Identity/" name
+/* Bounds of the identity commands' own inputs: proto/identity/v1/identity.proto and the service's limits
+ * (services/identity/store.h, credentials.h). */
+#define CLI_TENANT_ID_MAX       63 /* [a-z0-9][a-z0-9-]{1,62} */
+#define CLI_USERNAME_MIN        3
+#define CLI_USERNAME_MAX        64 /* [a-z0-9._@-]{3,64} */
+#define CLI_PRINCIPAL_MAX       36 /* usr_ (or svc_) and 32 hex */
+#define CLI_OBJECT_ID_MAX       36 /* rel_ and 32 hex; bg_ and 32 hex */
+#define CLI_DISPLAY_NAME_MAX    200
+#define CLI_DISABLE_REASON_MAX  500
+#define CLI_ROLE_MAX            64 /* [a-z][a-z0-9_]{1,63} */
+#define CLI_ROLES_MAX           64
+#define CLI_PERMISSION_MAX      128
+#define CLI_PASSWORD_MIN        12 /* the service's policy for a new password */
+#define CLI_PASSWORD_MAX        256
+#define CLI_PASSWORD_READ       1024 /* a longer first line is refused, never cut */
+#define CLI_TOTP_MIN            6
+#define CLI_TOTP_MAX            8
+#define CLI_RECOVERY_MAX        64
+#define CLI_BREAK_GLASS_MIN_LEN 20
+#define CLI_BREAK_GLASS_MAX_LEN 1000
+#define CLI_BREAK_GLASS_MAX_MIN 240
+#define CLI_SESSION_ID_MAX      64
+#define CLI_REFRESH_SECRET_MAX  256
+#define CLI_SESSION_FILE_MAX    1024
+
+static const cli_enum cli_enum_relationship = {&alma__identity__v1__relationship_kind__descriptor,
+                                               "RELATIONSHIP_KIND_"};
+
+/* ---- secrets from files and the terminal */
+
+/* The whole of a small file (a regular file, or a pipe such as <(pass show x) or /dev/stdin) into buf, at
+ * most cap - 1 bytes, NUL-terminated. Messages name the option (`what`) and the file, never the content. */
+static bool cli_read_small(const char *what, const char *path, char *buf, size_t cap, size_t *ret_len)
+{
+    FILE *f = fopen(path, "r");
+    if (!f) {
+        int err = errno;
+        fprintf(stderr, CLI_PROGRAM ": %s: cannot read ", what);
+        cli_put_safe(stderr, path);
+        fprintf(stderr, ": %s\n", strerror(err));
+        return false;
+    }
+    size_t n = fread(buf, 1, cap - 1, f);
+    bool ok = !ferror(f) && (n < cap - 1 || fgetc(f) == EOF);
+    fclose(f);
+    if (!ok) {
+        explicit_bzero(buf, cap);
+        fprintf(stderr, CLI_PROGRAM ": %s: ", what);
+        cli_put_safe(stderr, path);
+        fprintf(stderr, " is unreadable or larger than %zu bytes\n", cap - 1);
+        return false;
+    }
+    buf[n] = '\0';
+    *ret_len = n;
+    return true;
+}
+
+/* Cut buf[0, n) to its first line (without "\n" or "\r\n"). False when anything but line ends follows that
+ * line, or the text holds a NUL. */
+static bool cli_first_line(char *buf, size_t n, size_t *ret_len)
+{
+    if (memchr(buf, '\0', n))
+        return false;
+    size_t len = strcspn(buf, "\n");
+    for (size_t i = len; i < n; i++)
+        if (buf[i] != '\n' && buf[i] != '\r')
+            return false;
+    if (len > 0 && buf[len - 1] == '\r')
+        len--;
+    buf[len] = '\0';
+    *ret_len = len;
+    return true;
+}
+
+static bool cli_is_utf8(const char *s, size_t n)
+{
+    for (size_t i = 0; i < n;) {
+        uint32_t cp = 0;
+        size_t k = base_utf8_next((const unsigned char *)s + i, n - i, &cp);
+        if (k == 0 || cp == 0)
+            return false;
+        i += k;
+    }
+    return true;
+}
+
+/* The terminal's settings while a password is typed without echo, restored by a stop signal too. */
+static struct termios cli_saved_tty;
+static volatile sig_atomic_t cli_tty_quiet;
+
+static void cli_restore_tty(int sig)
+{
+    if (cli_tty_quiet)
+        tcsetattr(STDIN_FILENO, TCSAFLUSH, &cli_saved_tty);
+    signal(sig, SIG_DFL);
+    raise(sig);
+}
+
+/* One line from standard input; prompted for and not echoed when it is a terminal. */
+static bool cli_read_stdin_line(const char *prompt, char *buf, size_t cap)
+{
+    bool tty = isatty(STDIN_FILENO) == 1;
+    static const int stop[] = {SIGINT, SIGTERM, SIGHUP};
+    struct sigaction saved[BASE_ARRAY_LEN(stop)];
+    bool installed[BASE_ARRAY_LEN(stop)] = {false};
+    if (tty && tcgetattr(STDIN_FILENO, &cli_saved_tty) == 0) {
+        /* A stop signal while echo is off restores the terminal first (unless the signal is ignored). */
+        for (size_t i = 0; i < BASE_ARRAY_LEN(stop); i++) {
+            struct sigaction sa = {.sa_handler = cli_restore_tty};
+            sigemptyset(&sa.sa_mask);
+            installed[i] = sigaction(stop[i], NULL, &saved[i]) == 0 && saved[i].sa_handler != SIG_IGN &&
+                           sigaction(stop[i], &sa, NULL) == 0;
+        }
+        struct termios quiet = cli_saved_tty;
+        quiet.c_lflag &= ~(tcflag_t)ECHO;
+        cli_tty_quiet = tcsetattr(STDIN_FILENO, TCSAFLUSH, &quiet) == 0;
+    }
+    if (tty) {
+        fprintf(stderr, CLI_PROGRAM ": %s: ", prompt);
+        fflush(stderr);
+    }
+    bool ok = fgets(buf, (int)cap, stdin) != NULL;
+    if (cli_tty_quiet) {
+        tcsetattr(STDIN_FILENO, TCSAFLUSH, &cli_saved_tty);
+        cli_tty_quiet = 0;
+        fputc('\n', stderr);
+    }
+    for (size_t i = 0; i < BASE_ARRAY_LEN(stop); i++)
+        if (installed[i])
+            sigaction(stop[i], &saved[i], NULL);
+    return ok;
+}
+
+/* A password into buf[CLI_PASSWORD_READ]: the one line of --password-file, else one line of standard input.
+ * Valid UTF-8 of min to CLI_PASSWORD_MAX bytes. The caller wipes buf. */
+static int cli_read_password(const cli_args *a, const char *path, size_t min, char *buf)
+{
+    char what[96];
+    size_t n = 0;
+    snprintf(what, sizeof what, "%s: --password-file", a->command);
+    if (path) {
+        if (!cli_read_small(what, path, buf, CLI_PASSWORD_READ, &n))
+            return CLI_EXIT_USAGE;
+        if (!cli_first_line(buf, n, &n))
+            return cli_usage_error("%s: --password-file must hold one line: the password", a->command);
+    } else {
+        if (!cli_read_stdin_line("password", buf, CLI_PASSWORD_READ))
+            return cli_usage_error("%s: no password: give --password-file FILE or one line on standard input",
+                                   a->command);
+        n = strlen(buf);
+        if (n == CLI_PASSWORD_READ - 1 && buf[n - 1] != '\n')
+            return cli_usage_error("%s: the password line is longer than %d bytes", a->command,
+                                   CLI_PASSWORD_MAX);
+        if (!cli_first_line(buf, n, &n))
+            return cli_usage_error("%s: the password must not contain a NUL byte", a->command);
+    }
+    if (n < min || n > CLI_PASSWORD_MAX)
+        return cli_usage_error("%s: the password must be %zu to %d bytes", a->command, min, CLI_PASSWORD_MAX);
+    if (!cli_is_utf8(buf, n))
+        return cli_usage_error("%s: the password must be valid UTF-8", a->command);
+    return CLI_EXIT_OK;
+}
+
+/* ---- the session file of identity-login --session-out, read by identity-refresh and identity-logout */
+
+typedef struct cli_session {
+    char id[CLI_SESSION_ID_MAX + 1];
+    char secret[CLI_REFRESH_SECRET_MAX + 1];
+} cli_session;
+
+/* A refresh secret as this tool stores it: 1 to CLI_REFRESH_SECRET_MAX printable ASCII characters, no space.
+ */
+static bool cli_is_refresh_secret(const char *s)
+{
+    size_t n = strlen(s);
+    if (n == 0 || n > CLI_REFRESH_SECRET_MAX)
+        return false;
+    for (size_t i = 0; i < n; i++)
+        if (s[i] <= 0x20 || s[i] >= 0x7f)
+            return false;
+    return true;
+}
+
+/* "session_id=..." and "refresh_secret=..." lines ('#' starts a comment). */
+static int cli_session_read(const cli_args *a, const char *path, cli_session *ret)
+{
+    char buf[CLI_SESSION_FILE_MAX + 1], what[96];
+    size_t n = 0;
+    snprintf(what, sizeof what, "%s: --session-file", a->command);
+    memset(ret, 0, sizeof *ret);
+    if (!cli_read_small(what, path, buf, sizeof buf, &n))
+        return CLI_EXIT_USAGE;
+    bool ok = !memchr(buf, '\0', n);
+    char *save = NULL;
+    for (char *line = strtok_r(buf, "\n", &save); ok && line; line = strtok_r(NULL, "\n", &save)) {
+        size_t len = strlen(line);
+        if (len > 0 && line[len - 1] == '\r')
+            line[--len] = '\0';
+        if (len == 0 || line[0] == '#')
+            continue;
+        if (strncmp(line, "session_id=", 11) == 0 && !ret->id[0] && len - 11 <= CLI_SESSION_ID_MAX)
+            snprintf(ret->id, sizeof ret->id, "%s", line + 11);
+        else if (strncmp(line, "refresh_secret=", 15) == 0 && !ret->secret[0] &&
+                 len - 15 <= CLI_REFRESH_SECRET_MAX)
+            snprintf(ret->secret, sizeof ret->secret, "%s", line + 15);
+        else
+            ok = false;
+    }
+    explicit_bzero(buf, sizeof buf);
+    if (!ok || !cli_is_id(ret->id, CLI_SESSION_ID_MAX) || !cli_is_refresh_secret(ret->secret)) {
+        explicit_bzero(ret, sizeof *ret);
+        fprintf(stderr, CLI_PROGRAM ": %s: ", what);
+        cli_put_safe(stderr, path);
+        fputs(" is not a session file of identity-login --session-out (session_id= and refresh_secret= "
+              "lines)\n",
+              stderr);
+        return CLI_EXIT_USAGE;
+    }
+    struct stat st;
+    if (stat(path, &st) == 0 && S_ISREG(st.st_mode) && (st.st_mode & 077)) {
+        fprintf(stderr, CLI_PROGRAM ": %s: warning: ", what);
+        cli_put_safe(stderr, path);
+        fputs(" is readable or writable by others: its refresh secret is a credential (chmod 600)\n", stderr);
+    }
+    return CLI_EXIT_OK;
+}
+
+/* --session-out: opened (mode 0600, created if missing) before anything is sent, so a bad path is a usage
+ * error; written only after a successful login; removed again when this run created it and the login
+ * failed. An existing file is kept as it was until the new session replaces it. */
+typedef struct cli_session_out {
+    const char *path;
+    int fd;
+    bool created;
+} cli_session_out;
+
+static int cli_session_out_open(const cli_args *a, const char *path, cli_session_out *o)
+{
+    *o = (cli_session_out){.path = path, .fd = -1};
+    if (!path)
+        return CLI_EXIT_OK;
+    o->fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+    o->created = o->fd >= 0;
+    if (o->fd < 0 && errno == EEXIST)
+        o->fd = open(path, O_WRONLY | O_NOFOLLOW | O_CLOEXEC);
+    struct stat st;
+    const char *why = NULL;
+    if (o->fd < 0)
+        why = strerror(errno);
+    else if (fstat(o->fd, &st) != 0 || !S_ISREG(st.st_mode))
+        why = "not a regular file";
+    else if (fchmod(o->fd, 0600) != 0)
+        why = strerror(errno);
+    if (!why)
+        return CLI_EXIT_OK;
+    fprintf(stderr, CLI_PROGRAM ": %s: cannot use --session-out ", a->command);
+    cli_put_safe(stderr, path);
+    fprintf(stderr, ": %s\n", why);
+    if (o->fd >= 0)
+        close(o->fd);
+    if (o->created)
+        unlink(path);
+    o->fd = -1;
+    return CLI_EXIT_USAGE;
+}
+
+static void cli_session_out_abandon(cli_session_out *o)
+{
+    if (o->fd < 0)
+        return;
+    close(o->fd);
+    if (o->created)
+        unlink(o->path);
+    o->fd = -1;
+}
+
+static bool cli_session_out_write(const cli_args *a, cli_session_out *o, const char *sid, const char *secret)
+{
+    char text[CLI_SESSION_FILE_MAX];
+    int n = snprintf(text, sizeof text,
+                     "# alma-cli identity session (identity-login --session-out): a credential, keep it "
+                     "private\nsession_id=%s\nrefresh_secret=%s\n",
+                     sid, secret);
+    bool ok = n > 0 && (size_t)n < sizeof text && ftruncate(o->fd, 0) == 0;
+    for (size_t done = 0; ok && done < (size_t)n;) {
+        ssize_t w = write(o->fd, text + done, (size_t)n - done);
+        if (w < 0 && errno == EINTR)
+            continue;
+        ok = w > 0;
+        if (ok)
+            done += (size_t)w;
+    }
+    int err = errno;
+    explicit_bzero(text, sizeof text);
+    if (close(o->fd) != 0)
+        ok = false;
+    o->fd = -1;
+    if (!ok) {
+        fprintf(stderr, CLI_PROGRAM ": %s: cannot write --session-out ", a->command);
+        cli_put_safe(stderr, o->path);
+        fprintf(stderr, ": %s\n", strerror(err));
+        if (o->created)
+            unlink(o->path);
+    }
+    return ok;
+}
+
+/* ---- input checks (messages name the option and the rule, never the value) */
+
+static bool cli_is_word_of(const char *s, size_t min, size_t max, const char *extra, bool upper)
+{
+    size_t n = strlen(s);
+    if (n < min || n > max)
+        return false;
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)s[i];
+        bool ok = (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || (upper && c >= 'A' && c <= 'Z') ||
+                  (c && strchr(extra, c));
+        if (!ok)
+            return false;
+    }
+    return true;
+}
+
+static int cli_check_tenant_id(const cli_args *a, const char *tenant)
+{
+    if (!cli_is_word_of(tenant, 2, CLI_TENANT_ID_MAX, "-", false) || tenant[0] == '-')
+        return cli_usage_error("%s: --tenant must be a tenant id: [a-z0-9][a-z0-9-]{1,62}", a->command);
+    return CLI_EXIT_OK;
+}
+
+static int cli_check_username(const cli_args *a, const char *username)
+{
+    if (!cli_is_word_of(username, CLI_USERNAME_MIN, CLI_USERNAME_MAX, "._@-", false))
+        return cli_usage_error("%s: --username must be %d to %d of [a-z0-9._@-]", a->command,
+                               CLI_USERNAME_MIN, CLI_USERNAME_MAX);
+    return CLI_EXIT_OK;
+}
+
+static int cli_check_principal(const cli_args *a, const char *option, const char *principal)
+{
+    if (!cli_is_word_of(principal, 1, CLI_PRINCIPAL_MAX, "_", false))
+        return cli_usage_error("%s: --%s must be a principal id such as usr_ and 32 hex digits (1 to %d of "
+                               "[a-z0-9_])",
+                               a->command, option, CLI_PRINCIPAL_MAX);
+    return CLI_EXIT_OK;
+}
+
+static int cli_check_role(const cli_args *a, const char *role)
+{
+    if (!cli_is_word_of(role, 2, CLI_ROLE_MAX, "_", false) || !(role[0] >= 'a' && role[0] <= 'z'))
+        return cli_usage_error("%s: --role must be a role id: [a-z][a-z0-9_]{1,63}, e.g. pcp_clinician",
+                               a->command);
+    return CLI_EXIT_OK;
+}
+
+static int cli_check_text(const cli_args *a, const char *option, const char *text, size_t min, size_t max)
+{
+    size_t n = strlen(text);
+    if (n < min || n > max)
+        return cli_usage_error("%s: --%s must be %zu to %zu bytes", a->command, option, min, max);
+    return CLI_EXIT_OK;
+}
+
+static int cli_check_totp(const cli_args *a, const char *option, const char *code)
+{
+    size_t n = strlen(code);
+    if (n < CLI_TOTP_MIN || n > CLI_TOTP_MAX || strspn(code, "0123456789") != n)
+        return cli_usage_error("%s: --%s must be the %d digits the authenticator shows", a->command, option,
+                               CLI_TOTP_MIN);
+    return CLI_EXIT_OK;
+}
+
+/* ---- calls and output */
+
+/* A failed identity call: the status, and for a refused or missing token what to do about it. */
+static int cli_identity_error(const cli_args *a, const rpc_status *st, bool needs_token)
+{
+    int rc = cli_rpc_error(st);
+    if (st->code == RPC_UNAUTHENTICATED && needs_token && !cli_bearer && !cli_authorization[0])
+        fprintf(stderr,
+                CLI_PROGRAM ": %s: this call needs an access token: --token-file F or ALMA_CLI_TOKEN "
+                            "(identity-login prints one)\n",
+                a->command);
+    else if (st->code == RPC_UNAUTHENTICATED && needs_token)
+        fprintf(stderr,
+                CLI_PROGRAM
+                ": %s: the access token was refused: tokens live minutes (identity-refresh "
+                "--session-file F makes a new one) and die at logout and when the user's roles or "
+                "state change\n",
+                a->command);
+    return rc;
+}
+
+/* Connect, make one call, print its failure. CLI_EXIT_OK and *resp (protobuf_c_message_free_unpacked), or
+ * the exit status. The calls that need no token (Login, Refresh, GetVerificationKeys) are sent without one,
+ * so a stale or missing --token-file does not stand in the way of getting a new token. */
+static int cli_identity_call(const cli_args *a, const char *method, const ProtobufCMessage *req,
+                             const ProtobufCMessageDescriptor *desc, bool needs_token,
+                             ProtobufCMessage **resp)
+{
+    cli_call c;
+    int rc = cli_connect_as(&c, needs_token);
+    if (rc)
+        return rc;
+    rpc_status st;
+    rpc_code code = rpc_call_unary(c.ch, method, req, desc, &c.opts, resp, &st);
+    cli_disconnect(&c);
+    if (code != RPC_OK)
+        return cli_identity_error(a, &st, needs_token);
+    return CLI_EXIT_OK;
+}
+
+static void cli_print_line(const char *name, const char *value)
+{
+    fputs(name, stdout);
+    fputs(": ", stdout);
+    cli_put_field(stdout, value);
+    fputc('\n', stdout);
+}
+
+static void cli_print_time_line(const char *name, const Google__Protobuf__Timestamp *t)
+{
+    char buf[CLI_TIME_LEN];
+    printf("%s: %s\n", name, cli_format_time(t, buf));
+}
+
+static void cli_print_user(const Alma__Identity__V1__User *u)
+{
+    cli_print_line("principal_id", u->principal_id);
+    cli_print_line("tenant_id", u->tenant_id);
+    cli_print_line("username", u->username);
+    cli_print_line("display_name", u->display_name);
+    printf("state: %s\n", u->state == ALMA__IDENTITY__V1__USER_STATE__USER_STATE_ACTIVE     ? "active"
+                          : u->state == ALMA__IDENTITY__V1__USER_STATE__USER_STATE_DISABLED ? "disabled"
+                                                                                            : "unspecified");
+    fputs("roles: ", stdout);
+    for (size_t i = 0; i < u->n_roles; i++) {
+        if (i)
+            fputc(',', stdout);
+        cli_put_safe(stdout, u->roles[i]);
+    }
+    fputs(u->n_roles ? "\n" : "-\n", stdout);
+    printf("totp_enrolled: %s\nmfa_required: %s\n", u->totp_enrolled ? "yes" : "no",
+           u->mfa_required ? "yes" : "no");
+    cli_print_time_line("create_time", u->create_time);
+}
+
+/* The User response of a call as lines; the exit status. */
+static int cli_user_call(const cli_args *a, const char *method, const ProtobufCMessage *req)
+{
+    ProtobufCMessage *resp = NULL;
+    int rc = cli_identity_call(a, method, req, &alma__identity__v1__user__descriptor, true, &resp);
+    if (rc)
+        return rc;
+    cli_print_user((const Alma__Identity__V1__User *)resp);
+    protobuf_c_message_free_unpacked(resp, NULL);
+    return CLI_EXIT_OK;
+}
+
+static void cli_print_relationship(const Alma__Identity__V1__CareRelationship *r)
+{
+    char kind[CLI_ENUM_WORD_MAX + 1];
+    cli_print_line("relationship_id", r->relationship_id);
+    cli_print_line("tenant_id", r->tenant_id);
+    cli_print_line("clinician_id", r->clinician_id);
+    cli_print_line("patient_ref", r->patient_ref);
+    printf("kind: %s\n", cli_enum_name(&cli_enum_relationship, (int)r->kind, kind, sizeof kind));
+    cli_print_time_line("start_time", r->start_time);
+    if (r->end_time)
+        cli_print_time_line("end_time", r->end_time);
+    else
+        fputs("end_time: - (open-ended)\n", stdout);
+}
+
+/* Access tokens go to standard output alone (TOKEN=$(alma-cli identity-login ...)); what else the response
+ * says goes to standard error. False when the server sent something that is not a token. */
+static bool cli_print_token(const cli_args *a, const Alma__Identity__V1__LoginResponse *l)
+{
+    if (!l->access_token || !cli_is_token(l->access_token)) {
+        fprintf(stderr, CLI_PROGRAM ": %s: the server sent a malformed access token\n", a->command);
+        return false;
+    }
+    printf("%s\n", l->access_token);
+    if (fflush(stdout) != 0 || ferror(stdout)) {
+        fprintf(stderr, CLI_PROGRAM ": %s: cannot write the access token to standard output: %s\n",
+                a->command, strerror(errno));
+        return false;
+    }
+    char t1[CLI_TIME_LEN], t2[CLI_TIME_LEN];
+    fprintf(stderr, CLI_PROGRAM ": %s: session ", a->command);
+    cli_put_field(stderr, l->session_id);
+    fprintf(stderr, "; access token valid until %s; the session ends at %s at the latest\n",
+            cli_format_time(l->access_token_expire_time, t1), cli_format_time(l->session_expire_time, t2));
+    if (l->mfa_enrollment_required)
+        fprintf(stderr,
+                CLI_PROGRAM ": %s: MFA is required but not enrolled: this token may only call "
+                            "identity-enroll-totp and identity-confirm-totp; then log in again with --totp\n",
+                a->command);
+    return true;
+}
+
+static void cli_wipe_login(Alma__Identity__V1__LoginResponse *l)
+{
+    if (l->access_token)
+        explicit_bzero(l->access_token, strlen(l->access_token));
+    if (l->refresh_secret)
+        explicit_bzero(l->refresh_secret, strlen(l->refresh_secret));
+}
+
+/* Best effort: end a session just made whose refresh secret could not be saved. */
+static void cli_logout_token(const char *token)
+{
+    size_t n = strlen(token) + sizeof "Bearer ";
+    char *bearer = malloc(n);
+    cli_call c;
+    if (!bearer)
+        return;
+    snprintf(bearer, n, "Bearer %s", token);
+    if (cli_connect_as(&c, false) == CLI_EXIT_OK) {
+        c.opts.authorization = bearer;
+        Alma__Identity__V1__LogoutRequest req = ALMA__IDENTITY__V1__LOGOUT_REQUEST__INIT;
+        ProtobufCMessage *resp = NULL;
+        rpc_status st;
+        if (rpc_call_unary(c.ch, IDENTITY_RPC("Logout"), &req.base,
+                           &alma__identity__v1__logout_response__descriptor, &c.opts, &resp, &st) == RPC_OK) {
+            fputs(CLI_PROGRAM ": the new session was ended again (logout)\n", stderr);
+            protobuf_c_message_free_unpacked(resp, NULL);
+        }
+        cli_disconnect(&c);
+    }
+    explicit_bzero(bearer, n);
+    free(bearer);
+}
+
+/* ---- identity-login, identity-refresh, identity-logout */
+
+static int cli_cmd_identity_login(cli_args *a)
+{
+    const char *tenant = NULL, *username = NULL, *password_file = NULL, *totp = NULL, *recovery = NULL,
+               *session_out = NULL;
+    const cli_option opts[] = {
+        {.name = "tenant", .text = &tenant, .max = CLI_TENANT_ID_MAX},
+        {.name = "username", .text = &username, .max = CLI_USERNAME_MAX},
+        {.name = "password-file", .text = &password_file, .max = CLI_PATH_MAX, .path = true},
+        {.name = "totp", .text = &totp, .max = CLI_TOTP_MAX},
+        {.name = "recovery-code", .text = &recovery, .max = CLI_RECOVERY_MAX},
+        {.name = "session-out", .text = &session_out, .max = CLI_PATH_MAX, .path = true},
+    };
+    int rc = cli_parse_command_args(a, opts, BASE_ARRAY_LEN(opts), 0, 0);
+    if (rc)
+        return rc;
+    if (!tenant || !username)
+        return cli_usage_error("%s: --tenant and --username are required (see %s %s --help)", a->command,
+                               CLI_PROGRAM, a->command);
+    if ((rc = cli_check_tenant_id(a, tenant)) || (rc = cli_check_username(a, username)))
+        return rc;
+    if (totp && recovery)
+        return cli_usage_error("%s: give --totp or --recovery-code, not both", a->command);
+    if (totp && (rc = cli_check_totp(a, "totp", totp)))
+        return rc;
+    if (recovery && !cli_is_word_of(recovery, 1, CLI_RECOVERY_MAX, "- ", true))
+        return cli_usage_error("%s: --recovery-code must be one of the codes as printed (letters, digits and "
+                               "'-')",
+                               a->command);
+    cli_session_out out;
+    if ((rc = cli_session_out_open(a, session_out, &out)))
+        return rc;
+    char password[CLI_PASSWORD_READ];
+    rc = cli_read_password(a, password_file, 1, password);
+    if (rc) {
+        explicit_bzero(password, sizeof password);
+        cli_session_out_abandon(&out);
+        return rc;
+    }
+    Alma__Identity__V1__LoginRequest req = ALMA__IDENTITY__V1__LOGIN_REQUEST__INIT;
+    req.tenant_id = (char *)tenant;
+    req.username = (char *)username;
+    req.password = password;
+    req.totp_code = (char *)(totp ? totp : "");
+    req.recovery_code = (char *)(recovery ? recovery : "");
+    ProtobufCMessage *resp = NULL;
+    rc = cli_identity_call(a, IDENTITY_RPC("Login"), &req.base,
+                           &alma__identity__v1__login_response__descriptor, false, &resp);
+    explicit_bzero(password, sizeof password);
+    if (rc) {
+        cli_session_out_abandon(&out);
+        return rc;
+    }
+    Alma__Identity__V1__LoginResponse *l = (Alma__Identity__V1__LoginResponse *)resp;
+    if (session_out) {
+        bool ok = cli_is_id(l->session_id, CLI_SESSION_ID_MAX) && cli_is_refresh_secret(l->refresh_secret);
+        if (!ok)
+            fprintf(stderr, CLI_PROGRAM ": %s: the server sent a malformed session id or refresh secret\n",
+                    a->command);
+        if (ok)
+            ok = cli_session_out_write(a, &out, l->session_id, l->refresh_secret);
+        else
+            cli_session_out_abandon(&out);
+        if (!ok) {
+            if (cli_is_token(l->access_token))
+                cli_logout_token(l->access_token);
+            cli_wipe_login(l);
+            protobuf_c_message_free_unpacked(resp, NULL);
+            return CLI_EXIT_FAIL;
+        }
+    }
+    rc = cli_print_token(a, l) ? CLI_EXIT_OK : CLI_EXIT_FAIL;
+    if (rc != CLI_EXIT_OK && !session_out && cli_is_token(l->access_token))
+        cli_logout_token(l->access_token); /* nobody has its token: do not leave the session open */
+    if (rc == CLI_EXIT_OK && session_out) {
+        fprintf(stderr, CLI_PROGRAM ": %s: session and refresh secret saved in ", a->command);
+        cli_put_safe(stderr, session_out);
+        fputs(" (mode 600): identity-refresh --session-file makes new tokens\n", stderr);
+    }
+    cli_wipe_login(l);
+    protobuf_c_message_free_unpacked(resp, NULL);
+    return rc;
+}
+
+static int cli_cmd_identity_refresh(cli_args *a)
+{
+    const char *session_file = NULL;
+    const cli_option opts[] = {
+        {.name = "session-file", .text = &session_file, .max = CLI_PATH_MAX, .path = true},
+    };
+    int rc = cli_parse_command_args(a, opts, BASE_ARRAY_LEN(opts), 0, 0);
+    if (rc)
+        return rc;
+    if (!session_file)
+        return cli_usage_error("%s: --session-file F is required (written by identity-login --session-out F)",
+                               a->command);
+    cli_session s;
+    if ((rc = cli_session_read(a, session_file, &s)))
+        return rc;
+    Alma__Identity__V1__RefreshRequest req = ALMA__IDENTITY__V1__REFRESH_REQUEST__INIT;
+    req.session_id = s.id;
+    req.refresh_secret = s.secret;
+    ProtobufCMessage *resp = NULL;
+    rc = cli_identity_call(a, IDENTITY_RPC("Refresh"), &req.base,
+                           &alma__identity__v1__login_response__descriptor, false, &resp);
+    explicit_bzero(&s, sizeof s);
+    if (rc) {
+        fprintf(stderr,
+                CLI_PROGRAM ": %s: an ended session (logout, idle or absolute timeout) needs "
+                            "identity-login again\n",
+                a->command);
+        return rc;
+    }
+    Alma__Identity__V1__LoginResponse *l = (Alma__Identity__V1__LoginResponse *)resp;
+    rc = cli_print_token(a, l) ? CLI_EXIT_OK : CLI_EXIT_FAIL;
+    cli_wipe_login(l);
+    protobuf_c_message_free_unpacked(resp, NULL);
+    return rc;
+}
+
+static int cli_cmd_identity_logout(cli_args *a)
+{
+    const char *session = NULL, *session_file = NULL;
+    const cli_option opts[] = {
+        {.name = "session", .text = &session, .max = CLI_SESSION_ID_MAX},
+        {.name = "session-file", .text = &session_file, .max = CLI_PATH_MAX, .path = true},
+    };
+    int rc = cli_parse_command_args(a, opts, BASE_ARRAY_LEN(opts), 0, 0);
+    if (rc)
+        return rc;
+    if (session && session_file)
+        return cli_usage_error("%s: give --session or --session-file, not both", a->command);
+    if (session && !cli_is_id(session, CLI_SESSION_ID_MAX))
+        return cli_usage_error("%s: --session must be a session id (ses_ and 32 hex digits)", a->command);
+    cli_session s = {{0}, {0}};
+    if (session_file && (rc = cli_session_read(a, session_file, &s)))
+        return rc;
+    if (session)
+        snprintf(s.id, sizeof s.id, "%s", session);
+    explicit_bzero(s.secret, sizeof s.secret);
+    Alma__Identity__V1__LogoutRequest req = ALMA__IDENTITY__V1__LOGOUT_REQUEST__INIT;
+    req.session_id = s.id;
+    ProtobufCMessage *resp = NULL;
+    rc = cli_identity_call(a, IDENTITY_RPC("Logout"), &req.base,
+                           &alma__identity__v1__logout_response__descriptor, true, &resp);
+    if (rc)
+        return rc;
+    protobuf_c_message_free_unpacked(resp, NULL);
+    if (s.id[0])
+        printf("logged out: session %s ended\n", s.id);
+    else
+        printf("logged out: the session of the token ended\n");
+    return CLI_EXIT_OK;
+}
+
+/* ---- users and roles */
+
+static int cli_cmd_identity_create_user(cli_args *a)
+{
+    const char *username = NULL, *display_name = NULL, *password_file = NULL;
+    const char *role_items[CLI_ROLES_MAX];
+    cli_list roles = {role_items, 0, CLI_ROLES_MAX};
+    const cli_option opts[] = {
+        {.name = "username", .text = &username, .max = CLI_USERNAME_MAX},
+        {.name = "display-name", .text = &display_name, .max = CLI_DISPLAY_NAME_MAX},
+        {.name = "password-file", .text = &password_file, .max = CLI_PATH_MAX, .path = true},
+        {.name = "role", .list = &roles, .max = CLI_ROLE_MAX},
+    };
+    int rc = cli_parse_command_args(a, opts, BASE_ARRAY_LEN(opts), 0, 0);
+    if (rc)
+        return rc;
+    if (!username || !display_name)
+        return cli_usage_error("%s: --username and --display-name are required (see %s %s --help)",
+                               a->command, CLI_PROGRAM, a->command);
+    if ((rc = cli_check_username(a, username)) ||
+        (rc = cli_check_text(a, "display-name", display_name, 1, CLI_DISPLAY_NAME_MAX)))
+        return rc;
+    for (size_t i = 0; i < roles.count; i++)
+        if ((rc = cli_check_role(a, role_items[i])))
+            return rc;
+    char password[CLI_PASSWORD_READ];
+    rc = cli_read_password(a, password_file, CLI_PASSWORD_MIN, password);
+    if (rc == CLI_EXIT_OK) {
+        Alma__Identity__V1__CreateUserRequest req = ALMA__IDENTITY__V1__CREATE_USER_REQUEST__INIT;
+        req.username = (char *)username;
+        req.display_name = (char *)display_name;
+        req.initial_password = password;
+        req.roles = (char **)role_items;
+        req.n_roles = roles.count;
+        rc = cli_user_call(a, IDENTITY_RPC("CreateUser"), &req.base);
+    }
+    explicit_bzero(password, sizeof password);
+    return rc;
+}
+
+static int cli_cmd_identity_get_user(cli_args *a)
+{
+    const char *principal = NULL;
+    const cli_option opts[] = {{.name = "principal", .text = &principal, .max = CLI_PRINCIPAL_MAX}};
+    int rc = cli_parse_command_args(a, opts, BASE_ARRAY_LEN(opts), 0, 0);
+    if (rc)
+        return rc;
+    if (principal && (rc = cli_check_principal(a, "principal", principal)))
+        return rc;
+    Alma__Identity__V1__GetUserRequest req = ALMA__IDENTITY__V1__GET_USER_REQUEST__INIT;
+    req.principal_id = (char *)(principal ? principal : "");
+    return cli_user_call(a, IDENTITY_RPC("GetUser"), &req.base);
+}
+
+static int cli_cmd_identity_disable_user(cli_args *a)
+{
+    const char *principal = NULL, *reason = NULL;
+    const cli_option opts[] = {
+        {.name = "principal", .text = &principal, .max = CLI_PRINCIPAL_MAX},
+        {.name = "reason", .text = &reason, .max = CLI_DISABLE_REASON_MAX},
+    };
+    int rc = cli_parse_command_args(a, opts, BASE_ARRAY_LEN(opts), 0, 0);
+    if (rc)
+        return rc;
+    if (!principal || !reason)
+        return cli_usage_error("%s: --principal and --reason are required (see %s %s --help)", a->command,
+                               CLI_PROGRAM, a->command);
+    if ((rc = cli_check_principal(a, "principal", principal)) ||
+        (rc = cli_check_text(a, "reason", reason, 1, CLI_DISABLE_REASON_MAX)))
+        return rc;
+    Alma__Identity__V1__DisableUserRequest req = ALMA__IDENTITY__V1__DISABLE_USER_REQUEST__INIT;
+    req.principal_id = (char *)principal;
+    req.reason = (char *)reason;
+    return cli_user_call(a, IDENTITY_RPC("DisableUser"), &req.base);
+}
+
+static int cli_grant_or_revoke(cli_args *a, bool grant)
+{
+    const char *principal = NULL, *role = NULL;
+    const cli_option opts[] = {
+        {.name = "principal", .text = &principal, .max = CLI_PRINCIPAL_MAX},
+        {.name = "role", .text = &role, .max = CLI_ROLE_MAX},
+    };
+    int rc = cli_parse_command_args(a, opts, BASE_ARRAY_LEN(opts), 0, 0);
+    if (rc)
+        return rc;
+    if (!principal || !role)
+        return cli_usage_error("%s: --principal and --role are required (see %s %s --help)", a->command,
+                               CLI_PROGRAM, a->command);
+    if ((rc = cli_check_principal(a, "principal", principal)) || (rc = cli_check_role(a, role)))
+        return rc;
+    if (grant) {
+        Alma__Identity__V1__GrantRoleRequest req = ALMA__IDENTITY__V1__GRANT_ROLE_REQUEST__INIT;
+        req.principal_id = (char *)principal;
+        req.role_id = (char *)role;
+        return cli_user_call(a, IDENTITY_RPC("GrantRole"), &req.base);
+    }
+    Alma__Identity__V1__RevokeRoleRequest req = ALMA__IDENTITY__V1__REVOKE_ROLE_REQUEST__INIT;
+    req.principal_id = (char *)principal;
+    req.role_id = (char *)role;
+    return cli_user_call(a, IDENTITY_RPC("RevokeRole"), &req.base);
+}
+
+static int cli_cmd_identity_grant_role(cli_args *a)
+{
+    return cli_grant_or_revoke(a, true);
+}
+
+static int cli_cmd_identity_revoke_role(cli_args *a)
+{
+    return cli_grant_or_revoke(a, false);
+}
+
+static int cli_cmd_identity_list_roles(cli_args *a)
+{
+    int rc = cli_parse_command_args(a, NULL, 0, 0, 0);
+    if (rc)
+        return rc;
+    Alma__Identity__V1__ListRolesRequest req = ALMA__IDENTITY__V1__LIST_ROLES_REQUEST__INIT;
+    ProtobufCMessage *resp = NULL;
+    if ((rc = cli_identity_call(a, IDENTITY_RPC("ListRoles"), &req.base,
+                                &alma__identity__v1__list_roles_response__descriptor, true, &resp)))
+        return rc;
+    const Alma__Identity__V1__ListRolesResponse *l = (const Alma__Identity__V1__ListRolesResponse *)resp;
+    for (size_t i = 0; i < l->n_roles; i++) {
+        const Alma__Identity__V1__Role *r = l->roles[i];
+        if (!r)
+            continue;
+        cli_put_field(stdout, r->role_id);
+        printf("\tv%" PRId64 "\t%s\t%s\t", r->version, r->built_in ? "built-in" : "tenant",
+               r->requires_mfa ? "mfa" : "-");
+        for (size_t k = 0; k < r->n_permissions; k++) {
+            if (k)
+                fputc(',', stdout);
+            cli_put_safe(stdout, r->permissions[k]);
+        }
+        fputs(r->n_permissions ? "\t" : "-\t", stdout);
+        cli_put_field(stdout, r->display_name);
+        fputc('\n', stdout);
+    }
+    fflush(stdout);
+    fprintf(stderr, CLI_PROGRAM ": %s: %zu role%s\n", a->command, l->n_roles, l->n_roles == 1 ? "" : "s");
+    protobuf_c_message_free_unpacked(resp, NULL);
+    return CLI_EXIT_OK;
+}
+
+/* ---- TOTP enrolment */
+
+static int cli_cmd_identity_enroll_totp(cli_args *a)
+{
+    int rc = cli_parse_command_args(a, NULL, 0, 0, 0);
+    if (rc)
+        return rc;
+    Alma__Identity__V1__EnrollTotpRequest req = ALMA__IDENTITY__V1__ENROLL_TOTP_REQUEST__INIT;
+    ProtobufCMessage *resp = NULL;
+    if ((rc = cli_identity_call(a, IDENTITY_RPC("EnrollTotp"), &req.base,
+                                &alma__identity__v1__enroll_totp_response__descriptor, true, &resp)))
+        return rc;
+    Alma__Identity__V1__EnrollTotpResponse *e = (Alma__Identity__V1__EnrollTotpResponse *)resp;
+    cli_put_field(stdout, e->otpauth_uri);
+    fputc('\n', stdout);
+    fflush(stdout);
+    fprintf(stderr,
+            CLI_PROGRAM ": %s: scan or paste the URI into an authenticator (it holds the TOTP secret: do not "
+                        "keep it), then: %s identity-confirm-totp --code CODE\n",
+            a->command, CLI_PROGRAM);
+    if (e->otpauth_uri)
+        explicit_bzero(e->otpauth_uri, strlen(e->otpauth_uri));
+    protobuf_c_message_free_unpacked(resp, NULL);
+    return CLI_EXIT_OK;
+}
+
+static int cli_cmd_identity_confirm_totp(cli_args *a)
+{
+    const char *code = NULL;
+    const cli_option opts[] = {{.name = "code", .text = &code, .max = CLI_TOTP_MAX}};
+    int rc = cli_parse_command_args(a, opts, BASE_ARRAY_LEN(opts), 0, 0);
+    if (rc)
+        return rc;
+    if (!code)
+        return cli_usage_error("%s: --code is required: the code the authenticator shows now", a->command);
+    if ((rc = cli_check_totp(a, "code", code)))
+        return rc;
+    Alma__Identity__V1__ConfirmTotpRequest req = ALMA__IDENTITY__V1__CONFIRM_TOTP_REQUEST__INIT;
+    req.totp_code = (char *)code;
+    ProtobufCMessage *resp = NULL;
+    if ((rc = cli_identity_call(a, IDENTITY_RPC("ConfirmTotp"), &req.base,
+                                &alma__identity__v1__confirm_totp_response__descriptor, true, &resp)))
+        return rc;
+    Alma__Identity__V1__ConfirmTotpResponse *c = (Alma__Identity__V1__ConfirmTotpResponse *)resp;
+    for (size_t i = 0; i < c->n_recovery_codes; i++) {
+        cli_put_field(stdout, c->recovery_codes[i]);
+        fputc('\n', stdout);
+        if (c->recovery_codes[i])
+            explicit_bzero(c->recovery_codes[i], strlen(c->recovery_codes[i]));
+    }
+    fflush(stdout);
+    fprintf(stderr,
+            CLI_PROGRAM ": %s: TOTP enrolled. The %zu recovery codes above are shown once, each works once: "
+                        "store them offline. Log in again with --totp for a token with MFA.\n",
+            a->command, c->n_recovery_codes);
+    protobuf_c_message_free_unpacked(resp, NULL);
+    return CLI_EXIT_OK;
+}
+
+/* ---- care relationships, break-glass, Check, keys */
+
+static int cli_cmd_identity_relationship_create(cli_args *a)
+{
+    const char *clinician = NULL, *patient = NULL, *kind = NULL, *start = NULL, *end = NULL;
+    const cli_option opts[] = {
+        {.name = "clinician", .text = &clinician, .max = CLI_PRINCIPAL_MAX},
+        {.name = "patient", .text = &patient, .max = 35},
+        {.name = "kind", .text = &kind, .max = CLI_ENUM_WORD_MAX},
+        {.name = "start", .text = &start, .max = CLI_TIME_WORD_MAX},
+        {.name = "end", .text = &end, .max = CLI_TIME_WORD_MAX},
+    };
+    int rc = cli_parse_command_args(a, opts, BASE_ARRAY_LEN(opts), 0, 0);
+    if (rc)
+        return rc;
+    if (!clinician || !patient || !kind)
+        return cli_usage_error("%s: --clinician, --patient and --kind are required (see %s %s --help)",
+                               a->command, CLI_PROGRAM, a->command);
+    if ((rc = cli_check_principal(a, "clinician", clinician)) || (rc = cli_require_patient(a, patient)))
+        return rc;
+    int k = 0;
+    if ((rc = cli_enum_option(a, "kind", &cli_enum_relationship, kind, &k)))
+        return rc;
+    Alma__Identity__V1__CareRelationship rel = ALMA__IDENTITY__V1__CARE_RELATIONSHIP__INIT;
+    Google__Protobuf__Timestamp ts_start, ts_end;
+    if (start) {
+        if ((rc = cli_time_option(a, "start", start, &ts_start)))
+            return rc;
+        rel.start_time = &ts_start;
+    }
+    if (end) {
+        if ((rc = cli_time_option(a, "end", end, &ts_end)))
+            return rc;
+        rel.end_time = &ts_end;
+    }
+    if (start && end &&
+        (ts_start.seconds > ts_end.seconds ||
+         (ts_start.seconds == ts_end.seconds && ts_start.nanos >= ts_end.nanos)))
+        return cli_usage_error("%s: --start must be before --end", a->command);
+    rel.clinician_id = (char *)clinician;
+    rel.patient_ref = (char *)patient;
+    rel.kind = (Alma__Identity__V1__RelationshipKind)k;
+    Alma__Identity__V1__CreateCareRelationshipRequest req =
+        ALMA__IDENTITY__V1__CREATE_CARE_RELATIONSHIP_REQUEST__INIT;
+    req.relationship = &rel;
+    ProtobufCMessage *resp = NULL;
+    if ((rc = cli_identity_call(a, IDENTITY_RPC("CreateCareRelationship"), &req.base,
+                                &alma__identity__v1__care_relationship__descriptor, true, &resp)))
+        return rc;
+    cli_print_relationship((const Alma__Identity__V1__CareRelationship *)resp);
+    protobuf_c_message_free_unpacked(resp, NULL);
+    return CLI_EXIT_OK;
+}
+
+static int cli_cmd_identity_relationship_end(cli_args *a)
+{
+    const char *id = NULL, *end = NULL;
+    const cli_option opts[] = {
+        {.name = "id", .text = &id, .max = CLI_OBJECT_ID_MAX},
+        {.name = "end", .text = &end, .max = CLI_TIME_WORD_MAX},
+    };
+    int rc = cli_parse_command_args(a, opts, BASE_ARRAY_LEN(opts), 0, 0);
+    if (rc)
+        return rc;
+    if (!id)
+        return cli_usage_error("%s: --id is required: the relationship id (rel_...)", a->command);
+    if (!cli_is_word_of(id, 1, CLI_OBJECT_ID_MAX, "_", false))
+        return cli_usage_error("%s: --id must be a relationship id: rel_ and 32 hex digits", a->command);
+    Alma__Identity__V1__EndCareRelationshipRequest req =
+        ALMA__IDENTITY__V1__END_CARE_RELATIONSHIP_REQUEST__INIT;
+    Google__Protobuf__Timestamp ts;
+    req.relationship_id = (char *)id;
+    if (end) {
+        if ((rc = cli_time_option(a, "end", end, &ts)))
+            return rc;
+        req.end_time = &ts;
+    }
+    ProtobufCMessage *resp = NULL;
+    if ((rc = cli_identity_call(a, IDENTITY_RPC("EndCareRelationship"), &req.base,
+                                &alma__identity__v1__care_relationship__descriptor, true, &resp)))
+        return rc;
+    cli_print_relationship((const Alma__Identity__V1__CareRelationship *)resp);
+    protobuf_c_message_free_unpacked(resp, NULL);
+    return CLI_EXIT_OK;
+}
+
+static int cli_cmd_identity_break_glass(cli_args *a)
+{
+    const char *patient = NULL, *reason = NULL;
+    uint32_t minutes = 0;
+    const cli_option opts[] = {
+        {.name = "patient", .text = &patient, .max = 35},
+        {.name = "reason", .text = &reason, .max = CLI_BREAK_GLASS_MAX_LEN},
+        {.name = "minutes", .number = &minutes, .max = CLI_BREAK_GLASS_MAX_MIN},
+    };
+    int rc = cli_parse_command_args(a, opts, BASE_ARRAY_LEN(opts), 0, 0);
+    if (rc)
+        return rc;
+    if (!patient || !reason || minutes == 0)
+        return cli_usage_error(
+            "%s: --patient, --reason and --minutes (1 to %d) are required (see %s %s --help)", a->command,
+            CLI_BREAK_GLASS_MAX_MIN, CLI_PROGRAM, a->command);
+    if ((rc = cli_require_patient(a, patient)) ||
+        (rc = cli_check_text(a, "reason", reason, CLI_BREAK_GLASS_MIN_LEN, CLI_BREAK_GLASS_MAX_LEN)))
+        return rc;
+    Alma__Identity__V1__BreakGlassRequest req = ALMA__IDENTITY__V1__BREAK_GLASS_REQUEST__INIT;
+    req.patient_ref = (char *)patient;
+    req.reason = (char *)reason;
+    req.duration_minutes = (int32_t)minutes;
+    ProtobufCMessage *resp = NULL;
+    if ((rc = cli_identity_call(a, IDENTITY_RPC("BreakGlass"), &req.base,
+                                &alma__identity__v1__break_glass_grant__descriptor, true, &resp)))
+        return rc;
+    const Alma__Identity__V1__BreakGlassGrant *g = (const Alma__Identity__V1__BreakGlassGrant *)resp;
+    cli_print_line("grant_id", g->grant_id);
+    cli_print_line("tenant_id", g->tenant_id);
+    cli_print_line("clinician_id", g->clinician_id);
+    cli_print_line("patient_ref", g->patient_ref);
+    cli_print_time_line("start_time", g->start_time);
+    cli_print_time_line("end_time", g->end_time);
+    fprintf(stderr,
+            CLI_PROGRAM ": %s: break-glass access is audited at high severity and reviewed by the privacy "
+                        "officer\n",
+            a->command);
+    protobuf_c_message_free_unpacked(resp, NULL);
+    return CLI_EXIT_OK;
+}
+
+static int cli_cmd_identity_check(cli_args *a)
+{
+    const char *principal = NULL, *permission = NULL, *patient = NULL;
+    const cli_option opts[] = {
+        {.name = "principal", .text = &principal, .max = CLI_PRINCIPAL_MAX},
+        {.name = "permission", .text = &permission, .max = CLI_PERMISSION_MAX},
+        {.name = "patient", .text = &patient, .max = 35},
+    };
+    int rc = cli_parse_command_args(a, opts, BASE_ARRAY_LEN(opts), 0, 0);
+    if (rc)
+        return rc;
+    if (!permission)
+        return cli_usage_error("%s: --permission is required, e.g. referral.review (see %s %s --help)",
+                               a->command, CLI_PROGRAM, a->command);
+    if (principal && (rc = cli_check_principal(a, "principal", principal)))
+        return rc;
+    if (!cli_is_word_of(permission, 1, CLI_PERMISSION_MAX, "._:/-", true))
+        return cli_usage_error("%s: --permission must be 1 to %d of [A-Za-z0-9._:/-], e.g. phi.read.clinical",
+                               a->command, CLI_PERMISSION_MAX);
+    bool scoped = strncmp(permission, "phi.", 4) == 0 && strcmp(permission, "phi.break_glass") != 0;
+    if (scoped && !patient)
+        return cli_usage_error("%s: --patient pt_... is required for a patient-scoped permission (phi.*)",
+                               a->command);
+    if (patient && (rc = cli_require_patient(a, patient)))
+        return rc;
+    Alma__Identity__V1__CheckRequest req = ALMA__IDENTITY__V1__CHECK_REQUEST__INIT;
+    req.principal_id = (char *)(principal ? principal : "");
+    req.permission = (char *)permission;
+    req.patient_ref = (char *)(patient ? patient : "");
+    ProtobufCMessage *resp = NULL;
+    if ((rc = cli_identity_call(a, IDENTITY_RPC("Check"), &req.base,
+                                &alma__identity__v1__check_response__descriptor, true, &resp)))
+        return rc;
+    const Alma__Identity__V1__CheckResponse *d = (const Alma__Identity__V1__CheckResponse *)resp;
+    printf("%s\n", d->allowed ? "allowed" : "denied");
+    cli_print_line("decided_by", d->decided_by);
+    cli_print_line("reason", d->reason);
+    rc = d->allowed ? CLI_EXIT_OK : CLI_EXIT_FAIL;
+    protobuf_c_message_free_unpacked(resp, NULL);
+    return rc;
+}
+
+static int cli_cmd_identity_keys(cli_args *a)
+{
+    int rc = cli_parse_command_args(a, NULL, 0, 0, 0);
+    if (rc)
+        return rc;
+    Alma__Identity__V1__GetVerificationKeysRequest req =
+        ALMA__IDENTITY__V1__GET_VERIFICATION_KEYS_REQUEST__INIT;
+    ProtobufCMessage *resp = NULL;
+    if ((rc = cli_identity_call(a, IDENTITY_RPC("GetVerificationKeys"), &req.base,
+                                &alma__identity__v1__get_verification_keys_response__descriptor, false,
+                                &resp)))
+        return rc;
+    const char *jwks = ((const Alma__Identity__V1__GetVerificationKeysResponse *)resp)->jwks_json;
+    /* Indented when it parses (it should), else as served. */
+    json_t *doc = jwks ? json_loads(jwks, JSON_REJECT_DUPLICATES, NULL) : NULL;
+    char *pretty = doc ? json_dumps(doc, JSON_INDENT(2) | JSON_PRESERVE_ORDER) : NULL;
+    json_decref(doc);
+    cli_put_note(stdout, pretty ? pretty : jwks && jwks[0] ? jwks : "-");
+    fputc('\n', stdout);
+    free(pretty);
+    protobuf_c_message_free_unpacked(resp, NULL);
+    return CLI_EXIT_OK;
+}
+
+/* ---- help of the identity commands */
+
+static void cli_help_identity_token(FILE *out)
+{
+    fputs("Needs an access token: --token-file F, or ALMA_CLI_TOKEN (identity-login prints one).\n", out);
+}
+
+static void cli_help_identity_login(FILE *out)
+{
+    fprintf(
+        out,
+        "  --tenant T                 the tenant id, required\n"
+        "  --username U               required\n"
+        "  --password-file F          a file holding the password on one line (default: one line from\n"
+        "                             standard input, not echoed on a terminal); at most %d bytes\n"
+        "  --totp CODE                the authenticator's current code (users whose role or tenant needs "
+        "MFA)\n"
+        "  --recovery-code C          a recovery code instead (each works once)\n"
+        "  --session-out F            write the session id and its refresh secret to F (mode 600), for\n"
+        "                             identity-refresh and identity-logout --session-file F\n"
+        "Prints the access token alone on standard output: TOKEN=$(%s identity-login ...). The session,\n"
+        "the expiry times and whether MFA enrolment is needed go to standard error. Every failure is the\n"
+        "service's one \"invalid credentials\" (RESOURCE_EXHAUSTED while locked out).\n",
+        CLI_PASSWORD_MAX, CLI_PROGRAM);
+}
+
+static void cli_help_identity_refresh(FILE *out)
+{
+    fputs(
+        "  --session-file F           the file identity-login --session-out F wrote, required\n"
+        "Prints a new access token alone on standard output (the session's idle timeout restarts; the token\n"
+        "carries the user's rights as they are now).\n",
+        out);
+}
+
+static void cli_help_identity_logout(FILE *out)
+{
+    fputs("  --session ID               end this session of the caller (default: the token's own)\n"
+          "  --session-file F           end the session of this file (identity-login --session-out)\n"
+          "The session's tokens stop working in every service within a second.\n",
+          out);
+    cli_help_identity_token(out);
+}
+
+static void cli_help_identity_create_user(FILE *out)
+{
+    fprintf(
+        out,
+        "  --username U               [a-z0-9._@-]{3,64}, unique in the tenant\n"
+        "  --display-name N           1 to %d bytes\n"
+        "  --password-file F          the initial password on one line (default: standard input); %d to %d\n"
+        "                             bytes, not a repeated character, not the username\n"
+        "  --role R                   repeatable (at most %d): a role id such as pcp_clinician\n"
+        "Needs identity.users.manage, and every permission of each role (no escalation by grant).\n",
+        CLI_DISPLAY_NAME_MAX, CLI_PASSWORD_MIN, CLI_PASSWORD_MAX, CLI_ROLES_MAX);
+    cli_help_identity_token(out);
+}
+
+static void cli_help_identity_user(FILE *out)
+{
+    fputs(
+        "Prints principal_id, tenant_id, username, display_name, state, roles, totp_enrolled, mfa_required\n"
+        "and create_time lines.\n",
+        out);
+    cli_help_identity_token(out);
+}
+
+static void cli_help_identity_list_roles(FILE *out)
+{
+    fputs(
+        "One tab-separated line per role of the tenant (built-in and its own): ROLE VERSION built-in|tenant\n"
+        "mfa|- PERMISSIONS DISPLAY-NAME. Needs identity.roles.read.\n",
+        out);
+    cli_help_identity_token(out);
+}
+
+static void cli_help_identity_totp(FILE *out)
+{
+    fputs(
+        "identity-enroll-totp prints an otpauth:// URI (it holds the secret: scan it, do not keep it);\n"
+        "identity-confirm-totp --code C with the authenticator's current code prints ten one-time recovery\n"
+        "codes, shown once. An MFA-enrolment-only token (identity-login says so) may call these two.\n",
+        out);
+    cli_help_identity_token(out);
+}
+
+static void cli_help_identity_relationship(FILE *out)
+{
+    fputs("  --clinician P              the clinician's principal id (create)\n"
+          "  --patient pt_<32 hex>      the pseudonymous patient reference (create)\n",
+          out);
+    cli_help_enum(out, "kind K", "create", &cli_enum_relationship);
+    fputs("  --start TIME, --end TIME   RFC 3339 UTC; create: default now and open-ended; end: default now\n"
+          "  --id rel_...               the relationship to end (end)\n"
+          "Needs care.relationships.manage. Every service sees the change within a second (Redis mirror).\n",
+          out);
+    cli_help_identity_token(out);
+}
+
+static void cli_help_identity_break_glass(FILE *out)
+{
+    fprintf(
+        out,
+        "  --patient pt_<32 hex>      the patient, required\n"
+        "  --reason TEXT              %d to %d bytes, shown to privacy officers (never in the audit log)\n"
+        "  --minutes N                1 to %d\n"
+        "Opens a time-limited grant for the caller (phi.break_glass), audited at high severity.\n",
+        CLI_BREAK_GLASS_MIN_LEN, CLI_BREAK_GLASS_MAX_LEN, CLI_BREAK_GLASS_MAX_MIN);
+    cli_help_identity_token(out);
+}
+
+static void cli_help_identity_check(FILE *out)
+{
+    fputs(
+        "  --principal P              whose access (default: the caller; another needs identity.users.read)\n"
+        "  --permission X             e.g. referral.review, phi.read.clinical\n"
+        "  --patient pt_<32 hex>      required for patient-scoped permissions (phi.*)\n"
+        "Prints allowed or denied, then decided_by: (role:, relationship:, break_glass:) and reason: lines.\n"
+        "Exit 0 when allowed, 1 when denied. A denied PHI permission is audited.\n",
+        out);
+    cli_help_identity_token(out);
+}
+
+static void cli_help_identity_keys(FILE *out)
+{
+    fputs("Prints the JWKS (RFC 7517) of the token verification keys, the current and the previous one.\n"
+          "Needs no token.\n",
+          out);
+}
+
 /* ------------------------------------------------------------------ the command table */
 
 typedef struct cli_command {
@@ -1996,6 +3315,49 @@ static const cli_command cli_commands[] = {
     {"audit-accounting", "--tenant T --patient pt_... [--as-of TIME]",
      "Audit/GetAccountingOfDisclosures: one line per accountable disclosure of the patient",
      cli_cmd_audit_accounting, cli_help_audit_accounting},
+    {"identity-login",
+     "--tenant T --username U [--password-file F] [--totp C | --recovery-code C] [--session-out F]",
+     "Identity/Login: prints the access token alone on stdout (session and expiry on stderr)",
+     cli_cmd_identity_login, cli_help_identity_login},
+    {"identity-refresh", "--session-file F", "Identity/Refresh: prints a new access token alone on stdout",
+     cli_cmd_identity_refresh, cli_help_identity_refresh},
+    {"identity-logout", "[--session ID | --session-file F]",
+     "Identity/Logout: ends the token's session (or the one given)", cli_cmd_identity_logout,
+     cli_help_identity_logout},
+    {"identity-create-user", "--username U --display-name N [--password-file F] [--role R]...",
+     "Identity/CreateUser: creates a user of the token's tenant, prints it", cli_cmd_identity_create_user,
+     cli_help_identity_create_user},
+    {"identity-get-user", "[--principal P]", "Identity/GetUser: prints a user (default: the caller)",
+     cli_cmd_identity_get_user, cli_help_identity_user},
+    {"identity-disable-user", "--principal P --reason TEXT",
+     "Identity/DisableUser: disables a user, ends its sessions, prints it", cli_cmd_identity_disable_user,
+     cli_help_identity_user},
+    {"identity-grant-role", "--principal P --role R", "Identity/GrantRole: grants a role, prints the user",
+     cli_cmd_identity_grant_role, cli_help_identity_user},
+    {"identity-revoke-role", "--principal P --role R", "Identity/RevokeRole: revokes a role, prints the user",
+     cli_cmd_identity_revoke_role, cli_help_identity_user},
+    {"identity-list-roles", "", "Identity/ListRoles: one line per role with its permissions",
+     cli_cmd_identity_list_roles, cli_help_identity_list_roles},
+    {"identity-enroll-totp", "", "Identity/EnrollTotp: prints the otpauth:// URI for an authenticator",
+     cli_cmd_identity_enroll_totp, cli_help_identity_totp},
+    {"identity-confirm-totp", "--code C",
+     "Identity/ConfirmTotp: confirms the authenticator, prints the one-time recovery codes",
+     cli_cmd_identity_confirm_totp, cli_help_identity_totp},
+    {"identity-relationship-create",
+     "--clinician P --patient pt_... --kind primary-care|specialist|care-team|covering [--start T] [--end T]",
+     "Identity/CreateCareRelationship: prints the relationship", cli_cmd_identity_relationship_create,
+     cli_help_identity_relationship},
+    {"identity-relationship-end", "--id rel_... [--end T]",
+     "Identity/EndCareRelationship: prints the relationship", cli_cmd_identity_relationship_end,
+     cli_help_identity_relationship},
+    {"identity-break-glass", "--patient pt_... --reason TEXT --minutes N",
+     "Identity/BreakGlass: opens a time-limited emergency grant, prints it", cli_cmd_identity_break_glass,
+     cli_help_identity_break_glass},
+    {"identity-check", "[--principal P] --permission X [--patient pt_...]",
+     "Identity/Check: prints allowed or denied and why; exit 0 only when allowed", cli_cmd_identity_check,
+     cli_help_identity_check},
+    {"identity-keys", "", "Identity/GetVerificationKeys: prints the JWKS", cli_cmd_identity_keys,
+     cli_help_identity_keys},
 };
 
 static const cli_command *cli_find_command(const char *name)
@@ -2054,9 +3416,8 @@ static void cli_print_help(FILE *out)
         else /* a long synopsis gets a line of its own */
             fprintf(out, "  %s %s\n  %40s %s\n", cmd->name, cmd->args, "", cmd->help);
     }
-    fprintf(out,
-            "\nExit status: 0 success, 1 the call failed, the server is not serving or the audit log does "
-            "not verify, 2 usage or settings error.\n");
+    fprintf(out, "\nExit status: 0 success, 1 the call failed, the server is not serving, the audit log does "
+                 "not verify or identity-check denied, 2 usage or settings error.\n");
 }
 
 static void cli_print_command_help(const cli_command *cmd, FILE *out)
@@ -2189,7 +3550,13 @@ int main(int argc, char **argv)
     rpc_set_log_sink(cli_grpc_log);
     rc = cmd->run(&a);
 out:
-    for (int i = 0; i < owned_count; i++)
+    for (int i = 0; i < owned_count; i++) { /* "--cli-token=..." holds a secret */
+        explicit_bzero(owned[i], strlen(owned[i]));
         free(owned[i]);
+    }
+    if (cli_bearer) {
+        explicit_bzero(cli_bearer, strlen(cli_bearer));
+        free(cli_bearer);
+    }
     return rc;
 }
