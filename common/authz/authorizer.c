@@ -4,7 +4,9 @@
  *
  * Locks: keys_lock guards the key-set pointer (readers verify under it; a refresh swaps it under the write
  * lock), rev_lock the revocation table. Both are writer-preferring rwlocks, never nested, held only for the
- * work itself (never across a fetch or a Redis call). Feed health is read lock-free from atomics. */
+ * work itself (never across a fetch or a Redis call). Feed health is read lock-free from atomics, and so are
+ * the verified-token cache (token_cache.c: per-entry seqlocks) and the key-set generation that validates its
+ * entries: a cache hit takes no keys_lock. */
 #include "internal.h"
 
 #include "base/clock.h"
@@ -34,7 +36,29 @@ bool authz__wait_stop(authz *a, int64_t ms)
     return stopping;
 }
 
+int64_t authz__clock_s(const authz *a)
+{
+    return a->now_s ? a->now_s(a->now_arg) : authz__now_s();
+}
+
 /* ---- keys --------------------------------------------------------------------------------------------- */
+
+/* Whether every key of `old` is in `fresh` under the same kid with the same public key: then whatever
+ * verified with old verifies with fresh, and the cached tokens stay valid. A new key alone (a rotation
+ * starting) keeps them; a key dropped (a rotation ending) or changed does not. */
+static bool keyset_keeps(const authz_keyset *old, const authz_keyset *fresh)
+{
+    if (!old)
+        return true;
+    for (size_t i = 0; i < old->count; i++) {
+        const acrypto_ed25519_key *k = authz__keyset_find(fresh, old->keys[i].kid, strlen(old->keys[i].kid));
+        uint8_t was[ACRYPTO_ED25519_PUBLIC_LEN], is[ACRYPTO_ED25519_PUBLIC_LEN];
+        if (!k || !base_is_ok(acrypto_ed25519_public_raw(old->keys[i].key, was)) ||
+            !base_is_ok(acrypto_ed25519_public_raw(k, is)) || memcmp(was, is, sizeof was) != 0)
+            return false;
+    }
+    return true;
+}
 
 static base_result fetch_and_install(authz *a)
 {
@@ -48,9 +72,13 @@ static base_result fetch_and_install(authz *a)
         r = authz_keyset_from_jwks(text, strnlen(text, AUTHZ_MAX_JWKS_LEN + 1), &ks);
     free(text);
     if (base_is_ok(r)) {
+        /* a->keys is only written here, under fetch_lock, which we hold: reading it needs no keys_lock. */
+        bool keeps = keyset_keeps(a->keys, ks);
         pthread_rwlock_wrlock(&a->keys_lock);
         authz_keyset *old = a->keys;
         a->keys = ks;
+        if (!keeps)
+            atomic_fetch_add(&a->keys_gen, 1); /* every cached token is a miss from now on */
         pthread_rwlock_unlock(&a->keys_lock);
         authz_keyset_free(old);
     }
@@ -131,6 +159,8 @@ base_result authz_new(const authz_config *cfg, authz **ret_authz)
                               &refresh));
     BASE_GUARD(check_interval(cfg->refetch_min_interval_ms, AUTHZ_DEFAULT_REFETCH_MS, 1,
                               "refetch_min_interval_ms", &refetch));
+    BASE_ENSURE(cfg->cache_entries >= -1 && cfg->cache_entries <= AUTHZ__TCACHE_MAX_ENTRIES, BASE_ERR_INVALID,
+                "authz config: cache_entries out of range");
 
     authz *a = calloc(1, sizeof *a);
     if (!a)
@@ -146,7 +176,10 @@ base_result authz_new(const authz_config *cfg, authz **ret_authz)
     a->fetch_arg = cfg->fetch_arg;
     a->refresh_interval_ms = refresh;
     a->refetch_min_interval_ms = refetch;
+    a->now_s = cfg->now_s;
+    a->now_arg = cfg->now_arg;
     atomic_init(&a->last_refetch_ms, INT64_MIN / 2);
+    atomic_init(&a->keys_gen, 0);
     atomic_init(&a->rev_overflow, false);
     atomic_init(&a->feed_synced, false);
     atomic_init(&a->feed_alive_ms, 0);
@@ -183,6 +216,7 @@ base_result authz_new(const authz_config *cfg, authz **ret_authz)
     }
     stop_cond = true;
     BASE_GUARD_GOTO(r, authz__rev_init(&a->rev), fail);
+    BASE_GUARD_GOTO(r, authz__tcache_init(&a->tcache, cfg->cache_entries), fail);
 
     if (pthread_create(&a->keys_thread, NULL, keys_main, a) != 0) {
         r = base_fail(BASE_ERR_NOMEM, "authz: cannot start the key thread");
@@ -199,6 +233,7 @@ base_result authz_new(const authz_config *cfg, authz **ret_authz)
     return BASE_OK_RESULT;
 
 fail:
+    authz__tcache_destroy(&a->tcache);
     authz__rev_destroy(&a->rev);
     if (stop_cond)
         pthread_cond_destroy(&a->stop_cond);
@@ -229,6 +264,7 @@ void authz_free(authz *a)
         pthread_join(a->feed_thread, NULL);
     authz_keyset_free(a->keys);
     authz__rev_destroy(&a->rev);
+    authz__tcache_destroy(&a->tcache);
     pthread_cond_destroy(&a->stop_cond);
     pthread_mutex_destroy(&a->stop_lock);
     pthread_mutex_destroy(&a->fetch_lock);
@@ -431,6 +467,36 @@ static base_result patient_decision(authz *a, const authz_claims *c, const char 
                   "no treating relationship or break-glass grant for this patient");
 }
 
+/* Step 1 of the rules: the token's signature and claims, or their verified-token cache entry, which skips
+ * the signature, the parse and the static claim checks (a token's bytes fix all three) but never the time
+ * check. A cached entry is valid only for the key-set generation it was verified under: read atomically on a
+ * hit, and under keys_lock together with the keys on a miss, so an entry is never stored under a generation
+ * newer than its keys. Only a token that verified is cached. */
+static authz__status verify_token(authz *a, const char *token, size_t len, int64_t now, authz_claims *c)
+{
+    uint64_t hash = 0;
+    if (authz__tcache_enabled(&a->tcache)) {
+        hash = authz__tcache_hash(&a->tcache, token, len);
+        uint64_t gen = atomic_load_explicit(&a->keys_gen, memory_order_acquire);
+        if (authz__tcache_get(&a->tcache, hash, token, len, gen, c))
+            return authz__claims_time_check(c, now);
+    }
+    pthread_rwlock_rdlock(&a->keys_lock);
+    const authz_keyset *ks = a->keys;
+    uint64_t gen = atomic_load(&a->keys_gen);
+    authz__status st = ks ? authz__token_check(ks, &a->expect, token, len, now, c) : AUTHZ__NO_KEYS;
+    pthread_rwlock_unlock(&a->keys_lock);
+    if (st == AUTHZ__KID_UNKNOWN && try_refetch(a)) {
+        pthread_rwlock_rdlock(&a->keys_lock);
+        gen = atomic_load(&a->keys_gen);
+        st = authz__token_check(a->keys, &a->expect, token, len, now, c);
+        pthread_rwlock_unlock(&a->keys_lock);
+    }
+    if (st == AUTHZ__OK && hash != 0)
+        authz__tcache_put(&a->tcache, hash, token, len, gen, now, c);
+    return st;
+}
+
 base_result authz_authorize(authz *a, const char *authorization, const char *permission,
                             const authz_resource *resource, authz_claims *claims, authz_decision *decision)
 {
@@ -453,19 +519,11 @@ base_result authz_authorize(authz *a, const char *authorization, const char *per
     size_t len = strnlen(token, AUTHZ_MAX_TOKEN_LEN + 1);
     if (len > AUTHZ_MAX_TOKEN_LEN)
         return decide(decision, AUTHZ_UNAUTHENTICATED, NULL, AUTHZ_MSG_TOO_LONG);
-    int64_t now = authz__now_s();
+    int64_t now = authz__clock_s(a);
     authz_claims c;
-    pthread_rwlock_rdlock(&a->keys_lock);
-    const authz_keyset *ks = a->keys;
-    authz__status st = ks ? authz__token_check(ks, &a->expect, token, len, now, &c) : AUTHZ__OK;
-    pthread_rwlock_unlock(&a->keys_lock);
-    if (!ks)
+    authz__status st = verify_token(a, token, len, now, &c);
+    if (st == AUTHZ__NO_KEYS)
         return decide(decision, AUTHZ_UNAVAILABLE, NULL, "verification keys unavailable");
-    if (st == AUTHZ__KID_UNKNOWN && try_refetch(a)) {
-        pthread_rwlock_rdlock(&a->keys_lock);
-        st = authz__token_check(a->keys, &a->expect, token, len, now, &c);
-        pthread_rwlock_unlock(&a->keys_lock);
-    }
     if (st != AUTHZ__OK)
         return decide(decision, AUTHZ_UNAUTHENTICATED, NULL, "%s", authz__status_message(st));
 

@@ -13,9 +13,11 @@
  *      A JWKS whose kid does not follow it is refused, so a kid can never name two different keys.
  *   3. The authorizer (authz_new / authz_authorize): a service process creates one; worker threads call
  *      authz_authorize() concurrently. It keeps the verification keys (fetched through a callback, refreshed
- *      periodically and, rate-limited, on an unknown kid) and an in-memory revocation set fed by the Redis
- *      channel AUTHZ_REVOCATION_CHANNEL. If that feed has not been confirmed alive for AUTHZ_FEED_GRACE_MS
- *      (or has not synchronised yet), every decision is UNAVAILABLE: fail closed.
+ *      periodically and, rate-limited, on an unknown kid), a cache of the tokens already verified (so a token
+ *      sent again is not verified again; every time, revocation and rule check still runs on every call) and
+ *      an in-memory revocation set fed by the Redis channel AUTHZ_REVOCATION_CHANNEL. If that feed has not
+ *      been confirmed alive for AUTHZ_FEED_GRACE_MS (or has not synchronised yet), every decision is
+ *      UNAVAILABLE: fail closed.
  *   4. Publishers (identity): authz_revoke_session / authz_revoke_principal and the relationship and
  *      break-glass mirrors, which write the README's Redis keys.
  *
@@ -207,6 +209,20 @@ typedef struct authz_config {
     int refresh_interval_ms;     /* 0: AUTHZ_DEFAULT_REFRESH_MS (retried every second while failing) */
     int refetch_min_interval_ms; /* 0: AUTHZ_DEFAULT_REFETCH_MS */
     int64_t max_lifetime_s;      /* 0: AUTHZ_DEFAULT_MAX_LIFETIME_S */
+    /* The verified-token cache (README.md, "Verified-token cache"): a token whose signature and claims
+     * verified is remembered, by its exact bytes, with its claims, so that the next call with the same token
+     * skips the signature check and the parse. Every other check still runs on every call: exp/nbf/iat with
+     * the leeway, revocation, tenant, enrolment, permission and patient scope; a key-set refresh that drops
+     * or changes a key invalidates the entries. Only tokens that verified are cached. 0: 4096 entries; -1: no
+     * cache (every call verifies the signature); otherwise 1..65536, rounded up to a power of two (at least
+     * 4). An entry is one 4 KiB page, made resident when first used (4096 entries: at most 16 MiB). It holds
+     * the token's bytes (a bearer credential, as the request that carried it does) until it is replaced. */
+    int cache_entries;
+    /* For tests: the wall clock (seconds since the epoch) the authorizer judges by (token times, relationship
+     * and break-glass windows, revocation expiry). NULL: the system clock (CLOCK_REALTIME). Called from the
+     * authorizer's threads and from every thread calling authz_authorize(): it must be thread-safe. */
+    int64_t (*now_s)(void *arg);
+    void *now_arg;
 } authz_config;
 
 typedef struct authz authz;

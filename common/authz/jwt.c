@@ -869,6 +869,15 @@ base_result authz_jws_verify(const acrypto_ed25519_key *key, const char *jws, si
 /* ---- tokens ---------------------------------------------------------------------------------------------
  */
 
+authz__status authz__claims_time_check(const authz_claims *claims, int64_t now)
+{
+    if (now >= claims->exp + AUTHZ_LEEWAY_S)
+        return AUTHZ__EXPIRED;
+    if (now + AUTHZ_LEEWAY_S < claims->nbf || now + AUTHZ_LEEWAY_S < claims->iat)
+        return AUTHZ__NOT_YET_VALID;
+    return AUTHZ__OK;
+}
+
 authz__status authz__token_check(const authz_keyset *ks, const authz__expect *expect, const char *jwt,
                                  size_t token_len, int64_t now, authz_claims *ret_claims)
 {
@@ -893,10 +902,9 @@ authz__status authz__token_check(const authz_keyset *ks, const authz__expect *ex
         return AUTHZ__CLAIMS;
     if (cl.exp - cl.iat > expect->max_lifetime_s)
         return AUTHZ__LIFETIME;
-    if (now >= cl.exp + AUTHZ_LEEWAY_S)
-        return AUTHZ__EXPIRED;
-    if (now + AUTHZ_LEEWAY_S < cl.nbf || now + AUTHZ_LEEWAY_S < cl.iat)
-        return AUTHZ__NOT_YET_VALID;
+    st = authz__claims_time_check(&cl, now);
+    if (st != AUTHZ__OK)
+        return st;
     memcpy(ret_claims, &cl, offsetof(authz_claims, roles));
     ret_claims->role_count = cl.role_count;
     memcpy(ret_claims->roles, cl.roles, cl.role_count * sizeof cl.roles[0]);

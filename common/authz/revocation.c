@@ -198,7 +198,7 @@ static void apply_message(authz *a, const unsigned char *msg, size_t len)
         return;
     memcpy(buf, msg, len);
     buf[len] = '\0';
-    int64_t now = authz__now_s();
+    int64_t now = authz__clock_s(a);
     base_result r = BASE_OK_RESULT;
     if (strncmp(buf, "sid ", 4) == 0) {
         r = revoke_session(a, buf + 4, now);
@@ -261,7 +261,7 @@ static base_result reload(authz *a, cache_conn *conn)
 {
     a->reload_overflow = false;
     char cursor[32] = "0";
-    int64_t now = authz__now_s();
+    int64_t now = authz__clock_s(a);
     do {
         const char *argv[] = {"SCAN", cursor, "MATCH", "authz:revoked:*", "COUNT", AUTHZ__SCAN_COUNT};
         cache_reply *reply = NULL;
@@ -369,7 +369,8 @@ void *authz__feed_main(void *arg)
             continue;
         }
         if (now - last_purge >= AUTHZ__PURGE_INTERVAL_MS) {
-            (void)rev_rebuild(a, 0, authz__now_s()); /* on failure the old table stays, and is still right */
+            /* on failure the old table stays, and is still right */
+            (void)rev_rebuild(a, 0, authz__clock_s(a));
             last_purge = now;
             if (atomic_load(&a->rev_overflow)) {
                 /* Expired entries are gone now: a reload may record everything again. */
