@@ -7,7 +7,11 @@
  * unauthenticated API for that. The administrator gets a password (read from --password-file, else from
  * standard input) and an enrolled TOTP second factor: the otpauth:// URI to scan and ten one-time recovery
  * codes are printed once. It refuses to run when any tenant already exists, so it cannot be used to
- * mint administrators later. Settings come from ALMA_<NAME> or --<name> like the services'. */
+ * mint administrators later. Everything it writes (the tenant, the administrator with its password and
+ * roles, the confirmed TOTP secret and the recovery codes) is written in ONE store transaction
+ * (identity_store_tenant_create_with_admin), after every secret has been made: it either happens completely
+ * or not at all, and a failed run can simply be run again. Settings come from ALMA_<NAME> or --<name> like
+ * the services'. */
 #include "base/config.h"
 #include "credentials.h"
 #include "crypto/crypto.h"
@@ -71,18 +75,15 @@ static bool read_password(char out[PASSWORD_READ])
     return n > 0;
 }
 
-/* The store's username rule, [a-z0-9._@-]{3,64}, checked before anything is written: the tenant and the
- * administrator are created in two transactions, and a tenant left without its administrator (the store
- * refusing the username after the tenant was made) would make every later bootstrap refuse to run. */
-static bool username_ok(const char *u)
+/* "usr_" + 32 random lowercase hex digits: the administrator's id, chosen before anything is written because
+ * the TOTP secret is sealed for it. */
+static base_result new_principal_id(char out[IDENTITY_ID_MAX + 1])
 {
-    size_t n = strlen(u);
-    if (n < 3 || n > 64)
-        return false;
-    for (const char *p = u; *p; p++)
-        if (!((*p >= 'a' && *p <= 'z') || (*p >= '0' && *p <= '9') || strchr("._@-", *p)))
-            return false;
-    return true;
+    uint8_t b[16];
+    size_t len = 0;
+    BASE_GUARD(acrypto_random(b, sizeof b));
+    memcpy(out, "usr_", 4);
+    return acrypto_hex_encode(b, sizeof b, out + 4, IDENTITY_ID_MAX + 1 - 4, &len);
 }
 
 static base_result load_master(acrypto_secret **ret)
@@ -109,6 +110,13 @@ static base_result load_master(acrypto_secret **ret)
 
 static const char SQL_ANY_TENANT[] = "SELECT count(*) FROM tenants";
 
+static int already_bootstrapped(void)
+{
+    fprintf(stderr, PROGRAM ": bootstrap: tenants already exist: administrators are created through the "
+                            "identity API by an existing administrator\n");
+    return EXIT_FAIL;
+}
+
 static int bootstrap(void)
 {
     identity_tenant_kind kind;
@@ -120,8 +128,23 @@ static int bootstrap(void)
         fprintf(stderr, PROGRAM ": bootstrap: --tenant-kind must be provider or health-plan\n");
         return EXIT_USAGE;
     }
-    if (!username_ok(set_username)) {
-        fprintf(stderr, PROGRAM ": bootstrap: --username must match [a-z0-9._@-]{3,64}\n");
+    /* The store's own checks of what it will be given, before anything else. */
+    char admin_id[IDENTITY_ID_MAX + 1];
+    const char *roles[] = {"platform_admin", "security_admin"};
+    identity_principal_new in = {.tenant_id = set_tenant,
+                                 .principal_id = admin_id,
+                                 .kind = IDENTITY_PRINCIPAL_USER,
+                                 .username = set_username,
+                                 .display_name = "Platform administrator",
+                                 .roles = roles,
+                                 .nroles = 2,
+                                 .created_by = "system:alma-admin"};
+    base_result r = new_principal_id(admin_id);
+    if (!base_is_ok(r))
+        return fail("choosing the administrator's id");
+    if (!base_is_ok(r = identity_store_tenant_check(set_tenant, kind, set_display_name)) ||
+        !base_is_ok(r = identity_store_principal_check(&in))) {
+        fprintf(stderr, PROGRAM ": bootstrap: %s\n", base_error_message());
         return EXIT_USAGE;
     }
     char password[PASSWORD_READ];
@@ -129,23 +152,28 @@ static int bootstrap(void)
         fprintf(stderr, PROGRAM ": bootstrap: no password given (--password-file or one line on stdin)\n");
         return EXIT_USAGE;
     }
-    base_result r = cred_password_check_policy(password, strlen(password), set_username);
+    r = cred_password_check_policy(password, strlen(password), set_username);
     if (!base_is_ok(r)) {
         acrypto_wipe(password, sizeof password);
         fprintf(stderr, PROGRAM ": bootstrap: %s\n", base_error_message());
         return EXIT_USAGE;
     }
     acrypto_secret *master = NULL, *totp_key = NULL, *pepper = NULL;
-    if (!base_is_ok(r = load_master(&master)))
+    if (!base_is_ok(r = load_master(&master))) {
+        acrypto_wipe(password, sizeof password);
         return fail("master key");
+    }
     static const char totp_info[] = "alma identity totp-seal v1",
                       pepper_info[] = "alma identity recovery-pepper v1";
     r = acrypto_hkdf_sha256_secret(master, NULL, 0, totp_info, strlen(totp_info), 32, &totp_key);
     if (base_is_ok(r))
         r = acrypto_hkdf_sha256_secret(master, NULL, 0, pepper_info, strlen(pepper_info), 32, &pepper);
     acrypto_secret_free(master);
-    if (!base_is_ok(r))
+    if (!base_is_ok(r)) {
+        acrypto_wipe(password, sizeof password);
+        acrypto_secret_free(totp_key);
         return fail("key derivation");
+    }
 
     db_pool_config pc = db_pool_config_default(set_pg_uri, 2, 5000);
     pc.search_path = set_pg_schema;
@@ -158,6 +186,7 @@ static int bootstrap(void)
     size_t sealed_len = 0;
     cred_recovery_codes codes;
     memset(&codes, 0, sizeof codes);
+    memset(enc, 0, sizeof enc);
     if (!base_is_ok(r = db_pool_create_config(&pc, &pool))) {
         rc = fail("database settings");
         goto out;
@@ -167,6 +196,7 @@ static int bootstrap(void)
         goto out;
     }
     {
+        /* A friendly early refusal; the transaction below decides (first_tenant). */
         db_conn *c = NULL;
         db_result *res = NULL;
         int64_t tenants = -1;
@@ -182,39 +212,18 @@ static int bootstrap(void)
             goto out;
         }
         if (tenants != 0) {
-            fprintf(stderr,
-                    PROGRAM ": bootstrap: tenants already exist: administrators are created through the "
-                            "identity API by an existing administrator\n");
-            rc = EXIT_FAIL;
+            rc = already_bootstrapped();
             goto out;
         }
     }
+    /* Every secret first: password hash, TOTP secret sealed for the administrator, recovery codes. */
     cred_argon2_params ap = {.m_kib = (uint32_t)set_argon_m_kib, .t = (uint32_t)set_argon_t, .p = 1};
-    identity_tenant t;
-    identity_principal p;
-    const char *roles[] = {"platform_admin", "security_admin"};
-    identity_principal_new in = {.tenant_id = set_tenant,
-                                 .kind = IDENTITY_PRINCIPAL_USER,
-                                 .username = set_username,
-                                 .display_name = "Platform administrator",
-                                 .password_encoded = enc,
-                                 .roles = roles,
-                                 .nroles = 2,
-                                 .created_by = "system:alma-admin"};
-    if (!base_is_ok(r = cred_password_hash(&ap, password, strlen(password), enc)) ||
-        !base_is_ok(r = identity_store_tenant_create(pool, set_tenant, kind, set_display_name, false, &t)) ||
-        !base_is_ok(r = identity_store_principal_create(pool, &in, &p))) {
-        rc = fail("creating the tenant and administrator");
-        goto out;
-    }
-    /* TOTP enrolled and confirmed now: the first login needs the code from the authenticator. */
     unsigned char hmacs[CRED_RECOVERY_COUNT][IDENTITY_RECOVERY_HMAC_LEN];
-    bool ok = false;
-    r = cred_totp_secret_new(&secret);
+    r = cred_password_hash(&ap, password, strlen(password), enc);
     if (base_is_ok(r))
-        r = cred_totp_seal(totp_key, set_tenant, p.principal_id, secret, &sealed, &sealed_len);
+        r = cred_totp_secret_new(&secret);
     if (base_is_ok(r))
-        r = identity_store_totp_put(pool, set_tenant, p.principal_id, sealed, sealed_len);
+        r = cred_totp_seal(totp_key, set_tenant, admin_id, secret, &sealed, &sealed_len);
     if (base_is_ok(r))
         r = cred_recovery_generate(pepper, &codes);
     for (size_t i = 0; base_is_ok(r) && i < CRED_RECOVERY_COUNT; i++) {
@@ -222,12 +231,32 @@ static int bootstrap(void)
         r = acrypto_hex_decode(codes.stored[i], CRED_RECOVERY_HASH_HEX, hmacs[i], sizeof hmacs[i], &len);
     }
     if (base_is_ok(r))
-        r = identity_store_totp_confirm(pool, set_tenant, p.principal_id, 1,
-                                        (const unsigned char(*)[32])hmacs, CRED_RECOVERY_COUNT, &ok);
-    if (base_is_ok(r))
         r = cred_totp_uri(secret, set_tenant, set_username, &uri);
-    if (!base_is_ok(r) || !ok) {
-        rc = fail("enrolling TOTP");
+    if (!base_is_ok(r)) {
+        rc = fail("preparing the administrator's credentials");
+        goto out;
+    }
+    /* Then one transaction: all of it, or nothing. */
+    in.password_encoded = enc;
+    identity_tenant_new tn = {.tenant_id = set_tenant,
+                              .kind = kind,
+                              .display_name = set_display_name,
+                              .mfa_required_for_all = false,
+                              .first_tenant = true};
+    identity_admin_totp totp = {.sealed = sealed,
+                                .sealed_len = sealed_len,
+                                .codes = (const unsigned char(*)[IDENTITY_RECOVERY_HMAC_LEN])hmacs,
+                                .ncodes = CRED_RECOVERY_COUNT};
+    identity_tenant t;
+    identity_principal p;
+    r = identity_store_tenant_create_with_admin(pool, &tn, &in, &totp, &t, &p);
+    acrypto_wipe(hmacs, sizeof hmacs);
+    if (r.err == BASE_ERR_CONFLICT) {
+        rc = already_bootstrapped();
+        goto out;
+    }
+    if (!base_is_ok(r)) {
+        rc = fail("creating the tenant and administrator (nothing was written)");
         goto out;
     }
     printf("tenant:         %s\n", t.tenant_id);

@@ -1,16 +1,26 @@
 /* Identity: administration within the caller's tenant (users, roles, grants, care relationships,
- * break-glass, partner clients) and the Check decision. Every change is audited with the old and the new
- * value; nobody can hand out a permission they do not hold themselves (no privilege escalation by grant). */
+ * break-glass, partner clients) and the Check decision. Every change is audited, with the old and the new
+ * value, BEFORE it is made (README, "Audit"): the current state is read and the ids are chosen first, the
+ * event is appended, and only then is the store changed; a change that then fails is followed by an ERROR
+ * event for the same resource. Nobody can hand out a permission they do not hold themselves (no privilege
+ * escalation by grant). */
 #include "service_internal.h"
 
 #include "base/log.h"
+#include "base/utf8.h"
 
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #define DETAIL_MAX 256
+/* The role a new tenant's first administrator gets (CreateTenant): manages the tenant's users, roles and
+ * sessions, needs MFA; not platform_admin (that is the platform's, not a tenant's). */
+#define TENANT_ADMIN_ROLE "security_admin"
+/* Holders of a changed role, revoked a page at a time. */
+#define HOLDERS_PAGE 500
 
 /* "a,b,c" of a list, cut to the audit detail limit with a marker when it does not fit. */
 static const char *join(rpc_ctx *ctx, char *const *items, size_t n)
@@ -67,12 +77,42 @@ static rpc_code check_no_escalation(rpc_ctx *ctx, const authz_claims *c, const c
     return code;
 }
 
-static rpc_code audited(rpc_ctx *ctx, const idn_audit_event *ev)
+/* min..max bytes of well-formed UTF-8 without control characters other than those in `allowed` (the store's
+ * rule for free text), checked before the audit event of a change that carries it. */
+static bool plain_text(const char *s, size_t min, size_t max, const char *allowed)
 {
-    if (!base_is_ok(idn_audit(ctx, ev)))
-        return rpc_fail(ctx, RPC_UNAVAILABLE,
-                        "audit log unavailable: the change was made but not yet recorded");
-    return RPC_OK;
+    size_t n = strnlen(s, max + 1);
+    if (n < min || n > max)
+        return false;
+    const unsigned char *u = (const unsigned char *)s;
+    for (size_t i = 0; i < n;) {
+        uint32_t cp = 0;
+        size_t k = base_utf8_next(u + i, n - i, &cp);
+        if (k == 0 || ((cp < 0x20 || cp == 0x7f) && !strchr(allowed, (int)cp)))
+            return false;
+        i += k;
+    }
+    return true;
+}
+
+/* A store time (microseconds) for an audit detail: RFC 3339 UTC to the second; 0 reads `zero`. */
+static const char *detail_time(rpc_ctx *ctx, int64_t us, const char *zero)
+{
+    if (us == 0)
+        return zero;
+    time_t t = (time_t)(us / 1000000);
+    struct tm tm;
+    char buf[32];
+    if (!gmtime_r(&t, &tm) || strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm) == 0)
+        return "";
+    const char *out = rpc_ctx_strdup(ctx, buf);
+    return out ? out : "";
+}
+
+static const char *rel_kind_detail(int kind)
+{
+    static const char *const names[] = {"", "primary_care", "specialist", "care_team", "covering"};
+    return kind >= 1 && kind <= 4 ? names[kind] : "";
 }
 
 rpc_code idn_user_out(rpc_ctx *ctx, const identity_principal *p, Alma__Identity__V1__User *out)
@@ -105,35 +145,110 @@ rpc_code idn_h_create_tenant(rpc_ctx *ctx, const void *reqp, void *respp)
 {
     const Alma__Identity__V1__CreateTenantRequest *req = reqp;
     Alma__Identity__V1__Tenant *out = respp;
+    idn_service *s = idn_of(ctx);
     authz_claims c;
     rpc_code code = idn_require(ctx, "platform.tenants.manage", NULL, &c);
     if (code != RPC_OK)
         return code;
-    if (!req->tenant || (req->tenant->kind != ALMA__IDENTITY__V1__TENANT_KIND__TENANT_KIND_PROVIDER &&
-                         req->tenant->kind != ALMA__IDENTITY__V1__TENANT_KIND__TENANT_KIND_HEALTH_PLAN))
+    const Alma__Identity__V1__Tenant *t = req->tenant;
+    if (!t || (t->kind != ALMA__IDENTITY__V1__TENANT_KIND__TENANT_KIND_PROVIDER &&
+               t->kind != ALMA__IDENTITY__V1__TENANT_KIND__TENANT_KIND_HEALTH_PLAN))
         return rpc_fail(ctx, RPC_INVALID_ARGUMENT, "tenant with kind PROVIDER or HEALTH_PLAN is required");
-    identity_tenant t;
-    base_result r = identity_store_tenant_create(
-        idn_of(ctx)->pool, req->tenant->tenant_id, (identity_tenant_kind)req->tenant->kind,
-        req->tenant->display_name, req->tenant->mfa_required_for_all, &t);
+    /* A tenant is made with the administrator who can act in it: nobody else can (CreateUser acts in the
+     * caller's own tenant). */
+    if (!req->admin_username[0] || !req->admin_display_name[0] || !req->admin_initial_password[0])
+        return rpc_fail(ctx, RPC_INVALID_ARGUMENT,
+                        "admin_username, admin_display_name and admin_initial_password are required (the "
+                        "tenant's first administrator)");
+    if (strlen(req->admin_initial_password) > IDN_MAX_PASSWORD)
+        return rpc_fail(ctx, RPC_INVALID_ARGUMENT, "admin_initial_password is longer than %d bytes",
+                        IDN_MAX_PASSWORD);
+    identity_tenant_kind kind = (identity_tenant_kind)t->kind;
+    base_result r = identity_store_tenant_check(t->tenant_id, kind, t->display_name);
     if (!base_is_ok(r))
         return idn_fail(ctx, r);
-    out->tenant_id = rpc_ctx_strdup(ctx, t.tenant_id);
-    out->kind = (Alma__Identity__V1__TenantKind)t.kind;
-    out->display_name = rpc_ctx_strdup(ctx, t.display_name);
-    out->mfa_required_for_all = t.mfa_required_for_all;
-    out->create_time = idn_timestamp(ctx, t.created_us);
-    idn_audit_event ev = {.tenant_id = c.tid,
-                          .actor = c.sub,
-                          .claims = &c,
-                          .action = ALMA__AUDIT__V1__ACTION__ACTION_ADMIN,
-                          .resource_type = "Tenant",
-                          .resource_id = t.tenant_id,
-                          .details = (const char *const[]){
-                              "change", "tenant created", "new_kind",
-                              t.kind == IDENTITY_TENANT_PROVIDER ? "provider" : "health_plan",
-                              "new_mfa_required_for_all", t.mfa_required_for_all ? "true" : "false", NULL}};
-    return audited(ctx, &ev);
+    char admin_id[IDENTITY_ID_MAX + 1];
+    idn_random_id("usr_", admin_id, sizeof admin_id);
+    const char *roles[] = {TENANT_ADMIN_ROLE};
+    identity_principal_new admin = {.tenant_id = t->tenant_id,
+                                    .principal_id = admin_id,
+                                    .kind = IDENTITY_PRINCIPAL_USER,
+                                    .username = req->admin_username,
+                                    .display_name = req->admin_display_name,
+                                    .roles = roles,
+                                    .nroles = 1,
+                                    .created_by = c.sub};
+    if (!base_is_ok(r = identity_store_principal_check(&admin)))
+        return idn_fail(ctx, r);
+    r = cred_password_check_policy(req->admin_initial_password, strlen(req->admin_initial_password),
+                                   req->admin_username);
+    if (!base_is_ok(r))
+        return idn_fail(ctx, r);
+    identity_tenant existing;
+    r = identity_store_tenant_get(s->pool, t->tenant_id, &existing);
+    if (base_is_ok(r))
+        return rpc_fail(ctx, RPC_ALREADY_EXISTS, "tenant_id: already exists");
+    if (r.err != BASE_ERR_NOT_FOUND)
+        return idn_fail(ctx, r);
+    char enc[CRED_PASSWORD_HASH_MAX];
+    sem_wait(&s->argon_slots);
+    r = cred_password_hash(&s->argon, req->admin_initial_password, strlen(req->admin_initial_password), enc);
+    sem_post(&s->argon_slots);
+    if (!base_is_ok(r))
+        return idn_fail(ctx, r);
+    admin.password_encoded = enc;
+
+    /* Two events, both before the change: the tenant (filed under the platform administrator's tenant, where
+     * the act happens) and its administrator (filed under the new tenant, whose auditors must see who made
+     * their first administrator). */
+    const char *kind_name = kind == IDENTITY_TENANT_PROVIDER ? "provider" : "health_plan";
+    idn_audit_event ev_tenant = {.tenant_id = c.tid,
+                                 .actor = c.sub,
+                                 .claims = &c,
+                                 .action = ALMA__AUDIT__V1__ACTION__ACTION_ADMIN,
+                                 .resource_type = "Tenant",
+                                 .resource_id = t->tenant_id,
+                                 .details = (const char *const[]){"change", "tenant created", "new_kind",
+                                                                  kind_name, "new_mfa_required_for_all",
+                                                                  t->mfa_required_for_all ? "true" : "false",
+                                                                  "first_admin", admin_id, NULL}};
+    idn_audit_event ev_admin = {.tenant_id = t->tenant_id,
+                                .actor = c.sub,
+                                .claims = &c,
+                                .action = ALMA__AUDIT__V1__ACTION__ACTION_ADMIN,
+                                .severity = ALMA__AUDIT__V1__SEVERITY__SEVERITY_NOTICE,
+                                .resource_type = "User",
+                                .resource_id = admin_id,
+                                .details =
+                                    (const char *const[]){"change", "user created", "new_roles",
+                                                          TENANT_ADMIN_ROLE, "with_tenant", "true", NULL}};
+    if ((code = idn_audit_intent(ctx, &ev_tenant)) != RPC_OK) {
+        acrypto_wipe(enc, sizeof enc);
+        return code;
+    }
+    if ((code = idn_audit_intent(ctx, &ev_admin)) != RPC_OK) {
+        acrypto_wipe(enc, sizeof enc);
+        idn_audit_error(ctx, &ev_tenant, "create tenant", BASE_ERR_UNAVAILABLE);
+        return code;
+    }
+    identity_tenant_new tn = {.tenant_id = t->tenant_id,
+                              .kind = kind,
+                              .display_name = t->display_name,
+                              .mfa_required_for_all = t->mfa_required_for_all};
+    identity_tenant made;
+    r = identity_store_tenant_create_with_admin(s->pool, &tn, &admin, NULL, &made, NULL);
+    acrypto_wipe(enc, sizeof enc);
+    if (!base_is_ok(r)) {
+        code = idn_audit_failed(ctx, &ev_tenant, "create tenant", r);
+        idn_audit_error(ctx, &ev_admin, "create user", r.err);
+        return code;
+    }
+    out->tenant_id = rpc_ctx_strdup(ctx, made.tenant_id);
+    out->kind = (Alma__Identity__V1__TenantKind)made.kind;
+    out->display_name = rpc_ctx_strdup(ctx, made.display_name);
+    out->mfa_required_for_all = made.mfa_required_for_all;
+    out->create_time = idn_timestamp(ctx, made.created_us);
+    return RPC_OK;
 }
 
 rpc_code idn_h_create_user(rpc_ctx *ctx, const void *reqp, void *respp)
@@ -152,9 +267,27 @@ rpc_code idn_h_create_user(rpc_ctx *ctx, const void *reqp, void *respp)
     if (strlen(req->initial_password) > IDN_MAX_PASSWORD)
         return rpc_fail(ctx, RPC_INVALID_ARGUMENT, "initial_password is longer than %d bytes",
                         IDN_MAX_PASSWORD);
-    base_result r =
-        cred_password_check_policy(req->initial_password, strlen(req->initial_password), req->username);
+    char id[IDENTITY_ID_MAX + 1];
+    idn_random_id("usr_", id, sizeof id);
+    identity_principal_new in = {.tenant_id = c.tid,
+                                 .principal_id = id,
+                                 .kind = IDENTITY_PRINCIPAL_USER,
+                                 .username = req->username,
+                                 .display_name = req->display_name,
+                                 .roles = (const char *const *)req->roles,
+                                 .nroles = req->n_roles,
+                                 .created_by = c.sub};
+    base_result r = identity_store_principal_check(&in);
     if (!base_is_ok(r))
+        return idn_fail(ctx, r);
+    r = cred_password_check_policy(req->initial_password, strlen(req->initial_password), req->username);
+    if (!base_is_ok(r))
+        return idn_fail(ctx, r);
+    identity_principal p;
+    r = identity_store_principal_get_by_username(s->pool, c.tid, req->username, &p);
+    if (base_is_ok(r))
+        return rpc_fail(ctx, RPC_ALREADY_EXISTS, "username: already taken in the tenant");
+    if (r.err != BASE_ERR_NOT_FOUND)
         return idn_fail(ctx, r);
     char enc[CRED_PASSWORD_HASH_MAX];
     sem_wait(&s->argon_slots);
@@ -162,30 +295,24 @@ rpc_code idn_h_create_user(rpc_ctx *ctx, const void *reqp, void *respp)
     sem_post(&s->argon_slots);
     if (!base_is_ok(r))
         return idn_fail(ctx, r);
-    identity_principal_new in = {.tenant_id = c.tid,
-                                 .kind = IDENTITY_PRINCIPAL_USER,
-                                 .username = req->username,
-                                 .display_name = req->display_name,
-                                 .password_encoded = enc,
-                                 .roles = (const char *const *)req->roles,
-                                 .nroles = req->n_roles,
-                                 .created_by = c.sub};
-    identity_principal p;
-    r = identity_store_principal_create(s->pool, &in, &p);
-    acrypto_wipe(enc, sizeof enc);
-    if (!base_is_ok(r))
-        return idn_fail(ctx, r);
-    if ((code = idn_user_out(ctx, &p, respp)) != RPC_OK)
-        return code;
+    in.password_encoded = enc;
     idn_audit_event ev = {.tenant_id = c.tid,
                           .actor = c.sub,
                           .claims = &c,
                           .action = ALMA__AUDIT__V1__ACTION__ACTION_ADMIN,
                           .resource_type = "User",
-                          .resource_id = p.principal_id,
+                          .resource_id = id,
                           .details = (const char *const[]){"change", "user created", "new_roles",
                                                            join(ctx, req->roles, req->n_roles), NULL}};
-    return audited(ctx, &ev);
+    if ((code = idn_audit_intent(ctx, &ev)) != RPC_OK) {
+        acrypto_wipe(enc, sizeof enc);
+        return code;
+    }
+    r = identity_store_principal_create(s->pool, &in, &p);
+    acrypto_wipe(enc, sizeof enc);
+    if (!base_is_ok(r))
+        return idn_audit_failed(ctx, &ev, "create user", r);
+    return idn_user_out(ctx, &p, respp);
 }
 
 rpc_code idn_h_get_user(rpc_ctx *ctx, const void *reqp, void *respp)
@@ -215,31 +342,38 @@ rpc_code idn_h_disable_user(rpc_ctx *ctx, const void *reqp, void *respp)
         return code;
     if (strcmp(req->principal_id, c.sub) == 0)
         return rpc_fail(ctx, RPC_FAILED_PRECONDITION, "a user cannot disable themselves");
-    identity_principal p;
-    bool changed = false;
-    base_result r = identity_store_principal_disable(s->pool, c.tid, req->principal_id,
-                                                     req->reason[0] ? req->reason : "disabled", &p, &changed);
+    const char *reason = req->reason[0] ? req->reason : "disabled";
+    if (!plain_text(reason, 1, IDENTITY_DISABLE_REASON_MAX, "\t"))
+        return rpc_fail(ctx, RPC_INVALID_ARGUMENT,
+                        "reason must be at most %d bytes of text without control characters",
+                        IDENTITY_DISABLE_REASON_MAX);
+    identity_principal before;
+    base_result r = identity_store_principal_get(s->pool, c.tid, req->principal_id, &before);
     if (!base_is_ok(r))
         return idn_fail(ctx, r);
-    /* Sessions end now and every token it holds dies in every service within a second. */
-    int ended = 0;
-    if (!base_is_ok(r = idn_end_principal(s, p.principal_id, true, &ended)))
-        return idn_fail(ctx, r);
-    if ((code = idn_user_out(ctx, &p, respp)) != RPC_OK)
+    idn_audit_event ev = {
+        .tenant_id = c.tid,
+        .actor = c.sub,
+        .claims = &c,
+        .action = ALMA__AUDIT__V1__ACTION__ACTION_ADMIN,
+        .severity = ALMA__AUDIT__V1__SEVERITY__SEVERITY_NOTICE,
+        .resource_type = "User",
+        .resource_id = before.principal_id,
+        .details = (const char *const[]){"change", "user disabled", "old_state",
+                                         before.state == IDENTITY_PRINCIPAL_ACTIVE ? "active" : "disabled",
+                                         "new_state", "disabled", "sessions", "ended, tokens revoked", NULL}};
+    if ((code = idn_audit_intent(ctx, &ev)) != RPC_OK)
         return code;
-    char count[16];
-    snprintf(count, sizeof count, "%d", ended);
-    idn_audit_event ev = {.tenant_id = c.tid,
-                          .actor = c.sub,
-                          .claims = &c,
-                          .action = ALMA__AUDIT__V1__ACTION__ACTION_ADMIN,
-                          .severity = ALMA__AUDIT__V1__SEVERITY__SEVERITY_NOTICE,
-                          .resource_type = "User",
-                          .resource_id = p.principal_id,
-                          .details = (const char *const[]){"change", "user disabled", "old_state",
-                                                           changed ? "active" : "disabled", "new_state",
-                                                           "disabled", "sessions_ended", count, NULL}};
-    return audited(ctx, &ev);
+    identity_principal p;
+    r = identity_store_principal_disable(s->pool, c.tid, before.principal_id, reason, &p, NULL);
+    if (!base_is_ok(r))
+        return idn_audit_failed(ctx, &ev, "disable user", r);
+    /* Sessions end now and every token it holds dies in every service within a second. The user is
+     * disabled already (and audited): a failure here is reported, and RevokeSessions finishes the job. */
+    if (!base_is_ok(r = idn_end_principal(s, p.principal_id, true, NULL)))
+        return rpc_fail(ctx, RPC_UNAVAILABLE,
+                        "the user is disabled, but its sessions could not be ended: call RevokeSessions");
+    return idn_user_out(ctx, &p, respp);
 }
 
 rpc_code idn_h_revoke_sessions(rpc_ctx *ctx, const void *reqp, void *respp)
@@ -259,21 +393,20 @@ rpc_code idn_h_revoke_sessions(rpc_ctx *ctx, const void *reqp, void *respp)
     base_result r = identity_store_principal_get(s->pool, c.tid, target, &p);
     if (!base_is_ok(r))
         return idn_fail(ctx, r);
+    idn_audit_event ev = {.tenant_id = c.tid,
+                          .actor = c.sub,
+                          .claims = &c,
+                          .action = ALMA__AUDIT__V1__ACTION__ACTION_LOGOUT,
+                          .resource_type = "User",
+                          .resource_id = p.principal_id,
+                          .details = (const char *const[]){"change", "all sessions revoked", NULL}};
+    if ((code = idn_audit_intent(ctx, &ev)) != RPC_OK)
+        return code;
     int ended = 0;
     if (!base_is_ok(r = idn_end_principal(s, p.principal_id, true, &ended)))
-        return idn_fail(ctx, r);
+        return idn_audit_failed(ctx, &ev, "revoke sessions", r);
     resp->revoked = ended;
-    char count[16];
-    snprintf(count, sizeof count, "%d", ended);
-    idn_audit_event ev = {
-        .tenant_id = c.tid,
-        .actor = c.sub,
-        .claims = &c,
-        .action = ALMA__AUDIT__V1__ACTION__ACTION_LOGOUT,
-        .resource_type = "User",
-        .resource_id = p.principal_id,
-        .details = (const char *const[]){"change", "all sessions revoked", "sessions_ended", count, NULL}};
-    return audited(ctx, &ev);
+    return RPC_OK;
 }
 
 /* ---- Roles and grants -------------------------------------------------------------------------------------
@@ -317,58 +450,163 @@ rpc_code idn_h_list_roles(rpc_ctx *ctx, const void *reqp, void *respp)
     return RPC_OK;
 }
 
+static int cmp_str(const void *a, const void *b)
+{
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+/* The request's permissions as the store will hold them: sorted (strcmp), duplicates folded (arena). */
+static char **sorted_unique(rpc_ctx *ctx, char *const *v, size_t n, size_t *ret_n)
+{
+    char **out = rpc_ctx_alloc(ctx, (n + 1) * sizeof *out);
+    if (!out)
+        return NULL;
+    for (size_t i = 0; i < n; i++)
+        out[i] = v[i];
+    qsort(out, n, sizeof *out, cmp_str);
+    size_t k = 0;
+    for (size_t i = 0; i < n; i++)
+        if (k == 0 || strcmp(out[k - 1], out[i]) != 0)
+            out[k++] = out[i];
+    *ret_n = k;
+    return out;
+}
+
+/* Revoke the tokens of every active holder of a role, issued at or before `at` (no wait: the caller waits
+ * once for all of them). */
+static base_result revoke_holders(idn_service *s, const char *tenant_id, const char *role_id, int64_t at,
+                                  size_t *ret_count)
+{
+    char after[IDENTITY_ID_MAX + 1] = "";
+    size_t count = 0;
+    for (;;) {
+        identity_holder_list l = {0};
+        BASE_GUARD(identity_store_role_holders(s->pool, tenant_id, role_id, after, HOLDERS_PAGE, &l));
+        base_result r = BASE_OK_RESULT;
+        for (size_t i = 0; i < l.n && base_is_ok(r); i++)
+            r = idn_revoke_principal(s, l.ids[i], false, at, NULL);
+        bool more = l.more;
+        if (l.n > 0)
+            snprintf(after, sizeof after, "%s", l.ids[l.n - 1]);
+        count += l.n;
+        identity_holder_list_free(&l);
+        BASE_GUARD(r);
+        if (!more)
+            break;
+    }
+    *ret_count = count;
+    return BASE_OK_RESULT;
+}
+
 rpc_code idn_h_put_role(rpc_ctx *ctx, const void *reqp, void *respp)
 {
     const Alma__Identity__V1__PutRoleRequest *req = reqp;
+    idn_service *s = idn_of(ctx);
     authz_claims c;
     rpc_code code = idn_require(ctx, "identity.roles.manage", NULL, &c);
     if (code != RPC_OK)
         return code;
-    if (!req->role)
+    const Alma__Identity__V1__Role *want = req->role;
+    if (!want)
         return rpc_fail(ctx, RPC_INVALID_ARGUMENT, "role is required");
-    for (size_t i = 0; i < req->role->n_permissions; i++)
-        if (escalates(&c, req->role->permissions[i]))
+    if (want->version < 0)
+        return rpc_fail(ctx, RPC_INVALID_ARGUMENT, "role.version must not be negative");
+    for (size_t i = 0; i < want->n_permissions; i++)
+        if (escalates(&c, want->permissions[i]))
             return rpc_fail(ctx, RPC_PERMISSION_DENIED,
                             "the role would give permissions the caller does not hold (no escalation)");
     identity_role_put in = {.tenant_id = c.tid,
-                            .role_id = req->role->role_id,
-                            .display_name = req->role->display_name,
-                            .requires_mfa = req->role->requires_mfa,
-                            .permissions = (const char *const *)req->role->permissions,
-                            .npermissions = req->role->n_permissions,
-                            .expected_version = req->role->version,
+                            .role_id = want->role_id,
+                            .display_name = want->display_name,
+                            .requires_mfa = want->requires_mfa,
+                            .permissions = (const char *const *)want->permissions,
+                            .npermissions = want->n_permissions,
                             .changed_by = c.sub};
-    identity_role after = {0}, before = {0};
-    bool changed = false;
-    base_result r = identity_store_role_put(idn_of(ctx)->pool, &in, &after, &before, &changed);
+    base_result r = identity_store_role_put_check(&in);
     if (!base_is_ok(r))
         return idn_fail(ctx, r);
-    Alma__Identity__V1__Role *o = role_out(ctx, &after);
-    if (o)
-        *(Alma__Identity__V1__Role *)respp = *o;
+    /* The role as it is: the old values of the event, and the version the change is pinned to (a concurrent
+     * change makes the store refuse this one rather than record values the event did not announce). */
+    identity_role before = {0};
+    r = identity_store_role_get(s->pool, c.tid, want->role_id, &before);
+    bool exists = base_is_ok(r);
+    if (!exists && r.err != BASE_ERR_NOT_FOUND)
+        return idn_fail(ctx, r);
+    if (exists && before.built_in)
+        code = rpc_fail(ctx, RPC_FAILED_PRECONDITION, "role_id: built-in roles cannot be changed");
+    else if (want->version != 0 && (!exists || before.version != want->version))
+        code = rpc_fail(ctx, RPC_FAILED_PRECONDITION, "role.version: the role has another version");
+    size_t nperms = 0;
+    char **perms =
+        code == RPC_OK ? sorted_unique(ctx, want->permissions, want->n_permissions, &nperms) : NULL;
+    if (code == RPC_OK && !perms)
+        code = rpc_fail(ctx, RPC_RESOURCE_EXHAUSTED, "out of memory");
+    bool same = exists && nperms == before.npermissions;
+    for (size_t i = 0; same && i < nperms; i++)
+        same = strcmp(perms[i], before.permissions[i]) == 0;
+    bool changed = !exists || !same || before.requires_mfa != want->requires_mfa ||
+                   strcmp(before.display_name, want->display_name) != 0;
+    in.expected_version = exists ? before.version : IDENTITY_ROLE_VERSION_NEW;
     char old_version[24], new_version[24];
-    snprintf(old_version, sizeof old_version, "%" PRId64, before.version);
-    snprintf(new_version, sizeof new_version, "%" PRId64, after.version);
-    idn_audit_event ev = {
-        .tenant_id = c.tid,
-        .actor = c.sub,
-        .claims = &c,
-        .action = ALMA__AUDIT__V1__ACTION__ACTION_ADMIN,
-        .resource_type = "Role",
-        .resource_id = after.role_id,
-        .details = (const char *const[]){"change", changed ? "role changed" : "role unchanged", "old_version",
-                                         old_version, "new_version", new_version, "old_permissions",
-                                         join(ctx, before.permissions, before.npermissions),
-                                         "new_permissions", join(ctx, after.permissions, after.npermissions),
-                                         "old_requires_mfa", before.requires_mfa ? "true" : "false",
-                                         "new_requires_mfa", after.requires_mfa ? "true" : "false", NULL}};
-    /* Holders of the role keep their tokens until they expire (at most token-ttl-s): the full history is in
-     * role_history; Refresh issues tokens with the new permissions. The event points into `after`: clear the
-     * roles only once it is written. */
-    code = o ? audited(ctx, &ev) : rpc_fail(ctx, RPC_RESOURCE_EXHAUSTED, "out of memory");
-    identity_role_clear(&after);
+    snprintf(old_version, sizeof old_version, "%" PRId64, exists ? before.version : 0);
+    snprintf(new_version, sizeof new_version, "%" PRId64,
+             !exists   ? 1
+             : changed ? before.version + 1
+                       : before.version);
+    const char *old_perms = join(ctx, before.permissions, before.npermissions);
+    bool old_mfa = before.requires_mfa;
     identity_role_clear(&before);
-    return code;
+    if (code != RPC_OK)
+        return code;
+    idn_audit_event ev = {.tenant_id = c.tid,
+                          .actor = c.sub,
+                          .claims = &c,
+                          .action = ALMA__AUDIT__V1__ACTION__ACTION_ADMIN,
+                          .resource_type = "Role",
+                          .resource_id = want->role_id,
+                          .details = (const char *const[]){
+                              "change",
+                              !exists   ? "role created"
+                              : changed ? "role changed"
+                                        : "role unchanged",
+                              "old_version", old_version, "new_version", new_version, "old_permissions",
+                              old_perms, "new_permissions", join(ctx, perms, nperms), "old_requires_mfa",
+                              exists ? (old_mfa ? "true" : "false") : "", "new_requires_mfa",
+                              want->requires_mfa ? "true" : "false", NULL}};
+    if ((code = idn_audit_intent(ctx, &ev)) != RPC_OK)
+        return code;
+    identity_role after = {0};
+    bool did = false;
+    r = identity_store_role_put(s->pool, &in, &after, NULL, &did);
+    if (!base_is_ok(r))
+        return idn_audit_failed(ctx, &ev, "put role", r);
+    if (did != changed)
+        log_emit(LOG_WARN, rpc_ctx_request_id(ctx),
+                 "PutRole: the store's change differs from the audited one", NULL);
+    /* The holders' tokens carry the old permissions: revoke them all now, then wait once for the second to
+     * pass (README: a role change takes effect within a second; a Refresh gets the new permissions). */
+    if (did) {
+        int64_t at = idn_now();
+        size_t holders = 0;
+        r = revoke_holders(s, c.tid, after.role_id, at, &holders);
+        if (!base_is_ok(r)) {
+            identity_role_clear(&after);
+            return rpc_fail(ctx, RPC_UNAVAILABLE,
+                            "the role was changed, but its holders' tokens could not all be revoked: they "
+                            "lapse within the token lifetime, or end them with RevokeSessions");
+        }
+        idn_wait_past(at);
+        char count[24];
+        snprintf(count, sizeof count, "%zu", holders);
+        log_emit(LOG_INFO, rpc_ctx_request_id(ctx), "role changed: holders' tokens revoked", "holders", count,
+                 NULL);
+    }
+    Alma__Identity__V1__Role *o = role_out(ctx, &after);
+    identity_role_clear(&after);
+    if (!o)
+        return rpc_fail(ctx, RPC_RESOURCE_EXHAUSTED, "out of memory");
+    *(Alma__Identity__V1__Role *)respp = *o;
+    return RPC_OK;
 }
 
 static rpc_code grant_or_revoke(rpc_ctx *ctx, const char *principal_id, const char *role_id, bool grant,
@@ -381,29 +619,44 @@ static rpc_code grant_or_revoke(rpc_ctx *ctx, const char *principal_id, const ch
         return code;
     if ((code = check_no_escalation(ctx, &c, role_id)) != RPC_OK)
         return code;
-    base_result r = grant ? identity_store_grant(s->pool, c.tid, principal_id, role_id, c.sub)
-                          : identity_store_revoke(s->pool, c.tid, principal_id, role_id);
+    identity_principal p;
+    base_result r = identity_store_principal_get(s->pool, c.tid, principal_id, &p);
     if (!base_is_ok(r))
         return idn_fail(ctx, r);
-    /* The user's tokens carry the old permissions: revoke them now; a Refresh gets the new ones. */
-    if (!base_is_ok(r = idn_end_principal(s, principal_id, false, NULL)))
+    identity_effective eff = {0};
+    if (!base_is_ok(r = identity_store_effective(s->pool, c.tid, p.principal_id, &eff)))
         return idn_fail(ctx, r);
-    identity_principal p;
-    if (!base_is_ok(r = identity_store_principal_get(s->pool, c.tid, principal_id, &p)))
-        return idn_fail(ctx, r);
-    if ((code = idn_user_out(ctx, &p, respp)) != RPC_OK)
-        return code;
+    bool held = false;
+    for (size_t i = 0; i < eff.nroles && !held; i++)
+        held = strcmp(eff.roles[i].role_id, role_id) == 0;
+    identity_effective_free(&eff);
+    if (grant && held)
+        return rpc_fail(ctx, RPC_ALREADY_EXISTS, "role_id: already granted");
+    if (!grant && !held)
+        return rpc_fail(ctx, RPC_NOT_FOUND, "role_id: not granted to the principal in the tenant");
     idn_audit_event ev = {.tenant_id = c.tid,
                           .actor = c.sub,
                           .claims = &c,
                           .action = ALMA__AUDIT__V1__ACTION__ACTION_ADMIN,
                           .severity = ALMA__AUDIT__V1__SEVERITY__SEVERITY_NOTICE,
                           .resource_type = "User",
-                          .resource_id = principal_id,
+                          .resource_id = p.principal_id,
                           .details = (const char *const[]){
                               "change", grant ? "role granted" : "role revoked", "role", role_id, "old_held",
                               grant ? "false" : "true", "new_held", grant ? "true" : "false", NULL}};
-    return audited(ctx, &ev);
+    if ((code = idn_audit_intent(ctx, &ev)) != RPC_OK)
+        return code;
+    r = grant ? identity_store_grant(s->pool, c.tid, p.principal_id, role_id, c.sub)
+              : identity_store_revoke(s->pool, c.tid, p.principal_id, role_id);
+    if (!base_is_ok(r))
+        return idn_audit_failed(ctx, &ev, grant ? "grant role" : "revoke role", r);
+    /* The user's tokens carry the old permissions: revoke them now; a Refresh gets the new ones. */
+    if (!base_is_ok(r = idn_end_principal(s, p.principal_id, false, NULL)))
+        return rpc_fail(ctx, RPC_UNAVAILABLE,
+                        "the role was %s, but the user's tokens could not be revoked: they lapse within the "
+                        "token lifetime, or end them with RevokeSessions",
+                        grant ? "granted" : "revoked");
+    return idn_user_out(ctx, &p, respp);
 }
 
 rpc_code idn_h_grant_role(rpc_ctx *ctx, const void *reqp, void *respp)
@@ -464,30 +717,45 @@ rpc_code idn_h_create_relationship(rpc_ctx *ctx, const void *reqp, void *respp)
         return rpc_fail(ctx, RPC_INVALID_ARGUMENT, "relationship.start_time is out of range");
     if (in->end_time && !idn_timestamp_micros(in->end_time, &end))
         return rpc_fail(ctx, RPC_INVALID_ARGUMENT, "relationship.end_time is out of range");
-    identity_relationship_new n = {.tenant_id = c.tid,
-                                   .clinician_id = in->clinician_id,
+    if (!authz_valid_patient_ref(in->patient_ref))
+        return rpc_fail(ctx, RPC_INVALID_ARGUMENT,
+                        "relationship.patient_ref must be pt_ and 32 lowercase hex digits");
+    if (end != 0 && end <= (start ? start : idn_now_us()))
+        return rpc_fail(ctx, RPC_INVALID_ARGUMENT, "relationship.end_time must be after the start");
+    identity_principal clinician;
+    base_result r = identity_store_principal_get(s->pool, c.tid, in->clinician_id, &clinician);
+    if (!base_is_ok(r))
+        return idn_fail(ctx, r);
+    char rel_id[IDENTITY_ID_MAX + 1];
+    idn_random_id("rel_", rel_id, sizeof rel_id);
+    idn_audit_event ev = {.tenant_id = c.tid,
+                          .actor = c.sub,
+                          .claims = &c,
+                          .action = ALMA__AUDIT__V1__ACTION__ACTION_ADMIN,
+                          .patient_ref = in->patient_ref,
+                          .resource_type = "CareRelationship",
+                          .resource_id = rel_id,
+                          .details = (const char *const[]){
+                              "change", "care relationship created", "clinician", clinician.principal_id,
+                              "kind", rel_kind_detail(in->kind), "new_start", detail_time(ctx, start, "now"),
+                              "new_end", detail_time(ctx, end, "open"), NULL}};
+    if ((code = idn_audit_intent(ctx, &ev)) != RPC_OK)
+        return code;
+    identity_relationship_new n = {.relationship_id = rel_id,
+                                   .tenant_id = c.tid,
+                                   .clinician_id = clinician.principal_id,
                                    .patient_ref = in->patient_ref,
                                    .kind = (identity_relationship_kind)in->kind,
                                    .start_us = start,
                                    .end_us = end,
                                    .created_by = c.sub};
     identity_relationship rel;
-    base_result r = identity_store_relationship_create(s->pool, &n, &rel);
+    r = identity_store_relationship_create(s->pool, &n, &rel);
     if (!base_is_ok(r))
-        return idn_fail(ctx, r);
+        return idn_audit_failed(ctx, &ev, "create care relationship", r);
     if (!base_is_ok(r = remirror(s, c.tid, rel.clinician_id, rel.patient_ref)))
         return idn_fail(ctx, r);
-    relationship_out(ctx, &rel, respp);
-    idn_audit_event ev = {.tenant_id = c.tid,
-                          .actor = c.sub,
-                          .claims = &c,
-                          .action = ALMA__AUDIT__V1__ACTION__ACTION_ADMIN,
-                          .patient_ref = rel.patient_ref,
-                          .resource_type = "CareRelationship",
-                          .resource_id = rel.relationship_id,
-                          .details = (const char *const[]){"change", "care relationship created", "clinician",
-                                                           rel.clinician_id, NULL}};
-    return audited(ctx, &ev);
+    return relationship_out(ctx, &rel, respp);
 }
 
 rpc_code idn_h_end_relationship(rpc_ctx *ctx, const void *reqp, void *respp)
@@ -501,23 +769,37 @@ rpc_code idn_h_end_relationship(rpc_ctx *ctx, const void *reqp, void *respp)
     int64_t end = 0;
     if (req->end_time && !idn_timestamp_micros(req->end_time, &end))
         return rpc_fail(ctx, RPC_INVALID_ARGUMENT, "end_time is out of range");
-    identity_relationship rel;
-    base_result r = identity_store_relationship_end(s->pool, c.tid, req->relationship_id, end, c.sub, &rel);
+    identity_relationship before;
+    base_result r = identity_store_relationship_get(s->pool, c.tid, req->relationship_id, &before);
     if (!base_is_ok(r))
         return idn_fail(ctx, r);
-    if (!base_is_ok(r = remirror(s, c.tid, rel.clinician_id, rel.patient_ref)))
-        return idn_fail(ctx, r);
-    relationship_out(ctx, &rel, respp);
+    /* The store's rule (only a relationship not ended by then), checked first so that a refusal is not
+     * audited as a change; the store checks again. */
+    int64_t effective = end ? end : idn_now_us();
+    if (before.ended_by[0] || (before.end_us != 0 && before.end_us <= effective))
+        return rpc_fail(ctx, RPC_FAILED_PRECONDITION, "relationship_id: already ended");
+    /* An end before the start cancels it: the end becomes the start. */
+    int64_t new_end = effective < before.start_us ? before.start_us : end;
     idn_audit_event ev = {.tenant_id = c.tid,
                           .actor = c.sub,
                           .claims = &c,
                           .action = ALMA__AUDIT__V1__ACTION__ACTION_ADMIN,
-                          .patient_ref = rel.patient_ref,
+                          .patient_ref = before.patient_ref,
                           .resource_type = "CareRelationship",
-                          .resource_id = rel.relationship_id,
+                          .resource_id = before.relationship_id,
                           .details = (const char *const[]){"change", "care relationship ended", "clinician",
-                                                           rel.clinician_id, NULL}};
-    return audited(ctx, &ev);
+                                                           before.clinician_id, "old_end",
+                                                           detail_time(ctx, before.end_us, "open"), "new_end",
+                                                           detail_time(ctx, new_end, "now"), NULL}};
+    if ((code = idn_audit_intent(ctx, &ev)) != RPC_OK)
+        return code;
+    identity_relationship rel;
+    r = identity_store_relationship_end(s->pool, c.tid, before.relationship_id, end, c.sub, &rel);
+    if (!base_is_ok(r))
+        return idn_audit_failed(ctx, &ev, "end care relationship", r);
+    if (!base_is_ok(r = remirror(s, c.tid, rel.clinician_id, rel.patient_ref)))
+        return idn_fail(ctx, r);
+    return relationship_out(ctx, &rel, respp);
 }
 
 static void grant_out(rpc_ctx *ctx, const identity_break_glass *g, Alma__Identity__V1__BreakGlassGrant *o)
@@ -563,8 +845,8 @@ rpc_code idn_h_break_glass(rpc_ctx *ctx, const void *reqp, void *respp)
                         IDENTITY_BREAK_GLASS_REASON_MIN, IDENTITY_BREAK_GLASS_REASON_MAX);
     /* Audited before the grant exists: the stored grant is usable at once (Check reads it, and the mirrors
      * are rebuilt from it at start-up) and can never be withdrawn (append-only), so an audit failure after
-     * storing it would leave PHI access open without its record. If storing fails after the audit, the log
-     * holds an attempt that granted nothing, which is the safe side. */
+     * storing it would leave PHI access open without its record. If storing fails after the audit, an ERROR
+     * event for the same grant follows: the pair reads "no grant was opened". */
     char grant_id[IDENTITY_ID_MAX + 1];
     idn_random_id("bg_", grant_id, sizeof grant_id);
     char minutes[16];
@@ -588,11 +870,8 @@ rpc_code idn_h_break_glass(rpc_ctx *ctx, const void *reqp, void *respp)
                                   .duration_minutes = req->duration_minutes};
     identity_break_glass g;
     base_result r = identity_store_break_glass_create(s->pool, &n, &g);
-    if (!base_is_ok(r)) {
-        log_emit(LOG_ERROR, rpc_ctx_request_id(ctx), "break-glass audited but not stored", "error",
-                 base_error_message(), NULL);
-        return idn_fail(ctx, r);
-    }
+    if (!base_is_ok(r))
+        return idn_audit_failed(ctx, &ev, "open break-glass grant", r);
     cache_conn *conn = cache_thread_conn(&s->cache);
     if (!conn)
         return rpc_fail(ctx, RPC_UNAVAILABLE, "Redis unavailable");
@@ -702,24 +981,19 @@ rpc_code idn_h_check(rpc_ctx *ctx, const void *reqp, void *respp)
         }
         identity_relationship_list_free(&l);
         if (!resp->allowed) {
-            /* An unexpired break-glass grant: the mirror every service reads has it until it ends. */
-            identity_break_glass_list g = {0};
-            int64_t since = ((int64_t)idn_now() - IDENTITY_BREAK_GLASS_MAX_MIN * 60) * 1000000;
-            r = identity_store_break_glass_list(s->pool, c.tid, since, 0, NULL, IDENTITY_LIST_MAX, &g);
+            /* A break-glass grant in force now for this clinician and patient (one index lookup): the
+             * mirror every service reads has it until it ends. */
+            identity_break_glass g;
+            bool found = false;
+            r = identity_store_break_glass_active(s->pool, c.tid, target, req->patient_ref, 0, &g, &found);
             if (!base_is_ok(r))
                 return idn_fail(ctx, r);
-            int64_t now_us = idn_now_us(); /* grants start within a second, not on one */
-            for (size_t i = 0; i < g.n && !resp->allowed; i++) {
-                if (strcmp(g.items[i].clinician_id, target) == 0 &&
-                    strcmp(g.items[i].patient_ref, req->patient_ref) == 0 && g.items[i].start_us <= now_us &&
-                    now_us < g.items[i].end_us) {
-                    resp->allowed = true;
-                    resp->decided_by = rpc_ctx_printf(ctx, "break_glass:%s", g.items[i].grant_id);
-                    resp->reason = rpc_ctx_printf(ctx, "role %s grants %s; break-glass grant %s", role,
-                                                  req->permission, g.items[i].grant_id);
-                }
+            if (found) {
+                resp->allowed = true;
+                resp->decided_by = rpc_ctx_printf(ctx, "break_glass:%s", g.grant_id);
+                resp->reason = rpc_ctx_printf(ctx, "role %s grants %s; break-glass grant %s", role,
+                                              req->permission, g.grant_id);
             }
-            identity_break_glass_list_free(&g);
         }
         if (!resp->allowed)
             resp->reason = rpc_ctx_printf(ctx,
@@ -763,6 +1037,7 @@ static void partner_out(rpc_ctx *ctx, const identity_partner_client *p, Alma__Id
 rpc_code idn_h_register_partner(rpc_ctx *ctx, const void *reqp, void *respp)
 {
     const Alma__Identity__V1__RegisterPartnerClientRequest *req = reqp;
+    idn_service *s = idn_of(ctx);
     authz_claims c;
     rpc_code code = idn_require(ctx, "partners.manage", NULL, &c);
     if (code != RPC_OK)
@@ -776,22 +1051,38 @@ rpc_code idn_h_register_partner(rpc_ctx *ctx, const void *reqp, void *respp)
                                       .scopes = (const char *const *)req->client->scopes,
                                       .nscopes = req->client->n_scopes,
                                       .created_by = c.sub};
-    identity_partner_client p = {0};
-    base_result r = identity_store_partner_client_register(idn_of(ctx)->pool, &in, &p);
+    base_result r = identity_store_partner_client_check(&in);
     if (!base_is_ok(r))
         return idn_fail(ctx, r);
-    partner_out(ctx, &p, respp);
+    identity_tenant t;
+    if (!base_is_ok(r = identity_store_tenant_get(s->pool, in.tenant_id, &t)))
+        return idn_fail(ctx, r);
+    if (t.kind != IDENTITY_TENANT_HEALTH_PLAN)
+        return rpc_fail(ctx, RPC_FAILED_PRECONDITION, "client.tenant_id: not a health plan tenant");
+    identity_partner_client p = {0};
+    r = identity_store_partner_client_find(s->pool, in.client_id, &p);
+    identity_partner_client_clear(&p);
+    if (base_is_ok(r))
+        return rpc_fail(ctx, RPC_ALREADY_EXISTS, "client_id: already registered");
+    if (r.err != BASE_ERR_NOT_FOUND)
+        return idn_fail(ctx, r);
     idn_audit_event ev = {.tenant_id = c.tid,
                           .actor = c.sub,
                           .claims = &c,
                           .action = ALMA__AUDIT__V1__ACTION__ACTION_ADMIN,
                           .resource_type = "PartnerClient",
-                          .resource_id = p.client_id,
-                          .details = (const char *const[]){"change", "partner client registered", "tenant",
-                                                           p.tenant_id, "new_scopes",
-                                                           join(ctx, p.scopes, p.nscopes), NULL}};
+                          .resource_id = in.client_id,
+                          .details = (const char *const[]){
+                              "change", "partner client registered", "tenant", in.tenant_id, "new_scopes",
+                              join(ctx, req->client->scopes, req->client->n_scopes), NULL}};
+    if ((code = idn_audit_intent(ctx, &ev)) != RPC_OK)
+        return code;
+    r = identity_store_partner_client_register(s->pool, &in, &p);
+    if (!base_is_ok(r))
+        return idn_audit_failed(ctx, &ev, "register partner client", r);
+    partner_out(ctx, &p, respp);
     identity_partner_client_clear(&p);
-    return audited(ctx, &ev);
+    return RPC_OK;
 }
 
 rpc_code idn_h_get_partner(rpc_ctx *ctx, const void *reqp, void *respp)

@@ -346,26 +346,32 @@ rpc_code idn_h_set_password(rpc_ctx *ctx, const void *reqp, void *respp)
             return rpc_fail(ctx, RPC_PERMISSION_DENIED, "current_password does not match");
     }
     char enc[CRED_PASSWORD_HASH_MAX];
-    r = hash_password(s, req->new_password, enc);
-    if (base_is_ok(r))
-        r = identity_store_password_set(s->pool, c.tid, target, enc);
+    if (!base_is_ok(r = hash_password(s, req->new_password, enc)))
+        return idn_fail(ctx, r);
+    /* Audited before the change (README, "Audit"). */
+    idn_audit_event ev = {.tenant_id = c.tid,
+                          .actor = c.sub,
+                          .claims = &c,
+                          .action = ALMA__AUDIT__V1__ACTION__ACTION_ADMIN,
+                          .resource_type = "User",
+                          .resource_id = p.principal_id,
+                          .details = (const char *const[]){
+                              "change",
+                              self ? "password changed by the user" : "password reset by an administrator",
+                              "sessions", self ? "kept" : "ended, tokens revoked", NULL}};
+    if ((code = idn_audit_intent(ctx, &ev)) != RPC_OK) {
+        acrypto_wipe(enc, sizeof enc);
+        return code;
+    }
+    r = identity_store_password_set(s->pool, c.tid, p.principal_id, enc);
     acrypto_wipe(enc, sizeof enc);
     if (!base_is_ok(r))
-        return idn_fail(ctx, r);
+        return idn_audit_failed(ctx, &ev, "set password", r);
     /* An administrator's reset ends the user's sessions: whoever knew the old password is out. */
-    if (!self && !base_is_ok(r = idn_end_principal(s, target, true, NULL)))
-        return idn_fail(ctx, r);
-    idn_audit_event ev = {
-        .tenant_id = c.tid,
-        .actor = c.sub,
-        .claims = &c,
-        .action = ALMA__AUDIT__V1__ACTION__ACTION_ADMIN,
-        .resource_type = "User",
-        .resource_id = target,
-        .details = (const char *const[]){
-            "change", self ? "password changed by the user" : "password reset by an administrator", NULL}};
-    if (!base_is_ok(idn_audit(ctx, &ev)))
-        return rpc_fail(ctx, RPC_UNAVAILABLE, "audit log unavailable");
+    if (!self && !base_is_ok(r = idn_end_principal(s, p.principal_id, true, NULL)))
+        return rpc_fail(ctx, RPC_UNAVAILABLE,
+                        "the password was reset, but the user's sessions could not be ended: call "
+                        "RevokeSessions");
     return RPC_OK;
 }
 
@@ -446,21 +452,11 @@ rpc_code idn_h_confirm_totp(rpc_ctx *ctx, const void *reqp, void *respp)
         r = acrypto_hex_decode(codes.stored[i], CRED_RECOVERY_HASH_HEX, hmacs[i], IDENTITY_RECOVERY_HMAC_LEN,
                                &len);
     }
-    bool ok = false;
-    if (base_is_ok(r))
-        r = identity_store_totp_confirm(s->pool, c.tid, c.sub, step, (const unsigned char(*)[32])hmacs,
-                                        CRED_RECOVERY_COUNT, &ok);
-    if (base_is_ok(r) && !ok)
-        r = base_fail(BASE_ERR_DENIED, "the code was already used");
-    if (base_is_ok(r)) {
-        resp->recovery_codes = rpc_ctx_alloc(ctx, CRED_RECOVERY_COUNT * sizeof *resp->recovery_codes);
-        for (size_t i = 0; resp->recovery_codes && i < CRED_RECOVERY_COUNT; i++)
-            resp->recovery_codes[i] = rpc_ctx_strdup(ctx, codes.display[i]);
-        resp->n_recovery_codes = resp->recovery_codes ? CRED_RECOVERY_COUNT : 0;
-    }
-    cred_recovery_codes_wipe(&codes);
-    if (!base_is_ok(r))
+    if (!base_is_ok(r)) {
+        cred_recovery_codes_wipe(&codes);
         return idn_fail(ctx, r);
+    }
+    /* Audited before the change (README, "Audit"). */
     idn_audit_event ev = {.tenant_id = c.tid,
                           .actor = c.sub,
                           .claims = &c,
@@ -469,7 +465,25 @@ rpc_code idn_h_confirm_totp(rpc_ctx *ctx, const void *reqp, void *respp)
                           .resource_id = c.sub,
                           .details =
                               (const char *const[]){"change", "TOTP enrolled, recovery codes issued", NULL}};
-    if (!base_is_ok(idn_audit(ctx, &ev)))
-        return rpc_fail(ctx, RPC_UNAVAILABLE, "audit log unavailable");
+    if ((code = idn_audit_intent(ctx, &ev)) != RPC_OK) {
+        cred_recovery_codes_wipe(&codes);
+        return code;
+    }
+    bool ok = false;
+    r = identity_store_totp_confirm(s->pool, c.tid, c.sub, step, (const unsigned char(*)[32])hmacs,
+                                    CRED_RECOVERY_COUNT, &ok);
+    if (base_is_ok(r) && !ok)
+        r = base_fail(BASE_ERR_DENIED, "the code was already used");
+    if (!base_is_ok(r)) {
+        cred_recovery_codes_wipe(&codes);
+        return idn_audit_failed(ctx, &ev, "confirm TOTP", r);
+    }
+    resp->recovery_codes = rpc_ctx_alloc(ctx, CRED_RECOVERY_COUNT * sizeof *resp->recovery_codes);
+    for (size_t i = 0; resp->recovery_codes && i < CRED_RECOVERY_COUNT; i++)
+        resp->recovery_codes[i] = rpc_ctx_strdup(ctx, codes.display[i]);
+    resp->n_recovery_codes = resp->recovery_codes ? CRED_RECOVERY_COUNT : 0;
+    cred_recovery_codes_wipe(&codes);
+    if (!resp->recovery_codes)
+        return rpc_fail(ctx, RPC_RESOURCE_EXHAUSTED, "out of memory");
     return RPC_OK;
 }

@@ -244,7 +244,36 @@ static void revoke_one(void *arg, const char *sid)
         log_emit(LOG_WARN, NULL, "session revocation not published", "error", base_error_message(), NULL);
 }
 
-base_result idn_end_principal(idn_service *s, const char *principal_id, bool end_sessions, int *ret_count)
+rpc_code idn_audit_intent(rpc_ctx *ctx, const idn_audit_event *ev)
+{
+    if (!base_is_ok(idn_audit(ctx, ev)))
+        return rpc_fail(ctx, RPC_UNAVAILABLE, "audit log unavailable: nothing was changed");
+    return RPC_OK;
+}
+
+void idn_audit_error(rpc_ctx *ctx, const idn_audit_event *intent, const char *what, base_err err)
+{
+    char change[128];
+    snprintf(change, sizeof change, "%s failed", what);
+    idn_audit_event ev = *intent;
+    ev.outcome = ALMA__AUDIT__V1__OUTCOME__OUTCOME_ERROR;
+    ev.details = (const char *const[]){"change", change, "error", base_err_name(err), NULL};
+    if (!base_is_ok(idn_audit(ctx, &ev)))
+        log_emit(LOG_ERROR, rpc_ctx_request_id(ctx),
+                 "a change audited beforehand did not happen, and its ERROR event could not be written",
+                 "change", change, NULL);
+}
+
+rpc_code idn_audit_failed(rpc_ctx *ctx, const idn_audit_event *intent, const char *what, base_result r)
+{
+    /* The status first: the append below replaces the thread's error message. */
+    rpc_code code = idn_fail(ctx, r);
+    idn_audit_error(ctx, intent, what, r.err);
+    return code;
+}
+
+base_result idn_revoke_principal(idn_service *s, const char *principal_id, bool end_sessions, int64_t at,
+                                 int *ret_count)
 {
     cache_conn *conn = cache_thread_conn(&s->cache);
     if (!conn)
@@ -252,11 +281,17 @@ base_result idn_end_principal(idn_service *s, const char *principal_id, bool end
     int count = 0;
     if (end_sessions)
         BASE_GUARD(session_end_all(conn, principal_id, revoke_one, conn, &count));
-    /* Tokens issued until now are dead in every service within a second. */
-    int64_t at = idn_now();
+    /* Tokens issued until `at` are dead in every service within a second. */
     BASE_GUARD(authz_revoke_principal(conn, principal_id, at, 0));
+    if (ret_count)
+        *ret_count = count;
+    return BASE_OK_RESULT;
+}
+
+void idn_wait_past(int64_t at)
+{
     /* The revocation covers every token issued at or before second `at` (iat has one-second resolution), so
-     * one issued later in that same second, e.g. by a Refresh or Login right after this call returns, would
+     * one issued later in that same second, e.g. by a Refresh or Login right after the caller answers, would
      * be dead on arrival. Return only once idn_now(), the clock iat is taken from, has passed `at` (at most a
      * second, on administrative calls): whatever is issued after the answer is then not caught. time() is
      * the coarse clock, a tick behind the precise one: sleep to the precise second, then poll. */
@@ -271,8 +306,13 @@ base_result idn_end_principal(idn_service *s, const char *principal_id, bool end
         struct timespec ms = {0, 1000000};
         nanosleep(&ms, NULL);
     }
-    if (ret_count)
-        *ret_count = count;
+}
+
+base_result idn_end_principal(idn_service *s, const char *principal_id, bool end_sessions, int *ret_count)
+{
+    int64_t at = idn_now();
+    BASE_GUARD(idn_revoke_principal(s, principal_id, end_sessions, at, ret_count));
+    idn_wait_past(at);
     return BASE_OK_RESULT;
 }
 

@@ -84,8 +84,30 @@ typedef struct idn_audit_event {
 } idn_audit_event;
 base_result idn_audit(rpc_ctx *ctx, const idn_audit_event *ev);
 
-/* End every session of a principal and revoke its tokens issued until now (disable, admin password reset,
- * revoke-all, role changes). *ret_count (may be NULL): sessions ended. */
+/* Audit first (README, "Audit"): every administrative change is appended to the audit log, with its old and
+ * new values and outcome SUCCESS, BEFORE it is made. idn_audit_intent appends that event: RPC_OK, or the
+ * call fails with UNAVAILABLE and the caller must change nothing. */
+rpc_code idn_audit_intent(rpc_ctx *ctx, const idn_audit_event *ev);
+/* The change announced by `intent` was then refused or failed (r, from the store): set the call's status
+ * from r, append (best effort) a second event for the same resource with OUTCOME_ERROR and details
+ * {"change": "<what> failed", "error": base_err_name(r.err)} (never a value), and return the status. The
+ * pair, same request id, reads "this change did not happen". */
+rpc_code idn_audit_failed(rpc_ctx *ctx, const idn_audit_event *intent, const char *what, base_result r);
+/* The ERROR event alone (best effort: a failure is logged), for a call whose status is already set. */
+void idn_audit_error(rpc_ctx *ctx, const idn_audit_event *intent, const char *what, base_err err);
+
+/* Revocation in two halves, so that N principals cost one wait:
+ *   idn_revoke_principal  ends the principal's sessions (end_sessions) and revokes every token of it issued
+ *                         at or before second `at` (authz:revoked:sub, published to every service, which stop
+ *                         accepting them within a second); *ret_count (may be NULL): sessions ended.
+ *   idn_wait_past         returns once idn_now() > at: a token issued after that (by a Refresh or a Login
+ *                         right after the caller answers) is not caught by the revocation (iat has
+ *                         one-second resolution). At most a second.
+ * Take `at` = idn_now() AFTER the change is committed: every token issued before it then has iat <= at. */
+base_result idn_revoke_principal(idn_service *s, const char *principal_id, bool end_sessions, int64_t at,
+                                 int *ret_count);
+void idn_wait_past(int64_t at);
+/* Both for one principal (disable, admin password reset, revoke-all, grant/revoke of a role). */
 base_result idn_end_principal(idn_service *s, const char *principal_id, bool end_sessions, int *ret_count);
 
 /* Write a relationship to the Redis mirror every service's authorizer reads. */

@@ -40,6 +40,7 @@ static const char SQL_TENANT_INSERT[] =
     "VALUES ($1, $2, $3, $4::boolean) RETURNING " TENANT_COLS;
 static const char SQL_TENANT_GET[] = "SELECT " TENANT_COLS " FROM tenants WHERE tenant_id = $1";
 static const char SQL_TENANT_KIND[] = "SELECT kind FROM tenants WHERE tenant_id = $1";
+static const char SQL_ANY_TENANT[] = "SELECT 1 FROM tenants LIMIT 1";
 
 #define PRINCIPAL_COLS                                                                                       \
     "tenant_id, principal_id, kind, username, display_name, state, " US("created_at") ", created_by, " US(   \
@@ -85,6 +86,10 @@ static const char SQL_TOTP_USE_STEP[] =
     "UPDATE totp SET last_step = $3::bigint "
     "WHERE tenant_id = $1 AND principal_id = $2 AND last_step < $3::bigint";
 static const char SQL_TOTP_EXISTS[] = "SELECT 1 FROM totp WHERE tenant_id = $1 AND principal_id = $2";
+/* An enrolment confirmed at creation (alma-admin bootstrap): last_step 0, so any current code works once. */
+static const char SQL_TOTP_INSERT_CONFIRMED[] =
+    "INSERT INTO totp (principal_id, tenant_id, sealed_secret, confirmed, confirmed_at) "
+    "VALUES ($2, $1, $3::bytea, true, now())";
 
 static const char SQL_RECOVERY_DELETE[] =
     "DELETE FROM recovery_codes WHERE tenant_id = $1 AND principal_id = $2";
@@ -142,6 +147,12 @@ static const char SQL_GRANTS_INSERT[] =
     "INSERT INTO grants (tenant_id, principal_id, role_tenant_id, role_id, granted_by) "
     "SELECT $1::text, $2::text, r.tenant_id, r.role_id, $4::text FROM roles r "
     "WHERE r.tenant_id IN ('', $1::text) AND r.role_id = ANY ($3::text[])";
+/* Active holders of a role in a tenant, a page at a time (grants_by_tenant_role, 0004). */
+static const char SQL_ROLE_HOLDERS[] =
+    "SELECT g.principal_id FROM grants g JOIN principals p "
+    "ON p.tenant_id = g.tenant_id AND p.principal_id = g.principal_id "
+    "WHERE g.tenant_id = $1 AND g.role_id = $2 AND p.state = 'active' AND g.principal_id COLLATE \"C\" > $3 "
+    "ORDER BY g.principal_id COLLATE \"C\" LIMIT $4::integer";
 static const char SQL_REVOKE[] =
     "DELETE FROM grants WHERE tenant_id = $1 AND principal_id = $2 AND role_id = $3";
 static const char SQL_EFFECTIVE_PRINCIPAL[] =
@@ -169,6 +180,8 @@ static const char SQL_REL_END[] =
                                  "WHERE tenant_id = $1 AND relationship_id = $2 AND ended_by IS NULL AND "
                                  "(end_at IS NULL OR end_at > e.t) "
                                  "RETURNING " REL_COLS;
+static const char SQL_REL_GET[] =
+    "SELECT " REL_COLS " FROM care_relationships WHERE tenant_id = $1 AND relationship_id = $2";
 static const char SQL_REL_EXISTS[] =
     "SELECT 1 FROM care_relationships WHERE tenant_id = $1 AND relationship_id = $2";
 static const char SQL_REL_ACTIVE[] =
@@ -194,6 +207,11 @@ static const char SQL_BG_LIST[] =
            "AND ($4 = '' OR created_at > " TS(3) " OR (created_at = " TS(
                3) " AND grant_id COLLATE \"C\" > $4)) "
                   "ORDER BY created_at, grant_id COLLATE \"C\" LIMIT $5::integer";
+/* The grant in force at $4 (0: now) for one clinician and patient: one probe of break_glass_active (0004). */
+static const char SQL_BG_ACTIVE[] = "SELECT " BG_COLS " FROM break_glass_grants, (SELECT " TS_OR_NOW(
+    4) " AS t) AS s "
+       "WHERE tenant_id = $1 AND clinician_id = $2 AND patient_ref = $3 AND end_at > s.t AND start_at <= s.t "
+       "ORDER BY end_at DESC, grant_id COLLATE \"C\" LIMIT 1";
 static const char SQL_BG_CURRENT_ALL[] =
     "SELECT " BG_COLS " FROM break_glass_grants WHERE end_at > now() AND grant_id COLLATE \"C\" > $1 "
     "ORDER BY grant_id COLLATE \"C\" LIMIT $2::integer";
@@ -772,16 +790,24 @@ static base_result tenant_create_body(db_conn *c, void *arg)
     return parse_tenant(res, 0, &x->out);
 }
 
+base_result identity_store_tenant_check(const char *tenant_id, identity_tenant_kind kind,
+                                        const char *display_name)
+{
+    CHECK_TENANT(tenant_id);
+    BASE_ENSURE(tenant_kind_text(kind), BASE_ERR_INVALID,
+                "identity store: kind: must be provider or health plan");
+    if (!valid_display_name(display_name))
+        return FAIL_FIELD("display_name", "must be 1..200 bytes of UTF-8 without control characters");
+    return BASE_OK_RESULT;
+}
+
 base_result identity_store_tenant_create(db_pool *pool, const char *tenant_id, identity_tenant_kind kind,
                                          const char *display_name, bool mfa_required_for_all,
                                          identity_tenant *ret_tenant)
 {
-    CHECK_TENANT(tenant_id);
-    const char *k = tenant_kind_text(kind);
-    BASE_ENSURE(k, BASE_ERR_INVALID, "identity store: kind: must be provider or health plan");
-    if (!valid_display_name(display_name))
-        return FAIL_FIELD("display_name", "must be 1..200 bytes of UTF-8 without control characters");
-    tenant_ctx x = {.params = {tenant_id, k, display_name, mfa_required_for_all ? "true" : "false"}};
+    BASE_GUARD(identity_store_tenant_check(tenant_id, kind, display_name));
+    tenant_ctx x = {
+        .params = {tenant_id, tenant_kind_text(kind), display_name, mfa_required_for_all ? "true" : "false"}};
     BASE_GUARD(run(pool, DB_READ_COMMITTED, tenant_create_body, &x));
     if (ret_tenant)
         *ret_tenant = x.out;
@@ -835,9 +861,9 @@ typedef struct principal_create_ctx {
     identity_principal out;
 } principal_create_ctx;
 
-static base_result principal_create_body(db_conn *c, void *arg)
+/* The principal, its password hash and grants, within the caller's transaction. */
+static base_result principal_insert(db_conn *c, principal_create_ctx *x)
 {
-    principal_create_ctx *x = arg;
     const identity_principal_new *in = x->in;
     BASE_GUARD(require_tenant(c, in->tenant_id, NULL, 0));
     {
@@ -869,8 +895,12 @@ static base_result principal_create_body(db_conn *c, void *arg)
     return BASE_OK_RESULT;
 }
 
-base_result identity_store_principal_create(db_pool *pool, const identity_principal_new *in,
-                                            identity_principal *ret_principal)
+static base_result principal_create_body(db_conn *c, void *arg)
+{
+    return principal_insert(c, arg);
+}
+
+base_result identity_store_principal_check(const identity_principal_new *in)
 {
     BASE_ENSURE(in, BASE_ERR_INVALID, "identity store: principal: missing");
     CHECK_TENANT(in->tenant_id);
@@ -897,15 +927,31 @@ base_result identity_store_principal_create(db_pool *pool, const identity_princi
                 return FAIL_FIELD("roles", "duplicate role");
         }
     }
+    return BASE_OK_RESULT;
+}
 
-    principal_create_ctx x = {
-        .in = in, .kind = in->kind == IDENTITY_PRINCIPAL_USER ? "user" : "service", .nroles = in->nroles};
+/* Check *in and fill the context (id, roles literal: free x->roles_array). */
+static base_result principal_prepare(const identity_principal_new *in, principal_create_ctx *x)
+{
+    BASE_GUARD(identity_store_principal_check(in));
+    memset(x, 0, sizeof *x);
+    x->in = in;
+    x->kind = in->kind == IDENTITY_PRINCIPAL_USER ? "user" : "service";
+    x->nroles = in->nroles;
     if (in->principal_id)
-        memcpy(x.id, in->principal_id, strlen(in->principal_id) + 1);
+        memcpy(x->id, in->principal_id, strlen(in->principal_id) + 1);
     else
-        BASE_GUARD(random_id(prefix, x.id, sizeof x.id));
+        BASE_GUARD(random_id(in->kind == IDENTITY_PRINCIPAL_USER ? "usr_" : "svc_", x->id, sizeof x->id));
     if (in->nroles > 0)
-        BASE_GUARD(text_array(in->roles, in->nroles, &x.roles_array));
+        BASE_GUARD(text_array(in->roles, in->nroles, &x->roles_array));
+    return BASE_OK_RESULT;
+}
+
+base_result identity_store_principal_create(db_pool *pool, const identity_principal_new *in,
+                                            identity_principal *ret_principal)
+{
+    principal_create_ctx x;
+    BASE_GUARD(principal_prepare(in, &x));
     base_result r = run(pool, DB_READ_COMMITTED, principal_create_body, &x);
     free(x.roles_array);
     BASE_GUARD(r);
@@ -1291,6 +1337,82 @@ base_result identity_store_recovery_code_use(db_pool *pool, const char *tenant_i
     return BASE_OK_RESULT;
 }
 
+/* ---- A tenant with its first administrator ------------------------------------------------------------- */
+
+typedef struct tenant_admin_ctx {
+    const identity_tenant_new *tenant;
+    const identity_admin_totp *totp;
+    const char *tenant_params[4];
+    char *codes_array; /* the recovery codes, or NULL */
+    principal_create_ctx admin;
+    identity_tenant out;
+} tenant_admin_ctx;
+
+static base_result tenant_admin_body(db_conn *c, void *arg)
+{
+    tenant_admin_ctx *x = arg;
+    if (x->tenant->first_tenant) {
+        BASE_CLEANUP(db_result_freep) db_result *res = NULL;
+        BASE_GUARD(db_exec(c, SQL_ANY_TENANT, 0, NULL, &res));
+        if (db_result_ntuples(res) > 0)
+            return base_fail(BASE_ERR_CONFLICT, "identity store: tenants: a tenant already exists");
+    }
+    {
+        BASE_CLEANUP(db_result_freep) db_result *res = NULL;
+        base_result r = db_exec(c, SQL_TENANT_INSERT, 4, x->tenant_params, &res);
+        BASE_GUARD(remap(r, BASE_ERR_EXISTS, BASE_ERR_EXISTS, "tenant_id: already exists"));
+        BASE_GUARD(parse_tenant(res, 0, &x->out));
+    }
+    BASE_GUARD(principal_insert(c, &x->admin));
+    if (!x->totp)
+        return BASE_OK_RESULT;
+    const char *p[] = {x->tenant->tenant_id, x->admin.id, (const char *)x->totp->sealed};
+    const int lengths[] = {0, 0, (int)x->totp->sealed_len};
+    const int formats[] = {0, 0, 1};
+    BASE_GUARD(db_exec_params(c, SQL_TOTP_INSERT_CONFIRMED, 3, p, lengths, formats, NULL));
+    return replace_codes(c, x->tenant->tenant_id, x->admin.id, x->codes_array);
+}
+
+base_result identity_store_tenant_create_with_admin(db_pool *pool, const identity_tenant_new *tenant,
+                                                    const identity_principal_new *admin,
+                                                    const identity_admin_totp *totp,
+                                                    identity_tenant *ret_tenant,
+                                                    identity_principal *ret_admin)
+{
+    BASE_ENSURE(tenant, BASE_ERR_INVALID, "identity store: tenant: missing");
+    BASE_GUARD(identity_store_tenant_check(tenant->tenant_id, tenant->kind, tenant->display_name));
+    BASE_ENSURE(admin, BASE_ERR_INVALID, "identity store: admin: missing");
+    if (!admin->tenant_id || strcmp(admin->tenant_id, tenant->tenant_id) != 0)
+        return FAIL_FIELD("admin.tenant_id", "must be the new tenant's id");
+    if (totp) {
+        if (!admin->principal_id)
+            return FAIL_FIELD("admin.principal_id", "required with a TOTP secret (it is sealed for the id)");
+        if (!totp->sealed || totp->sealed_len < IDENTITY_SEALED_MIN || totp->sealed_len > IDENTITY_SEALED_MAX)
+            return FAIL_FIELD("totp.sealed", "must be 16..512 bytes");
+        if (!totp->codes || totp->ncodes < 1 || totp->ncodes > IDENTITY_RECOVERY_CODES_MAX)
+            return FAIL_FIELD("totp.codes", "must be 1..16 HMACs");
+    }
+    tenant_admin_ctx x = {.tenant = tenant,
+                          .totp = totp,
+                          .tenant_params = {tenant->tenant_id, tenant_kind_text(tenant->kind),
+                                            tenant->display_name,
+                                            tenant->mfa_required_for_all ? "true" : "false"}};
+    BASE_GUARD(principal_prepare(admin, &x.admin));
+    base_result r = totp ? hmac_array(totp->codes, totp->ncodes, &x.codes_array) : BASE_OK_RESULT;
+    /* first_tenant reads "is there any tenant" and then inserts one: serializable, so that of two
+     * concurrent bootstraps one fails (and, retried, sees the other's tenant). */
+    if (base_is_ok(r))
+        r = run(pool, tenant->first_tenant ? DB_SERIALIZABLE : DB_READ_COMMITTED, tenant_admin_body, &x);
+    free(x.admin.roles_array);
+    free(x.codes_array);
+    BASE_GUARD(r);
+    if (ret_tenant)
+        *ret_tenant = x.out;
+    if (ret_admin)
+        *ret_admin = x.admin.out;
+    return BASE_OK_RESULT;
+}
+
 /* ---- Roles --------------------------------------------------------------------------------------------- */
 
 void identity_role_clear(identity_role *role)
@@ -1450,7 +1572,9 @@ static base_result role_put_body(db_conn *c, void *arg)
         BASE_GUARD(query_row(c, SQL_ROLE_GET, 2, key, &res, "role_id: no such role in the tenant"));
         BASE_GUARD(parse_role(res, 0, &x->before));
     }
-    if (in->expected_version != 0 && (!x->existed || x->before.version != in->expected_version))
+    if (in->expected_version == IDENTITY_ROLE_VERSION_NEW && x->existed)
+        return base_fail(BASE_ERR_CONFLICT, "identity store: expected_version: the role exists already");
+    if (in->expected_version > 0 && (!x->existed || x->before.version != in->expected_version))
         return base_fail(BASE_ERR_CONFLICT, "identity store: expected_version: the role has another version");
 
     const char *mfa = in->requires_mfa ? "true" : "false";
@@ -1504,8 +1628,7 @@ static base_result role_put_body(db_conn *c, void *arg)
     return parse_role(res, 0, &x->after);
 }
 
-base_result identity_store_role_put(db_pool *pool, const identity_role_put *in, identity_role *ret_role,
-                                    identity_role *ret_old, bool *ret_changed)
+base_result identity_store_role_put_check(const identity_role_put *in)
 {
     BASE_ENSURE(in, BASE_ERR_INVALID, "identity store: role: missing");
     CHECK_TENANT(in->tenant_id);
@@ -1519,9 +1642,16 @@ base_result identity_store_role_put(db_pool *pool, const identity_role_put *in, 
         if (!valid_permission(in->permissions[i]))
             return FAIL_FIELD("permissions", "must be dotted lowercase words such as phi.read.clinical");
     }
-    if (in->expected_version < 0)
-        return FAIL_FIELD("expected_version", "must not be negative");
+    if (in->expected_version < 0 && in->expected_version != IDENTITY_ROLE_VERSION_NEW)
+        return FAIL_FIELD("expected_version", "must not be negative (but IDENTITY_ROLE_VERSION_NEW)");
     CHECK_ACTOR("changed_by", in->changed_by);
+    return BASE_OK_RESULT;
+}
+
+base_result identity_store_role_put(db_pool *pool, const identity_role_put *in, identity_role *ret_role,
+                                    identity_role *ret_old, bool *ret_changed)
+{
+    BASE_GUARD(identity_store_role_put_check(in));
     BASE_ENSURE(ret_role, BASE_ERR_INVALID, "identity store: ret_role: missing");
 
     role_put_ctx x = {.in = in};
@@ -1658,6 +1788,64 @@ base_result identity_store_revoke(db_pool *pool, const char *tenant_id, const ch
         return FAIL_FIELD("role_id", "must match [a-z][a-z0-9_]{1,63}");
     grant_ctx x = {.params = {tenant_id, principal_id, role_id}};
     return run(pool, DB_READ_COMMITTED, revoke_body, &x);
+}
+
+void identity_holder_list_free(identity_holder_list *list)
+{
+    if (!list)
+        return;
+    free(list->ids);
+    list->ids = NULL;
+    list->n = 0;
+    list->more = false;
+}
+
+typedef struct holders_ctx {
+    const char *params[4];
+    int limit;
+    identity_holder_list out;
+} holders_ctx;
+
+static base_result role_holders_body(db_conn *c, void *arg)
+{
+    holders_ctx *x = arg;
+    identity_holder_list_free(&x->out);
+    BASE_CLEANUP(db_result_freep) db_result *res = NULL;
+    BASE_GUARD(db_exec(c, SQL_ROLE_HOLDERS, 4, x->params, &res));
+    int n = db_result_ntuples(res);
+    x->out.more = n > x->limit;
+    if (n > x->limit)
+        n = x->limit;
+    x->out.ids = calloc(n > 0 ? (size_t)n : 1, sizeof *x->out.ids);
+    if (!x->out.ids)
+        return base_fail(BASE_ERR_NOMEM, "identity store: out of memory");
+    for (int i = 0; i < n; i++)
+        BASE_GUARD(col_str(res, i, 0, x->out.ids[i], sizeof x->out.ids[i]));
+    x->out.n = (size_t)n;
+    return BASE_OK_RESULT;
+}
+
+base_result identity_store_role_holders(db_pool *pool, const char *tenant_id, const char *role_id,
+                                        const char *after_id, int limit, identity_holder_list *ret_list)
+{
+    CHECK_TENANT(tenant_id);
+    if (!valid_role_id(role_id))
+        return FAIL_FIELD("role_id", "must match [a-z][a-z0-9_]{1,63}");
+    if (after_id && after_id[0] && !valid_principal_id(after_id))
+        return FAIL_FIELD("after_id", "must be usr_ or svc_ and 32 lowercase hex digits");
+    if (limit < 1 || limit > IDENTITY_LIST_MAX)
+        return FAIL_FIELD("limit", "must be 1..1000");
+    BASE_ENSURE(ret_list, BASE_ERR_INVALID, "identity store: ret_list: missing");
+    char lim[24];
+    fmt_i64(lim, (int64_t)limit + 1);
+    holders_ctx x = {.params = {tenant_id, role_id, after_id ? after_id : "", lim}, .limit = limit};
+    base_result r = run(pool, DB_READ_COMMITTED, role_holders_body, &x);
+    if (!base_is_ok(r)) {
+        identity_holder_list_free(&x.out);
+        return r;
+    }
+    *ret_list = x.out;
+    return BASE_OK_RESULT;
 }
 
 void identity_effective_free(identity_effective *e)
@@ -1867,6 +2055,28 @@ base_result identity_store_relationship_create(db_pool *pool, const identity_rel
     BASE_GUARD(run(pool, DB_READ_COMMITTED, rel_create_body, &x));
     if (ret_relationship)
         *ret_relationship = x.out;
+    return BASE_OK_RESULT;
+}
+
+static base_result rel_get_body(db_conn *c, void *arg)
+{
+    rel_ctx *x = arg;
+    BASE_CLEANUP(db_result_freep) db_result *res = NULL;
+    BASE_GUARD(
+        query_row(c, SQL_REL_GET, 2, x->params, &res, "relationship_id: no such relationship in the tenant"));
+    return parse_relationship(res, 0, &x->out);
+}
+
+base_result identity_store_relationship_get(db_pool *pool, const char *tenant_id, const char *relationship_id,
+                                            identity_relationship *ret_relationship)
+{
+    CHECK_TENANT(tenant_id);
+    if (!valid_hex_id(relationship_id, "rel_"))
+        return FAIL_FIELD("relationship_id", "must be rel_ and 32 lowercase hex digits");
+    BASE_ENSURE(ret_relationship, BASE_ERR_INVALID, "identity store: ret_relationship: missing");
+    rel_ctx x = {.params = {tenant_id, relationship_id}};
+    BASE_GUARD(run(pool, DB_READ_COMMITTED, rel_get_body, &x));
+    *ret_relationship = x.out;
     return BASE_OK_RESULT;
 }
 
@@ -2082,6 +2292,46 @@ base_result identity_store_break_glass_list(db_pool *pool, const char *tenant_id
     return bg_list(pool, &x, ret_list);
 }
 
+typedef struct bg_active_ctx {
+    const char *params[4];
+    bool found;
+    identity_break_glass out;
+} bg_active_ctx;
+
+static base_result bg_active_body(db_conn *c, void *arg)
+{
+    bg_active_ctx *x = arg;
+    x->found = false;
+    BASE_CLEANUP(db_result_freep) db_result *res = NULL;
+    BASE_GUARD(db_exec(c, SQL_BG_ACTIVE, 4, x->params, &res));
+    if (db_result_ntuples(res) == 0)
+        return BASE_OK_RESULT;
+    BASE_GUARD(parse_break_glass(res, 0, &x->out));
+    x->found = true;
+    return BASE_OK_RESULT;
+}
+
+base_result identity_store_break_glass_active(db_pool *pool, const char *tenant_id, const char *clinician_id,
+                                              const char *patient_ref, int64_t at_us,
+                                              identity_break_glass *ret_grant, bool *ret_found)
+{
+    CHECK_TENANT(tenant_id);
+    CHECK_PRINCIPAL("clinician_id", clinician_id);
+    if (!valid_patient_ref(patient_ref))
+        return FAIL_FIELD("patient_ref", "must be pt_ and 32 lowercase hex digits");
+    if (at_us < 0)
+        return FAIL_FIELD("at_us", "must not be negative");
+    BASE_ENSURE(ret_grant && ret_found, BASE_ERR_INVALID, "identity store: ret_grant: missing");
+    char at[24];
+    fmt_i64(at, at_us);
+    bg_active_ctx x = {.params = {tenant_id, clinician_id, patient_ref, at}};
+    BASE_GUARD(run(pool, DB_READ_COMMITTED, bg_active_body, &x));
+    if (x.found)
+        *ret_grant = x.out;
+    *ret_found = x.found;
+    return BASE_OK_RESULT;
+}
+
 base_result identity_store_break_glass_current_all(db_pool *pool, const char *after_id, int limit,
                                                    identity_break_glass_list *ret_list)
 {
@@ -2150,8 +2400,7 @@ static base_result client_register_body(db_conn *c, void *arg)
     return parse_client(res, 0, &x->out);
 }
 
-base_result identity_store_partner_client_register(db_pool *pool, const identity_partner_client_new *in,
-                                                   identity_partner_client *ret_client)
+base_result identity_store_partner_client_check(const identity_partner_client_new *in)
 {
     BASE_ENSURE(in, BASE_ERR_INVALID, "identity store: partner client: missing");
     if (!valid_client_id(in->client_id))
@@ -2168,6 +2417,13 @@ base_result identity_store_partner_client_register(db_pool *pool, const identity
             return FAIL_FIELD("scopes", "must look like system/AuditEvent.read");
     }
     CHECK_ACTOR("created_by", in->created_by);
+    return BASE_OK_RESULT;
+}
+
+base_result identity_store_partner_client_register(db_pool *pool, const identity_partner_client_new *in,
+                                                   identity_partner_client *ret_client)
+{
+    BASE_GUARD(identity_store_partner_client_check(in));
     BASE_ENSURE(ret_client, BASE_ERR_INVALID, "identity store: ret_client: missing");
 
     char *scopes = NULL;

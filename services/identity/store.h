@@ -9,9 +9,10 @@
  * Tenants: every function that reads or writes a tenant's rows takes tenant_id and filters every statement by
  * it; a principal, role, relationship or client of another tenant is simply NOT_FOUND, and nothing of
  * another tenant is changed. The schema backs this up (rows reference principals by (tenant_id,
- * principal_id)). Three reads are deliberately not tenant-scoped, and say so: the relationship and
- * break-glass listings that rebuild the Redis mirror at start-up, and partner_client_find for the gateway,
- * which learns a client's tenant from its row.
+ * principal_id)). Four reads are deliberately not tenant-scoped, and say so: the relationship and
+ * break-glass listings that rebuild the Redis mirror at start-up, partner_client_find for the gateway,
+ * which learns a client's tenant from its row, and tenant_create_with_admin's first_tenant check (is there
+ * any tenant at all).
  *
  * Errors: BASE_ERR_INVALID for a malformed argument, with a message naming the field ("identity store:
  * username: ...") and never its value; BASE_ERR_NOT_FOUND when the row (in that tenant) does not exist;
@@ -88,6 +89,11 @@ BASE_MUST_USE base_result identity_store_tenant_create(db_pool *pool, const char
                                                        identity_tenant *ret_tenant);
 BASE_MUST_USE base_result identity_store_tenant_get(db_pool *pool, const char *tenant_id,
                                                     identity_tenant *ret_tenant);
+/* The checks tenant_create makes on its arguments, without the database: BASE_ERR_INVALID naming the field.
+ * For callers that must refuse bad input before doing anything else (the service audits a change before
+ * making it). */
+BASE_MUST_USE base_result identity_store_tenant_check(const char *tenant_id, identity_tenant_kind kind,
+                                                      const char *display_name);
 
 /* ---- Principals ---------------------------------------------------------------------------------------- */
 
@@ -131,6 +137,9 @@ typedef struct identity_principal_new {
  * (in the tenant's view) does not exist. */
 BASE_MUST_USE base_result identity_store_principal_create(db_pool *pool, const identity_principal_new *in,
                                                           identity_principal *ret_principal);
+/* The checks principal_create makes on *in before touching the database (formats, lengths, duplicate
+ * roles): BASE_ERR_INVALID naming the field, never its value. */
+BASE_MUST_USE base_result identity_store_principal_check(const identity_principal_new *in);
 BASE_MUST_USE base_result identity_store_principal_get(db_pool *pool, const char *tenant_id,
                                                        const char *principal_id,
                                                        identity_principal *ret_principal);
@@ -143,6 +152,38 @@ BASE_MUST_USE base_result identity_store_principal_disable(db_pool *pool, const 
                                                            const char *principal_id, const char *reason,
                                                            identity_principal *ret_principal,
                                                            bool *ret_changed);
+
+/* ---- A tenant with its first administrator ------------------------------------------------------------- */
+
+typedef struct identity_tenant_new {
+    const char *tenant_id;
+    identity_tenant_kind kind;
+    const char *display_name;
+    bool mfa_required_for_all;
+    /* Only as the platform's first tenant (alma-admin bootstrap): BASE_ERR_CONFLICT when any tenant exists,
+     * decided inside the transaction (serializable), so two bootstraps cannot both succeed. */
+    bool first_tenant;
+} identity_tenant_new;
+
+/* A second factor enrolled and confirmed at creation (alma-admin bootstrap): the sealed TOTP secret
+ * (sealed for the administrator's principal id, so admin->principal_id must be given) and its recovery code
+ * HMACs (codes[0..ncodes), 1..IDENTITY_RECOVERY_CODES_MAX, idx = position). */
+typedef struct identity_admin_totp {
+    const unsigned char *sealed;
+    size_t sealed_len; /* IDENTITY_SEALED_MIN..MAX */
+    const unsigned char (*codes)[IDENTITY_RECOVERY_HMAC_LEN];
+    size_t ncodes;
+} identity_admin_totp;
+
+/* A new tenant and its first administrator in ONE transaction: the tenant, the principal (admin->tenant_id
+ * must be tenant->tenant_id), its password hash and role grants, and, when totp is not NULL, its confirmed
+ * TOTP enrolment (last_step 0) and recovery codes. All of it or nothing: a tenant never exists without the
+ * administrator that can act in it. BASE_ERR_EXISTS when the tenant id is taken; BASE_ERR_CONFLICT when
+ * first_tenant and a tenant exists; BASE_ERR_NOT_FOUND for a role the tenant cannot see. ret_tenant and
+ * ret_admin may be NULL. */
+BASE_MUST_USE base_result identity_store_tenant_create_with_admin(
+    db_pool *pool, const identity_tenant_new *tenant, const identity_principal_new *admin,
+    const identity_admin_totp *totp, identity_tenant *ret_tenant, identity_principal *ret_admin);
 
 /* ---- Passwords ----------------------------------------------------------------------------------------- */
 
@@ -252,9 +293,13 @@ typedef struct identity_role_put {
     bool requires_mfa;
     const char *const *permissions; /* 0..IDENTITY_ROLE_PERMISSIONS_MAX; duplicates are folded */
     size_t npermissions;
-    int64_t expected_version; /* 0: any; else BASE_ERR_CONFLICT unless the stored version is this */
-    const char *changed_by;   /* actor */
+    /* 0: any; IDENTITY_ROLE_VERSION_NEW: only create it (BASE_ERR_CONFLICT if it exists); else
+     * BASE_ERR_CONFLICT unless the stored version is this. */
+    int64_t expected_version;
+    const char *changed_by; /* actor */
 } identity_role_put;
+
+#define IDENTITY_ROLE_VERSION_NEW (-1)
 
 /* Create or change a tenant role: version 1 on creation, else version + 1, with a role_history row holding
  * the old and the new display name, MFA flag and permission set. A put that changes nothing bumps nothing
@@ -264,6 +309,23 @@ typedef struct identity_role_put {
 BASE_MUST_USE base_result identity_store_role_put(db_pool *pool, const identity_role_put *in,
                                                   identity_role *ret_role, identity_role *ret_old,
                                                   bool *ret_changed);
+/* The checks role_put makes on *in before touching the database: BASE_ERR_INVALID naming the field. */
+BASE_MUST_USE base_result identity_store_role_put_check(const identity_role_put *in);
+
+/* Who holds a role: the ACTIVE principals of the tenant granted role_id (a built-in role or the tenant's
+ * own), by principal id (strcmp order), after after_id (NULL or "": from the start), at most limit
+ * (1..IDENTITY_LIST_MAX) per page; more says whether another page follows (pass the last id as after_id).
+ * For revoking the tokens of a role's holders when the role changes. An unknown role has no holders (n 0). */
+typedef struct identity_holder_list {
+    char (*ids)[IDENTITY_ID_MAX + 1];
+    size_t n;
+    bool more;
+} identity_holder_list;
+
+void identity_holder_list_free(identity_holder_list *list);
+BASE_MUST_USE base_result identity_store_role_holders(db_pool *pool, const char *tenant_id,
+                                                      const char *role_id, const char *after_id, int limit,
+                                                      identity_holder_list *ret_list);
 
 /* One row of role_history. */
 typedef struct identity_role_change {
@@ -358,6 +420,10 @@ typedef struct identity_relationship_new {
 BASE_MUST_USE base_result identity_store_relationship_create(db_pool *pool,
                                                              const identity_relationship_new *in,
                                                              identity_relationship *ret_relationship);
+/* One relationship of the tenant (BASE_ERR_NOT_FOUND outside it). */
+BASE_MUST_USE base_result identity_store_relationship_get(db_pool *pool, const char *tenant_id,
+                                                          const char *relationship_id,
+                                                          identity_relationship *ret_relationship);
 /* End it at end_us (0: now); an end before the start cancels it (end = start: never in force). Only a
  * relationship that has not ended by then can be ended: else BASE_ERR_CONFLICT. */
 BASE_MUST_USE base_result identity_store_relationship_end(db_pool *pool, const char *tenant_id,
@@ -417,6 +483,13 @@ BASE_MUST_USE base_result identity_store_break_glass_list(db_pool *pool, const c
                                                           int64_t since_us, int64_t after_created_us,
                                                           const char *after_grant_id, int limit,
                                                           identity_break_glass_list *ret_list);
+/* The grant that lets this clinician of the tenant at this patient at instant at_us (0: now): start <= at
+ * < end; of several, the one that ends last. *ret_found false (and *ret_grant untouched) when there is none.
+ * One index lookup (break_glass_active, 0004), however many grants the tenant has. */
+BASE_MUST_USE base_result identity_store_break_glass_active(db_pool *pool, const char *tenant_id,
+                                                            const char *clinician_id, const char *patient_ref,
+                                                            int64_t at_us, identity_break_glass *ret_grant,
+                                                            bool *ret_found);
 /* NOT tenant-scoped: for rebuilding the Redis mirror. Every unexpired grant (end > now) of every tenant, by
  * grant id, after after_id, at most limit; more says whether another page follows. */
 BASE_MUST_USE base_result identity_store_break_glass_current_all(db_pool *pool, const char *after_id,
@@ -452,6 +525,9 @@ typedef struct identity_partner_client_new {
 BASE_MUST_USE base_result identity_store_partner_client_register(db_pool *pool,
                                                                  const identity_partner_client_new *in,
                                                                  identity_partner_client *ret_client);
+/* The checks partner_client_register makes on *in before touching the database (the JWKS is parsed by the
+ * database, so a JWKS that is not JSON passes here and fails there): BASE_ERR_INVALID naming the field. */
+BASE_MUST_USE base_result identity_store_partner_client_check(const identity_partner_client_new *in);
 BASE_MUST_USE base_result identity_store_partner_client_get(db_pool *pool, const char *tenant_id,
                                                             const char *client_id,
                                                             identity_partner_client *ret_client);

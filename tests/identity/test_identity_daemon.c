@@ -725,13 +725,21 @@ static rpc_code break_glass(const sess *caller, const char *patient, const char 
                  caller->bearer, (ProtobufCMessage **)ret, st);
 }
 
+static void claims_of(const sess *s, authz_claims *c);
+
 /* MFA enrolment of a user whose role requires it: the password-only login gives an enrolment token, which
  * enrols TOTP (the code computed from the returned URI). Returns the user's TOTP state. */
-static void enrol_totp(const char *user, totp_user *t)
+static void enrol_totp_in(const char *tenant, const char *user, const char *password, totp_user *t)
 {
     sess s;
-    login_ok(user, USER_PASSWORD, NULL, &s);
+    rpc_status lst;
+    expect(login_in(tenant, user, password, NULL, NULL, &s, &lst), RPC_OK, &lst, "Login to enrol");
     assert_true(s.enrol);
+    /* The enrolment token may do nothing else. */
+    authz_claims ec;
+    claims_of(&s, &ec);
+    assert_true(ec.enr);
+    assert_int_equal(ec.role_count, 0);
     Alma__Identity__V1__EnrollTotpRequest ereq = ALMA__IDENTITY__V1__ENROLL_TOTP_REQUEST__INIT;
     ProtobufCMessage *resp = NULL;
     rpc_status st;
@@ -740,7 +748,7 @@ static void enrol_totp(const char *user, totp_user *t)
            RPC_OK, &st, "EnrollTotp");
     const char *uri = ((Alma__Identity__V1__EnrollTotpResponse *)resp)->otpauth_uri;
     char label[256];
-    snprintf(label, sizeof label, "otpauth://totp/Alma:%s:%s?secret=", g_tenant, user);
+    snprintf(label, sizeof label, "otpauth://totp/Alma:%s:%s?secret=", tenant, user);
     assert_true(strncmp(uri, label, strlen(label)) == 0);
     memset(t, 0, sizeof *t);
     otpauth_secret(uri, t->secret_b32, sizeof t->secret_b32);
@@ -755,6 +763,11 @@ static void enrol_totp(const char *user, totp_user *t)
     assert_int_equal(((Alma__Identity__V1__ConfirmTotpResponse *)resp)->n_recovery_codes,
                      CRED_RECOVERY_COUNT);
     protobuf_c_message_free_unpacked(resp, NULL);
+}
+
+static void enrol_totp(const char *user, totp_user *t)
+{
+    enrol_totp_in(g_tenant, user, USER_PASSWORD, t);
 }
 
 /* ---- Tokens --------------------------------------------------------------------------------------- */
@@ -980,13 +993,14 @@ static int64_t grant_timed(const sess *admin, bool grant, const char *principal,
 
 /* ---- The audit log -------------------------------------------------------------------------------- */
 
-static Alma__Audit__V1__ListEventsResponse *audit_events(Alma__Audit__V1__Action action)
+static Alma__Audit__V1__ListEventsResponse *audit_events_in(const char *tenant,
+                                                            Alma__Audit__V1__Action action)
 {
     rpc_client_tls tls = client_tls("test-client");
     rpc_channel *ch = NULL;
     MUST(rpc_channel_open(g_audit.api_addr, &tls, &ch));
     Alma__Audit__V1__EventFilter f = ALMA__AUDIT__V1__EVENT_FILTER__INIT;
-    f.tenant_id = g_tenant;
+    f.tenant_id = (char *)tenant;
     f.action = action;
     Alma__Audit__V1__ListEventsRequest req = ALMA__AUDIT__V1__LIST_EVENTS_REQUEST__INIT;
     req.filter = &f;
@@ -999,6 +1013,11 @@ static Alma__Audit__V1__ListEventsResponse *audit_events(Alma__Audit__V1__Action
            RPC_OK, &st, "audit ListEvents");
     rpc_channel_close(ch);
     return (Alma__Audit__V1__ListEventsResponse *)resp;
+}
+
+static Alma__Audit__V1__ListEventsResponse *audit_events(Alma__Audit__V1__Action action)
+{
+    return audit_events_in(g_tenant, action);
 }
 
 static const char *detail(const Alma__Audit__V1__Event *e, const char *key)
@@ -1255,7 +1274,11 @@ static void test_users_and_mfa_enrolment(void **state)
 
 /* ---- 3. Tenants ------------------------------------------------------------------------------------ */
 
-static rpc_code create_tenant(const sess *caller, const char *id, rpc_status *st)
+#define TENANT_ADMIN_PASSWORD "Tenant-B-Admin-Passw0rd!"
+
+/* CreateTenant with its first administrator (admin NULL: none given). */
+static rpc_code create_tenant_with(const sess *caller, const char *id, const char *admin,
+                                   const char *password, rpc_status *st)
 {
     Alma__Identity__V1__Tenant t = ALMA__IDENTITY__V1__TENANT__INIT;
     t.tenant_id = (char *)id;
@@ -1263,6 +1286,9 @@ static rpc_code create_tenant(const sess *caller, const char *id, rpc_status *st
     t.display_name = (char *)"Second clinic";
     Alma__Identity__V1__CreateTenantRequest req = ALMA__IDENTITY__V1__CREATE_TENANT_REQUEST__INIT;
     req.tenant = &t;
+    req.admin_username = (char *)(admin ? admin : "");
+    req.admin_display_name = (char *)(admin ? "Clinic administrator" : "");
+    req.admin_initial_password = (char *)(admin ? password : "");
     ProtobufCMessage *resp = NULL;
     rpc_code code = icall(IDN("CreateTenant"), &req.base, &alma__identity__v1__tenant__descriptor,
                           caller->bearer, &resp, st);
@@ -1276,44 +1302,17 @@ static rpc_code create_tenant(const sess *caller, const char *id, rpc_status *st
     return code;
 }
 
-/* Neither the proto nor alma-admin gives a new tenant its first administrator (CreateUser acts in the
- * caller's tenant; bootstrap refuses once a tenant exists), so the test seeds one through the store as the
- * superuser: a tenant role that manages users (no MFA, to keep the test short) and a user holding it. */
-static void seed_tenant_admin(const char *tenant, const char *username, char principal[64])
+static rpc_code create_tenant(const sess *caller, const char *id, rpc_status *st)
 {
-    const char *perms[] = {"identity.users.read", "identity.users.manage", "identity.sessions.revoke"};
-    identity_role_put rp = {.tenant_id = tenant,
-                            .role_id = "tenant_admin",
-                            .display_name = "Tenant administrator",
-                            .requires_mfa = false,
-                            .permissions = perms,
-                            .npermissions = 3,
-                            .changed_by = "system:test"};
-    identity_role after = {0}, before = {0};
-    MUST(identity_store_role_put(g_idn_db, &rp, &after, &before, NULL));
-    identity_role_clear(&after);
-    identity_role_clear(&before);
-    char enc[CRED_PASSWORD_HASH_MAX];
-    cred_argon2_params ap = {.m_kib = 1024, .t = 1, .p = 1};
-    MUST(cred_password_hash(&ap, USER_PASSWORD, strlen(USER_PASSWORD), enc));
-    const char *roles[] = {"tenant_admin"};
-    identity_principal_new in = {.tenant_id = tenant,
-                                 .kind = IDENTITY_PRINCIPAL_USER,
-                                 .username = username,
-                                 .display_name = "Tenant B administrator",
-                                 .password_encoded = enc,
-                                 .roles = roles,
-                                 .nroles = 1,
-                                 .created_by = "system:test"};
-    identity_principal p;
-    MUST(identity_store_principal_create(g_idn_db, &in, &p));
-    snprintf(principal, 64, "%s", p.principal_id);
+    return create_tenant_with(caller, id, "clinic.admin", TENANT_ADMIN_PASSWORD, st);
 }
 
 static bool denied_or_not_found(rpc_code code)
 {
     return code == RPC_NOT_FOUND || code == RPC_PERMISSION_DENIED;
 }
+
+static int64_t count_rows(const char *sql);
 
 static void test_tenant_isolation(void **state)
 {
@@ -1328,24 +1327,78 @@ static void test_tenant_isolation(void **state)
 
     char tb[80];
     snprintf(tb, sizeof tb, "%s-b", g_tenant);
-    expect(create_tenant(&admin, tb, &st), RPC_OK, &st, "CreateTenant by the platform administrator");
+    /* A tenant comes with its first administrator: without one (or with a weak password) nothing is made. */
+    expect(create_tenant_with(&admin, tb, NULL, NULL, &st), RPC_INVALID_ARGUMENT, &st,
+           "CreateTenant without an administrator");
+    expect(create_tenant_with(&admin, tb, "b.admin", "short", &st), RPC_INVALID_ARGUMENT, &st,
+           "CreateTenant with a weak administrator password");
+    expect(create_tenant_with(&admin, tb, "B Admin!", TENANT_ADMIN_PASSWORD, &st), RPC_INVALID_ARGUMENT, &st,
+           "CreateTenant with a malformed administrator username");
+    assert_int_equal(count_rows("SELECT count(*) FROM tenants"), 1);
+    expect(create_tenant_with(&admin, tb, "b.admin", TENANT_ADMIN_PASSWORD, &st), RPC_OK, &st,
+           "CreateTenant by the platform administrator");
     expect(create_tenant(&admin, tb, &st), RPC_ALREADY_EXISTS, &st, "CreateTenant twice");
-    char badmin_id[64];
-    seed_tenant_admin(tb, "b.admin", badmin_id);
+    assert_int_equal(count_rows("SELECT count(*) FROM principals WHERE tenant_id <> (SELECT tenant_id FROM "
+                                "principals WHERE username = 'root.admin')"),
+                     1);
+
+    /* Its administrator: the first login gives an enrolment-only token; it enrols TOTP, then logs in with
+     * it and has its tenant's administration (security_admin), in that tenant only. */
+    totp_user bt;
+    enrol_totp_in(tb, "b.admin", TENANT_ADMIN_PASSWORD, &bt);
     sess b;
-    rpc_code code = login_in(tb, "b.admin", USER_PASSWORD, NULL, NULL, &b, &st);
-    expect(code, RPC_OK, &st, "Login to tenant B");
+    expect(login_in(tb, "b.admin", TENANT_ADMIN_PASSWORD, NULL, NULL, &b, &st), RPC_UNAUTHENTICATED, &st,
+           "tenant B's administrator without its second factor");
+    char code_b[CRED_TOTP_CODE_MAX + 1];
+    totp_next(&bt, code_b);
+    rpc_code code = login_in(tb, "b.admin", TENANT_ADMIN_PASSWORD, code_b, NULL, &b, &st);
+    expect(code, RPC_OK, &st, "Login to tenant B with TOTP");
+    assert_false(b.enrol);
     authz_claims c;
     claims_of(&b, &c);
     assert_string_equal(c.tid, tb);
+    assert_true(c.mfa);
+    assert_int_equal(c.role_count, 1);
+    assert_true(has_role(&c, "security_admin"));
     assert_true(has_perm(&c, "identity.users.manage"));
+    assert_false(has_perm(&c, "platform.tenants.manage"));
+    char badmin_id[sizeof c.sub];
+    memcpy(badmin_id, c.sub, sizeof badmin_id);
     /* Its own tenant works ... */
     Alma__Identity__V1__User *u = NULL;
     expect(get_user(&b, badmin_id, &u, &st), RPC_OK, &st, "tenant B reads its own user");
     assert_string_equal(u->tenant_id, tb);
+    assert_true(u->totp_enrolled);
     protobuf_c_message_free_unpacked(&u->base, NULL);
+    /* ... it creates users there (and only there: CreateUser acts in the caller's tenant) ... */
+    const char *pcp[] = {"pcp_clinician"};
+    Alma__Identity__V1__CreateUserRequest cu = ALMA__IDENTITY__V1__CREATE_USER_REQUEST__INIT;
+    cu.username = (char *)"doc.b";
+    cu.display_name = (char *)"Doctor B";
+    cu.initial_password = (char *)USER_PASSWORD;
+    cu.roles = (char **)pcp;
+    cu.n_roles = 1;
+    ProtobufCMessage *resp = NULL;
+    expect(icall(IDN("CreateUser"), &cu.base, &alma__identity__v1__user__descriptor, b.bearer, &resp, &st),
+           RPC_OK, &st, "CreateUser by tenant B's administrator");
+    char docb[64];
+    assert_string_equal(((Alma__Identity__V1__User *)resp)->tenant_id, tb);
+    snprintf(docb, sizeof docb, "%s", ((Alma__Identity__V1__User *)resp)->principal_id);
+    protobuf_c_message_free_unpacked(resp, NULL);
+    sess db;
+    expect(login_in(tb, "doc.b", USER_PASSWORD, NULL, NULL, &db, &st), RPC_OK, &st,
+           "B's new user logs in to B");
+    expect(login("doc.b", USER_PASSWORD, NULL, NULL, &db, &st), RPC_UNAUTHENTICATED, &st,
+           "B's new user logging in to A");
+    code = get_user(&admin, docb, NULL, &st);
+    if (code != RPC_NOT_FOUND)
+        fail_msg("A's administrator GetUser of B's user: %s", rpc_code_name(code));
+    /* ... and its token manages no one in tenant A, here or in another service. */
+    expect_decision(&b, "identity.users.manage", NULL, AUTHZ_PERMISSION_DENIED,
+                    "B's administrator in tenant A");
+    assert_int_equal(count_rows("SELECT count(*) FROM principals WHERE username = 'doc.b'"), 1);
 
-    /* ... tenant A's principal is not there for it. */
+    /* tenant A's principal is not there for it. */
     code = get_user(&b, victim, NULL, &st);
     if (!denied_or_not_found(code))
         fail_msg("tenant B GetUser of tenant A's user: %s", rpc_code_name(code));
@@ -1355,6 +1408,9 @@ static void test_tenant_isolation(void **state)
     code = revoke_sessions(&b, victim, NULL, &st);
     if (!denied_or_not_found(code))
         fail_msg("tenant B RevokeSessions of tenant A's user: %s", rpc_code_name(code));
+    code = grant_or_revoke(&b, true, victim, "scheduler", NULL, &st);
+    if (!denied_or_not_found(code))
+        fail_msg("tenant B GrantRole to tenant A's user: %s", rpc_code_name(code));
     Alma__Identity__V1__CheckResponse *cr = NULL;
     code = check(&b, victim, "referral.create", NULL, &cr, &st);
     if (code == RPC_OK) {
@@ -1371,10 +1427,27 @@ static void test_tenant_isolation(void **state)
     /* Nothing of A changed: the user is active, its session lives on and it still logs in. */
     expect(get_user(&admin, victim, &u, &st), RPC_OK, &st, "GetUser victim");
     assert_int_equal(u->state, ALMA__IDENTITY__V1__USER_STATE__USER_STATE_ACTIVE);
+    assert_int_equal(u->n_roles, 1);
     protobuf_c_message_free_unpacked(&u->base, NULL);
     expect(refresh(&v, &st), RPC_OK, &st, "victim's session after B's attempts");
     expect_decision(&v, "referral.create", NULL, AUTHZ_OK, "victim's token after B's attempts");
     login_ok("victim.a", USER_PASSWORD, NULL, &v);
+
+    /* Both acts are audited, before they were made: the tenant under the platform administrator's tenant,
+     * its administrator under the new tenant (whose auditors see who made it). */
+    Alma__Audit__V1__ListEventsResponse *l = audit_events(ALMA__AUDIT__V1__ACTION__ACTION_ADMIN);
+    const Alma__Audit__V1__Event *e = find_event(l, tb, "change", "tenant created");
+    assert_non_null(e);
+    assert_string_equal(detail(e, "first_admin"), badmin_id);
+    assert_string_equal(e->input->actor->principal_id, g_admin_id);
+    protobuf_c_message_free_unpacked(&l->base, NULL);
+    l = audit_events_in(tb, ALMA__AUDIT__V1__ACTION__ACTION_ADMIN);
+    e = find_event(l, badmin_id, "change", "user created");
+    assert_non_null(e);
+    assert_string_equal(detail(e, "new_roles"), "security_admin");
+    assert_string_equal(e->input->actor->principal_id, g_admin_id);
+    assert_non_null(find_event(l, docb, "change", "user created"));
+    protobuf_c_message_free_unpacked(&l->base, NULL);
 
     /* CreateTenant needs platform.tenants.manage: not B's administrator, not a clinician. */
     char tc[80];
@@ -1814,6 +1887,57 @@ static void test_roles_grants_and_audit(void **state)
     assert_null(find_event(l, "shadow_platform", NULL, NULL));
     assert_null(find_event(l, r1, "role", "platform_admin"));
     protobuf_c_message_free_unpacked(&l->base, NULL);
+
+    /* PutRole reaches the role's holders within a second: their tokens carry the old permissions, so every
+     * holder's are revoked (one wait for all of them); a Refresh carries the new ones. Non-holders are not
+     * touched. */
+    const char *d1[] = {"referral.review"};
+    const char *d2[] = {"referral.create", "referral.review"};
+    expect(put_role(&admin, "desk_role", d1, 1, 0, NULL, &st), RPC_OK, &st, "PutRole desk_role");
+    char h1[64], h2[64];
+    create_user_ok(&admin, "desk.one", "desk_role", h1);
+    create_user_ok(&admin, "desk.two", "desk_role", h2);
+    create_user_ok(&admin, "not.desk", "pcp_clinician", NULL);
+    sess s1, s2, sn;
+    login_ok("desk.one", USER_PASSWORD, NULL, &s1);
+    login_ok("desk.two", USER_PASSWORD, NULL, &s2);
+    login_ok("not.desk", USER_PASSWORD, NULL, &sn);
+    expect_decision(&s1, "referral.review", NULL, AUTHZ_OK, "a holder before the role change");
+    expect_decision(&s2, "referral.create", NULL, AUTHZ_PERMISSION_DENIED, "a holder before the role change");
+    Alma__Identity__V1__Role dr = ALMA__IDENTITY__V1__ROLE__INIT;
+    dr.role_id = (char *)"desk_role";
+    dr.display_name = (char *)"Front desk";
+    dr.permissions = (char **)d2;
+    dr.n_permissions = 2;
+    Alma__Identity__V1__PutRoleRequest dreq = ALMA__IDENTITY__V1__PUT_ROLE_REQUEST__INIT;
+    dreq.role = &dr;
+    revoke_and_time(IDN("PutRole"), &dreq.base, &alma__identity__v1__role__descriptor, &admin, &s1,
+                    "PutRole");
+    expect_decision(&s2, "referral.review", NULL, AUTHZ_UNAUTHENTICATED, "the other holder after PutRole");
+    identity_rejects(&s2, testproc_now_ms());
+    expect_decision(&sn, "referral.create", NULL, AUTHZ_OK, "a non-holder after PutRole");
+    expect_decision(&admin, "identity.users.manage", NULL, AUTHZ_OK, "the administrator after PutRole");
+    sess *holders[] = {&s1, &s2};
+    for (size_t i = 0; i < BASE_ARRAY_LEN(holders); i++) {
+        expect(refresh(holders[i], &st), RPC_OK, &st, "a holder's Refresh after PutRole");
+        claims_of(holders[i], &c);
+        assert_true(has_role(&c, "desk_role"));
+        assert_true(has_perm(&c, "referral.create"));
+        expect_decision(holders[i], "referral.create", NULL, AUTHZ_OK, "a holder's refreshed token");
+    }
+    /* A PutRole that changes nothing revokes nothing. */
+    expect(put_role(&admin, "desk_role", d2, 2, 0, &role, &st), RPC_OK, &st, "PutRole without a change");
+    assert_int_equal(role->version, 2);
+    protobuf_c_message_free_unpacked(&role->base, NULL);
+    expect_decision(&s1, "referral.create", NULL, AUTHZ_OK, "a holder after a PutRole that changed nothing");
+    l = audit_events(ALMA__AUDIT__V1__ACTION__ACTION_ADMIN);
+    e = find_event(l, "desk_role", "new_version", "2");
+    assert_non_null(e);
+    assert_string_equal(detail(e, "change"), "role changed");
+    assert_string_equal(detail(e, "old_permissions"), "referral.review");
+    assert_string_equal(detail(e, "new_permissions"), "referral.create,referral.review");
+    assert_non_null(find_event(l, "desk_role", "change", "role unchanged"));
+    protobuf_c_message_free_unpacked(&l->base, NULL);
 }
 
 /* ---- 8. Care relationships and break-glass ---------------------------------------------------------- */
@@ -1872,17 +1996,38 @@ static bool check_allowed(const sess *admin, const char *principal, const char *
     return allowed;
 }
 
-static int64_t count_rows(const char *sql)
+/* SQL as the superuser in the identity schema, with at most one parameter ($1; NULL: none). */
+static void idn_exec1(const char *sql, const char *p1)
+{
+    db_conn *c = NULL;
+    const char *p[] = {p1};
+    MUST(db_pool_acquire(g_idn_db, 5000, &c));
+    MUST(db_exec(c, sql, p1 ? 1 : 0, p1 ? p : NULL, NULL));
+    db_conn_release(c);
+}
+
+static void idn_exec(const char *sql)
+{
+    idn_exec1(sql, NULL);
+}
+
+static int64_t count_rows1(const char *sql, const char *p1)
 {
     db_conn *c = NULL;
     db_result *res = NULL;
     int64_t v = -1;
+    const char *p[] = {p1};
     MUST(db_pool_acquire(g_idn_db, 5000, &c));
-    MUST(db_exec(c, sql, 0, NULL, &res));
+    MUST(db_exec(c, sql, p1 ? 1 : 0, p1 ? p : NULL, &res));
     MUST(db_result_get_int64(res, 0, 0, &v));
     db_result_free(res);
     db_conn_release(c);
     return v;
+}
+
+static int64_t count_rows(const char *sql)
+{
+    return count_rows1(sql, NULL);
 }
 
 static void test_care_relationships_and_break_glass(void **state)
@@ -2043,9 +2188,47 @@ static void test_care_relationships_and_break_glass(void **state)
     expect_decision(&d, "phi.read.clinical", PT_3, AUTHZ_PERMISSION_DENIED, "expired grant after restart");
     expect(get_user(&d, NULL, NULL, &st), RPC_OK, &st, "a token from before the restart");
     assert_true(check_allowed(&admin, doc, PT_4, by, sizeof by));
+
+    /* Check finds a live grant however many others the tenant has: 1001 grants of another clinician, made
+     * within the last four hours and all before it, come first in creation order. */
+    idn_exec1(
+        "INSERT INTO break_glass_grants (grant_id, tenant_id, clinician_id, patient_ref, reason, start_at, "
+        "end_at, created_at) SELECT 'bg_' || md5(i::text), tenant_id, principal_id, '" PT_3 "', '" BG_REASON
+        "', now() - interval '1 hour', now() - interval '59 minutes', now() - interval '1 hour' "
+        "FROM principals, generate_series(1, 1001) AS i WHERE principal_id = $1",
+        coord);
+    assert_false(check_allowed(&admin, doc, PT_1, by, sizeof by));
+    expect(break_glass(&d, PT_1, BG_REASON, 5, &g, &st), RPC_OK, &st, "BreakGlass after many others");
+    snprintf(want, sizeof want, "break_glass:%s", g->grant_id);
+    protobuf_c_message_free_unpacked(&g->base, NULL);
+    assert_true(check_allowed(&admin, doc, PT_1, by, sizeof by));
+    assert_string_equal(by, want);
+    /* Check about oneself needs no identity.users.read. */
+    Alma__Identity__V1__CheckResponse *self = NULL;
+    expect(check(&d, "", "phi.read.clinical", PT_1, &self, &st), RPC_OK, &st, "Check about oneself");
+    assert_true(self->allowed);
+    assert_string_equal(self->decided_by, want);
+    protobuf_c_message_free_unpacked(&self->base, NULL);
+    expect(check(&d, coord, "phi.read.clinical", PT_1, NULL, &st), RPC_PERMISSION_DENIED, &st,
+           "Check about another principal without identity.users.read");
 }
 
 /* ---- 9. The audit log down ---------------------------------------------------------------------------- */
+
+/* The events of a tenant with this action and outcome, and whose "change" detail is `change`. */
+static const Alma__Audit__V1__Event *find_outcome(const Alma__Audit__V1__ListEventsResponse *l,
+                                                  const char *resource_id, const char *change,
+                                                  Alma__Audit__V1__Outcome outcome)
+{
+    for (size_t i = 0; i < l->n_events; i++) {
+        const Alma__Audit__V1__Event *e = l->events[i];
+        const char *v = detail(e, "change");
+        if (e->input->outcome == outcome && v && strcmp(v, change) == 0 &&
+            (!resource_id || strcmp(e->input->resource_id, resource_id) == 0))
+            return e;
+    }
+    return NULL;
+}
 
 static void test_audit_down(void **state)
 {
@@ -2053,18 +2236,113 @@ static void test_audit_down(void **state)
     rpc_status st;
     sess admin;
     admin_login(&admin);
-    char one[64];
+    char one[64], three[64], coord[64];
     create_user_ok(&admin, "down.one", "pcp_clinician", one);
-    sess u;
+    create_user_ok(&admin, "down.three", "pcp_clinician", three);
+    create_user_ok(&admin, "down.coord", "care_coordinator", coord);
+    sess u, t3, co;
     login_ok("down.one", USER_PASSWORD, NULL, &u);
+    login_ok("down.three", USER_PASSWORD, NULL, &t3);
+    login_ok("down.coord", USER_PASSWORD, NULL, &co);
+    char rel2[64];
+    expect(create_relationship(&co, three, PT_2,
+                               ALMA__IDENTITY__V1__RELATIONSHIP_KIND__RELATIONSHIP_KIND_PRIMARY_CARE, rel2,
+                               &st),
+           RPC_OK, &st, "CreateCareRelationship before the audit log goes down");
 
-    assert_true(stop_clean(&g_audit, "alma-audit"));
+    /* A change the store refuses after its event was written (a trigger the superuser adds refuses one
+     * username): the ERROR event for the same resource follows, from the same request, and nothing
+     * changed. */
+    idn_exec("CREATE FUNCTION test_refuse() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+             "RAISE EXCEPTION 'refused by the test' USING ERRCODE = 'insufficient_privilege'; END $$");
+    idn_exec("CREATE TRIGGER test_refuse BEFORE INSERT ON principals FOR EACH ROW "
+             "WHEN (NEW.username = 'down.refused') EXECUTE FUNCTION test_refuse()");
     const char *roles[] = {"pcp_clinician"};
-    /* Not asserted: whether the user now exists. Administrative changes are made first and audited after,
-     * so the refused CreateUser has created the user without its record (the service says so in the
-     * message); only break-glass is audited before it is stored. */
+    expect(create_user(&admin, "down.refused", USER_PASSWORD, roles, 1, NULL, &st), RPC_PERMISSION_DENIED,
+           &st, "CreateUser the store refuses");
+    assert_int_equal(count_rows("SELECT count(*) FROM principals WHERE username = 'down.refused'"), 0);
+    idn_exec("DROP TRIGGER test_refuse ON principals");
+    Alma__Audit__V1__ListEventsResponse *l = audit_events(ALMA__AUDIT__V1__ACTION__ACTION_ADMIN);
+    const Alma__Audit__V1__Event *err =
+        find_outcome(l, NULL, "create user failed", ALMA__AUDIT__V1__OUTCOME__OUTCOME_ERROR);
+    assert_non_null(err);
+    assert_string_equal(detail(err, "error"), "denied");
+    assert_string_equal(err->input->resource_type, "User");
+    assert_true(strncmp(err->input->resource_id, "usr_", 4) == 0);
+    const Alma__Audit__V1__Event *intent =
+        find_outcome(l, err->input->resource_id, "user created", ALMA__AUDIT__V1__OUTCOME__OUTCOME_SUCCESS);
+    assert_non_null(intent);
+    assert_true(intent->input->request_id[0] != '\0');
+    assert_string_equal(intent->input->request_id, err->input->request_id);
+    assert_true(intent->sequence < err->sequence);
+    /* The changes that happened have no ERROR event. */
+    assert_null(find_outcome(l, one, "create user failed", ALMA__AUDIT__V1__OUTCOME__OUTCOME_ERROR));
+    assert_non_null(find_outcome(l, one, "user created", ALMA__AUDIT__V1__OUTCOME__OUTCOME_SUCCESS));
+    protobuf_c_message_free_unpacked(&l->base, NULL);
+
+    identity_password pw_before, pw_after;
+    MUST(identity_store_password_get(g_idn_db, g_tenant, three, &pw_before));
+    assert_true(stop_clean(&g_audit, "alma-audit"));
+
+    /* Every administrative change is audited before it is made: with the audit log down each is refused
+     * with UNAVAILABLE and the store is as it was (read as the superuser). */
     expect(create_user(&admin, "down.two", USER_PASSWORD, roles, 1, NULL, &st), RPC_UNAVAILABLE, &st,
            "CreateUser with the audit log down");
+    assert_int_equal(count_rows("SELECT count(*) FROM principals WHERE username = 'down.two'"), 0);
+    expect(disable_user(&admin, three, &st), RPC_UNAVAILABLE, &st, "DisableUser with the audit log down");
+    assert_int_equal(
+        count_rows1("SELECT count(*) FROM principals WHERE principal_id = $1 AND state = 'active' "
+                    "AND disabled_at IS NULL",
+                    three),
+        1);
+    expect(grant_or_revoke(&admin, true, three, "care_coordinator", NULL, &st), RPC_UNAVAILABLE, &st,
+           "GrantRole with the audit log down");
+    expect(grant_or_revoke(&admin, false, three, "pcp_clinician", NULL, &st), RPC_UNAVAILABLE, &st,
+           "RevokeRole with the audit log down");
+    assert_int_equal(
+        count_rows1("SELECT count(*) FROM grants WHERE principal_id = $1 AND role_id = 'pcp_clinician'",
+                    three),
+        1);
+    assert_int_equal(count_rows1("SELECT count(*) FROM grants WHERE principal_id = $1", three), 1);
+    char rel[64];
+    expect(create_relationship(&co, one, PT_1,
+                               ALMA__IDENTITY__V1__RELATIONSHIP_KIND__RELATIONSHIP_KIND_PRIMARY_CARE, rel,
+                               &st),
+           RPC_UNAVAILABLE, &st, "CreateCareRelationship with the audit log down");
+    assert_int_equal(count_rows1("SELECT count(*) FROM care_relationships WHERE clinician_id = $1", one), 0);
+    expect(end_relationship(&co, rel2, &st), RPC_UNAVAILABLE, &st,
+           "EndCareRelationship with the audit log down");
+    assert_int_equal(
+        count_rows1("SELECT count(*) FROM care_relationships WHERE relationship_id = $1 AND end_at "
+                    "IS NULL AND ended_by IS NULL",
+                    rel2),
+        1);
+    const char *perms[] = {"referral.review"};
+    expect(put_role(&admin, "down_role", perms, 1, 0, NULL, &st), RPC_UNAVAILABLE, &st,
+           "PutRole with the audit log down");
+    assert_int_equal(count_rows("SELECT count(*) FROM roles WHERE role_id = 'down_role'"), 0);
+    expect(set_password_of(&admin, three, NULL, "Reset-While-Down-Passw0rd", &st), RPC_UNAVAILABLE, &st,
+           "SetPassword with the audit log down");
+    MUST(identity_store_password_get(g_idn_db, g_tenant, three, &pw_after));
+    assert_string_equal(pw_after.encoded, pw_before.encoded);
+    expect(revoke_sessions(&admin, three, NULL, &st), RPC_UNAVAILABLE, &st,
+           "RevokeSessions with the audit log down");
+    char tdown[80];
+    snprintf(tdown, sizeof tdown, "%s-down", g_tenant);
+    expect(create_tenant(&admin, tdown, &st), RPC_UNAVAILABLE, &st, "CreateTenant with the audit log down");
+    assert_int_equal(count_rows("SELECT count(*) FROM tenants"), 1);
+    assert_int_equal(count_rows("SELECT count(*) FROM principals WHERE username = 'clinic.admin'"), 0);
+    /* None of the refused changes touched a session or a token: the user they were aimed at goes on. */
+    expect_decision(&t3, "referral.create", NULL, AUTHZ_OK, "the target's token after the refused changes");
+    expect(refresh(&t3, &st), RPC_OK, &st, "the target's session after the refused changes");
+    char relkey[256];
+    snprintf(relkey, sizeof relkey, "authz:rel:%s:%s:%s", g_tenant, one, PT_1);
+    cache_bytes v = {0};
+    bool found = true;
+    MUST(cache_get(cache_thread_conn(&g_cache), relkey, &v, &found));
+    cache_bytes_free(&v);
+    assert_false(found);
+
     /* No unaudited login, successful or not. */
     sess x;
     expect(login("down.one", USER_PASSWORD, NULL, NULL, &x, &st), RPC_UNAVAILABLE, &st,
@@ -2084,8 +2362,7 @@ static void test_audit_down(void **state)
     expect(break_glass(&u, PT_1, BG_REASON, 5, NULL, &st), RPC_UNAVAILABLE, &st,
            "BreakGlass with the audit log down");
     snprintf(key, sizeof key, "authz:bg:%s:%s:%s", g_tenant, one, PT_1);
-    cache_bytes v = {0};
-    bool found = true;
+    found = true;
     MUST(cache_get(cache_thread_conn(&g_cache), key, &v, &found));
     cache_bytes_free(&v);
     assert_false(found);
@@ -2246,6 +2523,70 @@ static void test_bad_input(void **state)
         free(out);
         free(err);
     }
+    testdb_drop_schema(g_root, schema);
+
+    /* A bootstrap that fails after the tenant, the administrator and its TOTP secret were written (the
+     * recovery codes refused by a trigger the superuser adds to a schema the owner migrated) leaves nothing
+     * behind, so the operator can run it again, and then it works. */
+    snprintf(schema, sizeof schema, "%s_boot2", g_idn_schema);
+    snprintf(env_schema, sizeof env_schema, "ALMA_PG_SCHEMA=%s", schema);
+    db_pool *owner = pool_for(g_owner_uri, schema);
+    MUST(identity_store_migrate(owner, schema));
+    db_pool_destroy(owner);
+    db_pool *su = pool_for(g_pg_uri, schema);
+    const char *trigger[] = {
+        "CREATE FUNCTION test_refuse() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+        "RAISE EXCEPTION 'refused by the test' USING ERRCODE = 'insufficient_privilege'; END $$",
+        "CREATE TRIGGER test_refuse BEFORE INSERT ON recovery_codes FOR EACH ROW EXECUTE FUNCTION "
+        "test_refuse()"};
+    db_conn *c = NULL;
+    MUST(db_pool_acquire(su, 5000, &c));
+    for (size_t i = 0; i < BASE_ARRAY_LEN(trigger); i++)
+        MUST(db_exec(c, trigger[i], 0, NULL, NULL));
+    db_conn_release(c);
+    static const char everything[] =
+        "SELECT (SELECT count(*) FROM tenants) + (SELECT count(*) FROM principals) + (SELECT count(*) FROM "
+        "password_hashes) + (SELECT count(*) FROM grants) + (SELECT count(*) FROM totp) + (SELECT count(*) "
+        "FROM "
+        "recovery_codes)";
+    const char *argv[] = {binary("tools/alma-admin"),
+                          "bootstrap",
+                          "--tenant",
+                          "scratch",
+                          "--username",
+                          "root.admin",
+                          "--password-file",
+                          pw_path,
+                          "--argon2-m-kib",
+                          "1024",
+                          "--argon2-t",
+                          "1",
+                          NULL};
+    for (int attempt = 0; attempt < 2; attempt++) {
+        char *out = NULL, *err = NULL;
+        int rc = testproc_run(argv, env, &out, &err);
+        if (rc != (attempt == 0 ? 1 : 0) || sanitizer_report(err))
+            fail_msg("alma-admin bootstrap (attempt %d) exited %d: %s", attempt + 1, rc, err);
+        db_result *res = NULL;
+        int64_t rows = -1;
+        MUST(db_pool_acquire(su, 5000, &c));
+        MUST(db_exec(c, everything, 0, NULL, &res));
+        MUST(db_result_get_int64(res, 0, 0, &rows));
+        db_result_free(res);
+        if (attempt == 0) {
+            assert_int_equal(rows, 0);
+            assert_non_null(strstr(err, "nothing was written"));
+            MUST(db_exec(c, "DROP TRIGGER test_refuse ON recovery_codes", 0, NULL, NULL));
+        } else {
+            assert_non_null(strstr(out, "administrator:"));
+            /* tenant, principal, password, two grants, TOTP, ten codes */
+            assert_int_equal(rows, 1 + 1 + 1 + 2 + 1 + CRED_RECOVERY_COUNT);
+        }
+        db_conn_release(c);
+        free(out);
+        free(err);
+    }
+    db_pool_destroy(su);
     testdb_drop_schema(g_root, schema);
 }
 

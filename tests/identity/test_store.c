@@ -170,11 +170,16 @@ static void test_migrations(void **state)
     (void)state;
     fx f;
     fx_open(&f);
-    assert_int_equal(query_int(f.pool, "SELECT count(*) FROM schema_migrations"), 3);
+    assert_int_equal(query_int(f.pool, "SELECT count(*) FROM schema_migrations"), 4);
     /* Idempotent: nothing more is applied, nothing is seeded twice. */
     MUST(identity_store_migrate(f.pool, f.schema));
     MUST(identity_store_migrate(f.pool, f.schema));
-    assert_int_equal(query_int(f.pool, "SELECT count(*) FROM schema_migrations"), 3);
+    assert_int_equal(query_int(f.pool, "SELECT count(*) FROM schema_migrations"), 4);
+    /* 0004: the indexes behind break_glass_active and role_holders. */
+    assert_int_equal(query_int(f.pool, "SELECT count(*) FROM pg_catalog.pg_indexes WHERE schemaname = "
+                                       "current_schema() AND indexname IN ('break_glass_active', "
+                                       "'grants_by_tenant_role')"),
+                     2);
     assert_int_equal(query_int(f.pool, "SELECT count(*) FROM roles"), 10);
     assert_int_equal(query_int(f.pool, "SELECT count(*) FROM role_history"), 10);
     assert_int_equal(query_int(f.pool, "SELECT count(*) FROM role_permissions"), 38);
@@ -1107,6 +1112,408 @@ static void test_break_glass(void **state)
     fx_close(&f);
 }
 
+/* ---- A tenant with its first administrator; bootstrap -------------------------------------------------- */
+
+#define TOTP_SEALED "0123456789abcdef0123456789abcdef" /* 32 bytes standing in for a sealed secret */
+
+static void test_tenant_with_admin(void **state)
+{
+    (void)state;
+    fx f;
+    fx_open(&f);
+    mk_tenant(f.pool, "acme", IDENTITY_TENANT_PROVIDER);
+    char admin_id[40];
+    const char *roles[] = {"security_admin"};
+    identity_tenant_new tn = {.tenant_id = "clinic-b", .kind = IDENTITY_TENANT_PROVIDER, .display_name = "B"};
+    identity_principal_new admin = {.tenant_id = "clinic-b",
+                                    .principal_id = fresh_id("usr_", admin_id),
+                                    .kind = IDENTITY_PRINCIPAL_USER,
+                                    .username = "b.admin",
+                                    .display_name = "B admin",
+                                    .password_encoded = PW1,
+                                    .roles = roles,
+                                    .nroles = 1,
+                                    .created_by = ADMIN};
+    identity_tenant t;
+    identity_principal p;
+    MUST(identity_store_tenant_create_with_admin(f.pool, &tn, &admin, NULL, &t, &p));
+    assert_string_equal(t.tenant_id, "clinic-b");
+    assert_string_equal(p.tenant_id, "clinic-b");
+    assert_string_equal(p.principal_id, admin_id);
+    assert_string_equal(p.username, "b.admin");
+    identity_effective e;
+    MUST(identity_store_effective(f.pool, "clinic-b", admin_id, &e));
+    assert_int_equal(e.nroles, 1);
+    assert_string_equal(e.roles[0].role_id, "security_admin");
+    assert_true(e.requires_mfa);
+    assert_false(e.totp_confirmed); /* no TOTP given: enrols at the first login */
+    identity_effective_free(&e);
+    identity_password pw;
+    MUST(identity_store_password_get(f.pool, "clinic-b", admin_id, &pw));
+    assert_string_equal(pw.encoded, PW1);
+
+    /* All or nothing: a failure after the tenant row (an unknown role, the username of the admin being
+     * fine) leaves no tenant behind; a taken tenant id leaves no principal behind. */
+    const char *bad_roles[] = {"no_such_role"};
+    identity_tenant_new tn2 = {
+        .tenant_id = "clinic-c", .kind = IDENTITY_TENANT_PROVIDER, .display_name = "C"};
+    identity_principal_new admin2 = admin;
+    admin2.tenant_id = "clinic-c";
+    admin2.principal_id = NULL;
+    admin2.roles = bad_roles;
+    EXPECT_ERR(identity_store_tenant_create_with_admin(f.pool, &tn2, &admin2, NULL, NULL, NULL),
+               BASE_ERR_NOT_FOUND);
+    assert_int_equal(query_int(f.pool, "SELECT count(*) FROM tenants WHERE tenant_id = 'clinic-c'"), 0);
+    assert_int_equal(query_int(f.pool, "SELECT count(*) FROM principals WHERE tenant_id = 'clinic-c'"), 0);
+    admin2.tenant_id = "clinic-b";
+    admin2.roles = roles;
+    EXPECT_ERR(identity_store_tenant_create_with_admin(f.pool, &tn, &admin2, NULL, NULL, NULL),
+               BASE_ERR_EXISTS);
+    assert_int_equal(query_int(f.pool, "SELECT count(*) FROM principals WHERE tenant_id = 'clinic-b'"), 1);
+
+    /* Arguments: checked before the database (and by the public checks the service calls first). */
+    admin2.tenant_id = "acme"; /* not the new tenant */
+    EXPECT_INVALID(identity_store_tenant_create_with_admin(f.pool, &tn2, &admin2, NULL, NULL, NULL),
+                   "admin.tenant_id", "");
+    admin2.tenant_id = "clinic-c";
+    admin2.username = "Bad Name";
+    EXPECT_INVALID(identity_store_tenant_create_with_admin(f.pool, &tn2, &admin2, NULL, NULL, NULL),
+                   "username", "Bad Name");
+    EXPECT_INVALID(identity_store_principal_check(&admin2), "username", "Bad Name");
+    admin2.username = "c.admin";
+    MUST(identity_store_principal_check(&admin2));
+    identity_admin_totp totp = {.sealed = (const unsigned char *)TOTP_SEALED, .sealed_len = 32};
+    EXPECT_INVALID(identity_store_tenant_create_with_admin(f.pool, &tn2, &admin2, &totp, NULL, NULL),
+                   "admin.principal_id", ""); /* a sealed secret is bound to an id chosen beforehand */
+    EXPECT_INVALID(identity_store_tenant_check("Bad_Tenant", IDENTITY_TENANT_PROVIDER, "X"), "tenant_id",
+                   "Bad_Tenant");
+    EXPECT_INVALID(identity_store_tenant_check("ok-tenant", IDENTITY_TENANT_PROVIDER, "bad\x01"),
+                   "display_name", "bad");
+    MUST(identity_store_tenant_check("ok-tenant", IDENTITY_TENANT_HEALTH_PLAN, "OK"));
+    assert_int_equal(query_int(f.pool, "SELECT count(*) FROM tenants"), 2);
+    /* first_tenant: refused once any tenant exists. */
+    tn2.first_tenant = true;
+    EXPECT_ERR(identity_store_tenant_create_with_admin(f.pool, &tn2, &admin2, NULL, NULL, NULL),
+               BASE_ERR_CONFLICT);
+    assert_int_equal(query_int(f.pool, "SELECT count(*) FROM tenants"), 2);
+    fx_close(&f);
+}
+
+/* alma-admin bootstrap's transaction: the first tenant, its administrator, a confirmed TOTP secret and the
+ * recovery codes, all or nothing. */
+static void test_bootstrap_transaction(void **state)
+{
+    (void)state;
+    fx f;
+    fx_open(&f);
+    char admin_id[40];
+    const char *roles[] = {"platform_admin", "security_admin"};
+    identity_tenant_new tn = {.tenant_id = "root",
+                              .kind = IDENTITY_TENANT_PROVIDER,
+                              .display_name = "Platform",
+                              .first_tenant = true};
+    identity_principal_new admin = {.tenant_id = "root",
+                                    .principal_id = fresh_id("usr_", admin_id),
+                                    .kind = IDENTITY_PRINCIPAL_USER,
+                                    .username = "root.admin",
+                                    .display_name = "Platform administrator",
+                                    .password_encoded = PW1,
+                                    .roles = roles,
+                                    .nroles = 2,
+                                    .created_by = "system:alma-admin"};
+    unsigned char codes[10][32];
+    for (int i = 0; i < 10; i++)
+        memset(codes[i], 'a' + i, sizeof codes[i]);
+    identity_admin_totp totp = {.sealed = (const unsigned char *)TOTP_SEALED,
+                                .sealed_len = 32,
+                                .codes = (const unsigned char(*)[32])codes,
+                                .ncodes = 10};
+
+    /* A failure inside the transaction, after the tenant, the principal and the TOTP row (the recovery codes
+     * refused by a trigger the superuser adds): nothing at all is left, so the operator can run it again. */
+    MUST(exec_sql(f.pool,
+                  "CREATE FUNCTION test_refuse() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+                  "RAISE EXCEPTION 'refused by the test' USING ERRCODE = 'insufficient_privilege'; END $$"));
+    MUST(exec_sql(f.pool, "CREATE TRIGGER test_refuse BEFORE INSERT ON recovery_codes FOR EACH ROW "
+                          "EXECUTE FUNCTION test_refuse()"));
+    EXPECT_ERR(identity_store_tenant_create_with_admin(f.pool, &tn, &admin, &totp, NULL, NULL),
+               BASE_ERR_DENIED);
+    assert_int_equal(query_int(f.pool,
+                               "SELECT (SELECT count(*) FROM tenants) + (SELECT count(*) FROM principals)"
+                               " + (SELECT count(*) FROM password_hashes) + (SELECT count(*) FROM grants)"
+                               " + (SELECT count(*) FROM totp) + (SELECT count(*) FROM recovery_codes)"),
+                     0);
+    MUST(exec_sql(f.pool, "DROP TRIGGER test_refuse ON recovery_codes"));
+
+    identity_tenant t;
+    identity_principal p;
+    MUST(identity_store_tenant_create_with_admin(f.pool, &tn, &admin, &totp, &t, &p));
+    assert_string_equal(t.tenant_id, "root");
+    assert_string_equal(p.principal_id, admin_id);
+    identity_totp got;
+    MUST(identity_store_totp_get(f.pool, "root", admin_id, &got));
+    assert_true(got.confirmed);
+    assert_int_equal(got.last_step, 0);
+    assert_int_equal(got.sealed_len, 32);
+    assert_memory_equal(got.sealed_secret, TOTP_SEALED, 32);
+    identity_recovery_codes rc;
+    MUST(identity_store_recovery_codes_list(f.pool, "root", admin_id, &rc));
+    assert_int_equal(rc.n, 10);
+    for (size_t i = 0; i < rc.n; i++) {
+        assert_int_equal(rc.codes[i].idx, (int)i);
+        assert_memory_equal(rc.codes[i].code_hmac, codes[i], 32);
+        assert_false(rc.codes[i].used);
+    }
+    identity_effective e;
+    MUST(identity_store_effective(f.pool, "root", admin_id, &e));
+    assert_int_equal(e.nroles, 2);
+    assert_true(e.totp_confirmed);
+    identity_effective_free(&e);
+    /* A current code's step is accepted once. */
+    bool ok = false;
+    MUST(identity_store_totp_use_step(f.pool, "root", admin_id, 12345, &ok));
+    assert_true(ok);
+
+    /* Bootstrap is the first tenant only: a second one (any id) is refused and writes nothing. */
+    char other_id[40];
+    identity_tenant_new tn2 = tn;
+    tn2.tenant_id = "root2";
+    identity_principal_new admin2 = admin;
+    admin2.tenant_id = "root2";
+    admin2.principal_id = fresh_id("usr_", other_id);
+    EXPECT_ERR(identity_store_tenant_create_with_admin(f.pool, &tn2, &admin2, &totp, NULL, NULL),
+               BASE_ERR_CONFLICT);
+    assert_int_equal(query_int(f.pool, "SELECT count(*) FROM tenants"), 1);
+    assert_int_equal(query_int(f.pool, "SELECT count(*) FROM principals"), 1);
+    /* Bad TOTP arguments are refused before the database. */
+    identity_admin_totp bad = totp;
+    bad.ncodes = 0;
+    EXPECT_INVALID(identity_store_tenant_create_with_admin(f.pool, &tn2, &admin2, &bad, NULL, NULL),
+                   "totp.codes", "");
+    bad = totp;
+    bad.sealed_len = 8;
+    EXPECT_INVALID(identity_store_tenant_create_with_admin(f.pool, &tn2, &admin2, &bad, NULL, NULL),
+                   "totp.sealed", "");
+    fx_close(&f);
+}
+
+/* ---- Role holders -------------------------------------------------------------------------------------- */
+
+static int cmp_id(const void *a, const void *b)
+{
+    return strcmp(a, b);
+}
+
+static void test_role_holders(void **state)
+{
+    (void)state;
+    fx f;
+    fx_open(&f);
+    mk_tenant(f.pool, "acme", IDENTITY_TENANT_PROVIDER);
+    mk_tenant(f.pool, "bravo", IDENTITY_TENANT_PROVIDER);
+    const char *perms[] = {"phi.read.demographics"};
+    identity_role_put put = {.tenant_id = "acme",
+                             .role_id = "front_desk",
+                             .display_name = "Front desk",
+                             .permissions = perms,
+                             .npermissions = 1,
+                             .expected_version = IDENTITY_ROLE_VERSION_NEW,
+                             .changed_by = ADMIN};
+    identity_role r = {0};
+    MUST(identity_store_role_put(f.pool, &put, &r, NULL, NULL));
+    identity_role_clear(&r);
+    /* IDENTITY_ROLE_VERSION_NEW: create only. */
+    EXPECT_ERR(identity_store_role_put(f.pool, &put, &r, NULL, NULL), BASE_ERR_CONFLICT);
+    put.expected_version = -2;
+    EXPECT_INVALID(identity_store_role_put(f.pool, &put, &r, NULL, NULL), "expected_version", "");
+    EXPECT_INVALID(identity_store_role_put_check(&put), "expected_version", "");
+    put.expected_version = 0;
+    MUST(identity_store_role_put_check(&put));
+
+    /* Five holders in acme (one of them disabled), one of a built-in role, and bravo's pcp_clinicians. */
+    const char *fd[] = {"front_desk"}, *pcp[] = {"pcp_clinician"};
+    identity_principal u[5], other, b;
+    char want[4][IDENTITY_ID_MAX + 1];
+    for (int i = 0; i < 5; i++) {
+        char name[16];
+        snprintf(name, sizeof name, "desk%d", i);
+        mk_user(f.pool, "acme", name, fd, 1, &u[i]);
+    }
+    MUST(identity_store_principal_disable(f.pool, "acme", u[2].principal_id, "left", NULL, NULL));
+    mk_user(f.pool, "acme", "doc", pcp, 1, &other);
+    mk_user(f.pool, "bravo", "docb", pcp, 1, &b);
+    size_t k = 0;
+    for (int i = 0; i < 5; i++)
+        if (i != 2)
+            snprintf(want[k++], sizeof want[0], "%s", u[i].principal_id);
+    qsort(want, 4, sizeof want[0], cmp_id);
+
+    /* Pages of two, in id order, the disabled holder left out. */
+    char after[IDENTITY_ID_MAX + 1] = "";
+    char seen[8][IDENTITY_ID_MAX + 1];
+    size_t nseen = 0;
+    int pages = 0;
+    for (;;) {
+        identity_holder_list l = {0};
+        MUST(identity_store_role_holders(f.pool, "acme", "front_desk", after, 2, &l));
+        pages++;
+        for (size_t i = 0; i < l.n; i++) {
+            assert_true(nseen < 8);
+            snprintf(seen[nseen++], sizeof seen[0], "%s", l.ids[i]);
+        }
+        bool more = l.more;
+        if (l.n > 0)
+            snprintf(after, sizeof after, "%s", l.ids[l.n - 1]);
+        identity_holder_list_free(&l);
+        if (!more)
+            break;
+    }
+    assert_int_equal(pages, 2);
+    assert_int_equal(nseen, 4);
+    for (size_t i = 0; i < 4; i++)
+        assert_string_equal(seen[i], want[i]);
+
+    /* A built-in role: the tenant's holders only. */
+    identity_holder_list l = {0};
+    MUST(identity_store_role_holders(f.pool, "acme", "pcp_clinician", NULL, 100, &l));
+    assert_int_equal(l.n, 1);
+    assert_false(l.more);
+    assert_string_equal(l.ids[0], other.principal_id);
+    identity_holder_list_free(&l);
+    MUST(identity_store_role_holders(f.pool, "bravo", "front_desk", NULL, 100, &l));
+    assert_int_equal(l.n, 0);
+    identity_holder_list_free(&l);
+    MUST(identity_store_role_holders(f.pool, "acme", "no_such_role", NULL, 100, &l));
+    assert_int_equal(l.n, 0);
+    identity_holder_list_free(&l);
+    EXPECT_INVALID(identity_store_role_holders(f.pool, "acme", "front_desk", NULL, 0, &l), "limit", "");
+    EXPECT_INVALID(identity_store_role_holders(f.pool, "acme", "front_desk", NULL, 1001, &l), "limit", "");
+    EXPECT_INVALID(identity_store_role_holders(f.pool, "acme", "front_desk", "usr_x", 10, &l), "after_id",
+                   "usr_x");
+    EXPECT_INVALID(identity_store_role_holders(f.pool, "acme", "Bad Role", NULL, 10, &l), "role_id",
+                   "Bad Role");
+    fx_close(&f);
+}
+
+/* ---- Exact lookups: a relationship by id, the break-glass grant in force ------------------------------- */
+
+/* The plan of a statement, as one text (EXPLAIN), with sequential scans off on that connection. */
+static bool plan_uses(db_pool *pool, const char *sql, const char *index)
+{
+    db_conn *c = NULL;
+    db_result *res = NULL;
+    MUST(db_pool_acquire(pool, 5000, &c));
+    MUST(db_exec(c, "SET enable_seqscan = off", 0, NULL, NULL));
+    MUST(db_exec(c, sql, 0, NULL, &res));
+    bool found = false;
+    for (int i = 0; i < db_result_ntuples(res) && !found; i++)
+        found = strstr(db_result_get(res, i, 0), index) != NULL;
+    db_result_free(res);
+    MUST(db_exec(c, "RESET enable_seqscan", 0, NULL, NULL));
+    db_conn_release(c);
+    return found;
+}
+
+static void test_exact_lookups(void **state)
+{
+    (void)state;
+    fx f;
+    fx_open(&f);
+    mk_tenant(f.pool, "acme", IDENTITY_TENANT_PROVIDER);
+    mk_tenant(f.pool, "bravo", IDENTITY_TENANT_PROVIDER);
+    identity_principal doc, doc2, doc_b;
+    mk_user(f.pool, "acme", "doc", NULL, 0, &doc);
+    mk_user(f.pool, "acme", "doc2", NULL, 0, &doc2);
+    mk_user(f.pool, "bravo", "docb", NULL, 0, &doc_b);
+
+    /* relationship_get: by id, within the tenant. */
+    identity_relationship_new rin = {.tenant_id = "acme",
+                                     .clinician_id = doc.principal_id,
+                                     .patient_ref = PT_A,
+                                     .kind = IDENTITY_REL_SPECIALIST,
+                                     .created_by = ADMIN};
+    identity_relationship rel, got;
+    MUST(identity_store_relationship_create(f.pool, &rin, &rel));
+    MUST(identity_store_relationship_get(f.pool, "acme", rel.relationship_id, &got));
+    assert_memory_equal(&rel, &got, sizeof rel);
+    EXPECT_ERR(identity_store_relationship_get(f.pool, "bravo", rel.relationship_id, &got),
+               BASE_ERR_NOT_FOUND);
+    EXPECT_INVALID(identity_store_relationship_get(f.pool, "acme", "rel_x", &got), "relationship_id",
+                   "rel_x");
+    MUST(identity_store_relationship_end(f.pool, "acme", rel.relationship_id, 0, ADMIN, NULL));
+    MUST(identity_store_relationship_get(f.pool, "acme", rel.relationship_id, &got));
+    assert_string_equal(got.ended_by, ADMIN);
+    assert_true(got.end_us > 0);
+
+    /* break_glass_active: the grant in force for exactly this clinician and patient. */
+    identity_break_glass g;
+    bool found = true;
+    MUST(identity_store_break_glass_active(f.pool, "acme", doc.principal_id, PT_A, 0, &g, &found));
+    assert_false(found);
+    identity_break_glass_new in = {.tenant_id = "acme",
+                                   .clinician_id = doc.principal_id,
+                                   .patient_ref = PT_A,
+                                   .reason = REASON,
+                                   .duration_minutes = 30};
+    identity_break_glass short_g, long_g, expired;
+    MUST(identity_store_break_glass_create(f.pool, &in, &short_g));
+    in.duration_minutes = 120;
+    MUST(identity_store_break_glass_create(f.pool, &in, &long_g));
+    in.duration_minutes = 5;
+    in.start_us = now_us() - 60 * MIN_US;
+    MUST(identity_store_break_glass_create(f.pool, &in, &expired));
+    /* Many other grants of the tenant (another clinician, another patient) change nothing. */
+    MUST(exec_sql(f.pool,
+                  "INSERT INTO break_glass_grants (grant_id, tenant_id, clinician_id, patient_ref, reason, "
+                  "start_at, end_at) SELECT 'bg_' || md5(i::text), 'acme', principal_id, '" PT_B "', '" REASON
+                  "', now(), now() + interval '1 hour' FROM principals, generate_series(1, 1500) AS i "
+                  "WHERE username = 'doc2' AND tenant_id = 'acme'"));
+    MUST(identity_store_break_glass_active(f.pool, "acme", doc.principal_id, PT_A, 0, &g, &found));
+    assert_true(found);
+    assert_string_equal(g.grant_id, long_g.grant_id); /* of several, the one that ends last */
+    assert_string_equal(g.reason, REASON);
+    /* At an instant: just before these two started (the expired one ended 55 minutes before), none; during
+     * the expired one, that one; the end is exclusive. */
+    MUST(identity_store_break_glass_active(f.pool, "acme", doc.principal_id, PT_A, short_g.start_us - 1, &g,
+                                           &found));
+    assert_false(found);
+    MUST(identity_store_break_glass_active(f.pool, "acme", doc.principal_id, PT_A, expired.start_us + MIN_US,
+                                           &g, &found));
+    assert_true(found);
+    assert_string_equal(g.grant_id, expired.grant_id);
+    MUST(
+        identity_store_break_glass_active(f.pool, "acme", doc.principal_id, PT_A, long_g.end_us, &g, &found));
+    assert_false(found); /* the end is exclusive */
+    MUST(identity_store_break_glass_active(f.pool, "acme", doc.principal_id, PT_A, long_g.end_us - 1, &g,
+                                           &found));
+    assert_true(found);
+    /* Not another patient, clinician or tenant. */
+    MUST(identity_store_break_glass_active(f.pool, "acme", doc.principal_id, PT_B, 0, &g, &found));
+    assert_false(found);
+    MUST(identity_store_break_glass_active(f.pool, "acme", doc2.principal_id, PT_A, 0, &g, &found));
+    assert_false(found);
+    MUST(identity_store_break_glass_active(f.pool, "acme", doc2.principal_id, PT_B, 0, &g, &found));
+    assert_true(found);
+    MUST(identity_store_break_glass_active(f.pool, "bravo", doc.principal_id, PT_A, 0, &g, &found));
+    assert_false(found);
+    EXPECT_INVALID(identity_store_break_glass_active(f.pool, "acme", doc.principal_id, "pt_x", 0, &g, &found),
+                   "patient_ref", "pt_x");
+    EXPECT_INVALID(identity_store_break_glass_active(f.pool, "acme", "usr_x", PT_A, 0, &g, &found),
+                   "clinician_id", "usr_x");
+    /* Index-backed. */
+    assert_true(plan_uses(f.pool,
+                          "EXPLAIN SELECT grant_id FROM break_glass_grants WHERE tenant_id = 'acme' AND "
+                          "clinician_id = 'usr_00000000000000000000000000000000' AND patient_ref = '" PT_A
+                          "' AND end_at > now() AND start_at <= now() ORDER BY end_at DESC LIMIT 1",
+                          "break_glass_active"));
+    assert_true(plan_uses(f.pool,
+                          "EXPLAIN SELECT principal_id FROM grants WHERE tenant_id = 'acme' AND role_id = "
+                          "'pcp_clinician' AND principal_id COLLATE \"C\" > '' ORDER BY principal_id COLLATE "
+                          "\"C\" LIMIT 10",
+                          "grants_by_tenant_role"));
+    fx_close(&f);
+}
+
 #define JWKS                                                                                                 \
     "{\"keys\": [{\"kty\": \"OKP\", \"crv\": \"Ed25519\", \"x\": "                                           \
     "\"11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo\"}]}"
@@ -1365,6 +1772,39 @@ static void test_runtime_role(void **state)
     identity_signing_keys keys;
     MUST(identity_store_signing_keys_list(rt, &keys));
     assert_int_equal(keys.n, 2);
+    /* This change's additions. */
+    identity_holder_list hl = {0};
+    MUST(identity_store_role_holders(rt, "acme", "pcp_clinician", NULL, 10, &hl));
+    assert_int_equal(hl.n, 1);
+    identity_holder_list_free(&hl);
+    identity_relationship rgot;
+    MUST(identity_store_relationship_get(rt, "acme", rel.relationship_id, &rgot));
+    identity_break_glass bg;
+    bool bg_found = false;
+    MUST(identity_store_break_glass_active(rt, "acme", pid, PT_B, 0, &bg, &bg_found));
+    assert_true(bg_found);
+    char rt_admin[40];
+    const char *sa[] = {"security_admin"};
+    identity_tenant_new rtn = {
+        .tenant_id = "rt-new", .kind = IDENTITY_TENANT_PROVIDER, .display_name = "New"};
+    identity_principal_new rta = {.tenant_id = "rt-new",
+                                  .principal_id = fresh_id("usr_", rt_admin),
+                                  .kind = IDENTITY_PRINCIPAL_USER,
+                                  .username = "new.admin",
+                                  .display_name = "New admin",
+                                  .password_encoded = PW1,
+                                  .roles = sa,
+                                  .nroles = 1,
+                                  .created_by = pid};
+    identity_admin_totp rtt = {.sealed = sealed,
+                               .sealed_len = sizeof sealed,
+                               .codes = (const unsigned char(*)[32])codes,
+                               .ncodes = 4};
+    MUST(identity_store_tenant_create_with_admin(rt, &rtn, &rta, &rtt, NULL, NULL));
+    rtn.tenant_id = rta.tenant_id = "rt-first";
+    rtn.first_tenant = true;
+    rta.principal_id = fresh_id("usr_", rt_admin);
+    EXPECT_ERR(identity_store_tenant_create_with_admin(rt, &rtn, &rta, &rtt, NULL, NULL), BASE_ERR_CONFLICT);
     MUST(identity_store_principal_disable(rt, "acme", pid, "test over", NULL, NULL));
 
     /* And nothing more: the privileges themselves (the append-only triggers are a second, separate wall)...
@@ -1442,12 +1882,22 @@ static int group_teardown(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_migrations),       cmocka_unit_test(test_builtin_roles),
-        cmocka_unit_test(test_tenants),          cmocka_unit_test(test_principals),
-        cmocka_unit_test(test_passwords),        cmocka_unit_test(test_totp_and_recovery_codes),
-        cmocka_unit_test(test_roles_and_grants), cmocka_unit_test(test_relationships),
-        cmocka_unit_test(test_break_glass),      cmocka_unit_test(test_partner_clients),
-        cmocka_unit_test(test_signing_keys),     cmocka_unit_test(test_runtime_role),
+        cmocka_unit_test(test_migrations),
+        cmocka_unit_test(test_builtin_roles),
+        cmocka_unit_test(test_tenants),
+        cmocka_unit_test(test_principals),
+        cmocka_unit_test(test_passwords),
+        cmocka_unit_test(test_totp_and_recovery_codes),
+        cmocka_unit_test(test_roles_and_grants),
+        cmocka_unit_test(test_relationships),
+        cmocka_unit_test(test_break_glass),
+        cmocka_unit_test(test_partner_clients),
+        cmocka_unit_test(test_signing_keys),
+        cmocka_unit_test(test_tenant_with_admin),
+        cmocka_unit_test(test_bootstrap_transaction),
+        cmocka_unit_test(test_role_holders),
+        cmocka_unit_test(test_exact_lookups),
+        cmocka_unit_test(test_runtime_role),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }
