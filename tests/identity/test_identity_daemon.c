@@ -2592,6 +2592,122 @@ static void test_bad_input(void **state)
 
 /* ---- Main ----------------------------------------------------------------------------------------- */
 
+/* ---- The audit log's reads need audit.read (services/audit with identity-addr) --------------------------
+ */
+
+static int64_t audit_count(db_pool *aud, const char *sql, const char *p1)
+{
+    db_conn *c = NULL;
+    db_result *res = NULL;
+    int64_t v = -1;
+    const char *p[] = {p1};
+    MUST(db_pool_acquire(aud, 5000, &c));
+    MUST(db_exec(c, sql, 1, p, &res));
+    MUST(db_result_get_int64(res, 0, 0, &v));
+    db_result_free(res);
+    db_conn_release(c);
+    return v;
+}
+
+static rpc_code list_audit(rpc_channel *ch, const char *tenant, const char *bearer, size_t *ret_n,
+                           rpc_status *st)
+{
+    Alma__Audit__V1__EventFilter f = ALMA__AUDIT__V1__EVENT_FILTER__INIT;
+    f.tenant_id = (char *)tenant;
+    Alma__Audit__V1__ListEventsRequest req = ALMA__AUDIT__V1__LIST_EVENTS_REQUEST__INIT;
+    req.filter = &f;
+    req.page_size = 1000;
+    rpc_call_opts o = {.timeout_ms = 20000, .authorization = bearer};
+    ProtobufCMessage *resp = NULL;
+    rpc_code code = rpc_call_unary(ch, "/alma.audit.v1.Audit/ListEvents", &req.base,
+                                   &alma__audit__v1__list_events_response__descriptor, &o, &resp, st);
+    if (code == RPC_OK) {
+        *ret_n = ((Alma__Audit__V1__ListEventsResponse *)resp)->n_events;
+        protobuf_c_message_free_unpacked(resp, NULL);
+    }
+    return code;
+}
+
+/* A second alma-audit replica on the same log, started with identity-addr: its reads check the caller's
+ * token for audit.read in the tenant asked about (common/authz), record the user as the actor, and record
+ * refusals too. The calling service (alma-cli) is an allowed reader either way: the token is what decides. */
+static void test_audit_reads_need_audit_read(void **state)
+{
+    (void)state;
+    rpc_status st;
+    sess admin;
+    admin_login(&admin);
+    char doc[64], priv[64];
+    create_user_ok(&admin, "dr.reader", "pcp_clinician", doc);
+    create_user_ok(&admin, "privacy.reader", "privacy_officer", priv);
+    totp_user t;
+    enrol_totp("privacy.reader", &t);
+    char code[CRED_TOTP_CODE_MAX + 1];
+    totp_next(&t, code);
+    sess officer, clinician;
+    login_ok("privacy.reader", USER_PASSWORD, code, &officer);
+    login_ok("dr.reader", USER_PASSWORD, NULL, &clinician);
+
+    static char env_pg[600], env_owner[600], env_schema[100], env_key[400], env_idn[100], env_redis[100];
+    snprintf(env_pg, sizeof env_pg, "ALMA_PG_URI=%s", g_app_uri);
+    snprintf(env_owner, sizeof env_owner, "ALMA_PG_OWNER_URI=%s", g_owner_uri);
+    snprintf(env_schema, sizeof env_schema, "ALMA_PG_SCHEMA=%s", g_aud_schema);
+    snprintf(env_key, sizeof env_key, "ALMA_SIGNING_KEY=%s", g_audit_key_path);
+    snprintf(env_idn, sizeof env_idn, "ALMA_IDENTITY_ADDR=%s", g_idn.api_addr);
+    snprintf(env_redis, sizeof env_redis, "ALMA_REDIS_ADDR=%s:%d", testenv_redis_host(),
+             testenv_redis_port());
+    const char *env[] = {env_pg, env_owner, env_schema, env_key, env_idn, env_redis, NULL};
+    const char *args[] = {"--origin", ORIGIN, NULL};
+    testproc_daemon reader;
+    testproc_daemon_init(&reader, binary("services/audit/alma-audit"), "audit", args, env);
+    testproc_daemon_start(&reader);
+    rpc_client_tls tls = client_tls("alma-cli");
+    rpc_channel *ch = NULL;
+    MUST(rpc_channel_open(reader.api_addr, &tls, &ch));
+    db_pool *aud = pool_for(g_pg_uri, g_aud_schema);
+
+    size_t n = 0;
+    /* The reader may still be fetching the keys: UNAVAILABLE until it has them, then the real answer. */
+    rpc_code c = RPC_UNAVAILABLE;
+    for (int i = 0; i < 100 && c == RPC_UNAVAILABLE; i++) {
+        c = list_audit(ch, g_tenant, officer.bearer, &n, &st);
+        if (c == RPC_UNAVAILABLE)
+            testproc_sleep_ms(50);
+    }
+    expect(c, RPC_OK, &st, "privacy officer lists the tenant's audit events");
+    assert_true(n > 0); /* at least the logins and user creations above */
+    assert_int_equal(
+        audit_count(aud, "SELECT count(*) FROM events WHERE action = 10 AND outcome = 1 AND actor_id = $1",
+                    priv),
+        1);
+    /* No token, a role without audit.read, another tenant: refused; the refusal of an authenticated user
+     * is itself recorded. */
+    expect(list_audit(ch, g_tenant, NULL, &n, &st), RPC_UNAUTHENTICATED, &st, "no token");
+    expect(list_audit(ch, g_tenant, clinician.bearer, &n, &st), RPC_PERMISSION_DENIED, &st, "clinician");
+    assert_non_null(strstr(st.message, "audit.read"));
+    assert_int_equal(
+        audit_count(aud, "SELECT count(*) FROM events WHERE action = 10 AND outcome = 2 AND actor_id = $1",
+                    doc),
+        1);
+    expect(list_audit(ch, "some-other-tenant", officer.bearer, &n, &st), RPC_PERMISSION_DENIED, &st,
+           "officer, another tenant");
+    /* The officer's logout reaches the reader too. */
+    Alma__Identity__V1__LogoutRequest lo = ALMA__IDENTITY__V1__LOGOUT_REQUEST__INIT;
+    expect(icall(IDN("Logout"), &lo.base, &alma__identity__v1__logout_response__descriptor, officer.bearer,
+                 NULL, &st),
+           RPC_OK, &st, "officer logout");
+    c = RPC_OK;
+    for (int i = 0; i < REVOKE_GIVE_UP / POLL_MS && c == RPC_OK; i++) {
+        c = list_audit(ch, g_tenant, officer.bearer, &n, &st);
+        if (c == RPC_OK)
+            testproc_sleep_ms(POLL_MS);
+    }
+    expect(c, RPC_UNAUTHENTICATED, &st, "officer after logout");
+    db_pool_destroy(aud);
+    rpc_channel_close(ch);
+    assert_true(stop_clean(&reader, "alma-audit (reader)"));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -2605,6 +2721,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_care_relationships_and_break_glass, test_setup, test_teardown),
         cmocka_unit_test_setup_teardown(test_audit_down, test_setup, test_teardown),
         cmocka_unit_test_setup_teardown(test_bad_input, test_setup, test_teardown),
+        cmocka_unit_test_setup_teardown(test_audit_reads_need_audit_read, test_setup, test_teardown),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }
