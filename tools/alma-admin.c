@@ -11,11 +11,22 @@
  * roles, the confirmed TOTP secret and the recovery codes) is written in ONE store transaction
  * (identity_store_tenant_create_with_admin), after every secret has been made: it either happens completely
  * or not at all, and a failed run can simply be run again. Settings come from ALMA_<NAME> or --<name> like
- * the services'. */
+ * the services'.
+ *
+ *     alma-admin rotate-signing-key   (+ --pg-uri, --pg-schema, --master-key-file)
+ *
+ * rotate-signing-key makes a new Ed25519 token signing key, sealed under the master key exactly as
+ * alma-identity seals its keys (services/identity/keys.c, compiled into both), and makes it current in one
+ * store transaction: the current key becomes the previous one (still published, so the tokens it signed
+ * keep working until they expire) and the previous one is retired (its tokens are refused from then on).
+ * Every alma-identity replica signs with the new key within its key-reload-s; every service accepts it at
+ * its next key refresh or on the first token that names it. Run it at most once per token lifetime plus a
+ * minute, or tokens signed two keys ago are refused before they expire. */
 #include "base/config.h"
 #include "credentials.h"
 #include "crypto/crypto.h"
 #include "db/db.h"
+#include "keys.h"
 #include "store.h"
 
 #include <stdio.h>
@@ -51,9 +62,20 @@ static const cfg_setting settings[] = {
     {"argon2-t", CFG_INT, "3", &set_argon_t, 1, 64, "argon2id passes, as the service's", false},
 };
 
+/* The settings of rotate-signing-key: where the keys are and the master key that seals them. */
+static const cfg_setting rotate_settings[] = {
+    {"pg-uri", CFG_STRING, NULL, &set_pg_uri, 1, 4096,
+     "PostgreSQL URI of the identity schema's owner role (ALMA_PG_OWNER_URI of the service)", true},
+    {"pg-schema", CFG_STRING, "identity", &set_pg_schema, 1, 63, "schema of the identity tables", false},
+    {"master-key-file", CFG_STRING, NULL, &set_master_key_file, 1, 4096,
+     "the identity service's master key file (base64 of 32 bytes)", false},
+};
+
+static const char *g_command = "bootstrap";
+
 static int fail(const char *what)
 {
-    fprintf(stderr, PROGRAM ": bootstrap: %s: %s\n", what, base_error_message());
+    fprintf(stderr, PROGRAM ": %s: %s: %s\n", g_command, what, base_error_message());
     return EXIT_FAIL;
 }
 
@@ -84,28 +106,6 @@ static base_result new_principal_id(char out[IDENTITY_ID_MAX + 1])
     BASE_GUARD(acrypto_random(b, sizeof b));
     memcpy(out, "usr_", 4);
     return acrypto_hex_encode(b, sizeof b, out + 4, IDENTITY_ID_MAX + 1 - 4, &len);
-}
-
-static base_result load_master(acrypto_secret **ret)
-{
-    FILE *f = fopen(set_master_key_file, "r");
-    if (!f)
-        return base_fail(BASE_ERR_IO, "cannot read the master key file");
-    char text[1025];
-    size_t n = fread(text, 1, sizeof text, f);
-    fclose(f);
-    while (n > 0 && (text[n - 1] == '\n' || text[n - 1] == '\r' || text[n - 1] == ' '))
-        n--;
-    uint8_t key[64];
-    size_t len = 0;
-    base_result r = acrypto_base64_decode(text, n, key, sizeof key, &len);
-    if (base_is_ok(r) && len != 32)
-        r = base_fail(BASE_ERR_INVALID, "the master key file must hold the base64 of 32 bytes");
-    if (base_is_ok(r))
-        r = acrypto_secret_from_bytes(key, 32, ret);
-    acrypto_wipe(key, sizeof key);
-    acrypto_wipe(text, sizeof text);
-    return r;
 }
 
 static const char SQL_ANY_TENANT[] = "SELECT count(*) FROM tenants";
@@ -159,15 +159,13 @@ static int bootstrap(void)
         return EXIT_USAGE;
     }
     acrypto_secret *master = NULL, *totp_key = NULL, *pepper = NULL;
-    if (!base_is_ok(r = load_master(&master))) {
+    if (!base_is_ok(r = idn_master_key_load(set_master_key_file, &master))) {
         acrypto_wipe(password, sizeof password);
         return fail("master key");
     }
-    static const char totp_info[] = "alma identity totp-seal v1",
-                      pepper_info[] = "alma identity recovery-pepper v1";
-    r = acrypto_hkdf_sha256_secret(master, NULL, 0, totp_info, strlen(totp_info), 32, &totp_key);
+    r = idn_derive_key(master, "alma identity totp-seal v1", &totp_key);
     if (base_is_ok(r))
-        r = acrypto_hkdf_sha256_secret(master, NULL, 0, pepper_info, strlen(pepper_info), 32, &pepper);
+        r = idn_derive_key(master, "alma identity recovery-pepper v1", &pepper);
     acrypto_secret_free(master);
     if (!base_is_ok(r)) {
         acrypto_wipe(password, sizeof password);
@@ -280,10 +278,83 @@ out:
     return rc;
 }
 
+/* rotate-signing-key: a new current key; current -> previous, previous -> retired, in one transaction. */
+static int rotate_signing_key(void)
+{
+    acrypto_secret *master = NULL, *seal_key = NULL;
+    base_result r = idn_master_key_load(set_master_key_file, &master);
+    if (!base_is_ok(r))
+        return fail("master key");
+    r = idn_derive_key(master, IDN_SIGNING_SEAL_INFO, &seal_key);
+    acrypto_secret_free(master);
+    if (!base_is_ok(r))
+        return fail("key derivation");
+    db_pool_config pc = db_pool_config_default(set_pg_uri, 1, 5000);
+    pc.search_path = set_pg_schema;
+    pc.application_name = "alma-admin";
+    db_pool *pool = NULL;
+    acrypto_ed25519_key *current = NULL, *key = NULL;
+    uint8_t *sealed = NULL;
+    size_t sealed_len = 0;
+    int rc = EXIT_FAIL;
+    identity_signing_keys before;
+    memset(&before, 0, sizeof before);
+    if (!base_is_ok(r = db_pool_create_config(&pc, &pool))) {
+        rc = fail("database settings");
+        goto out;
+    }
+    if (!base_is_ok(r = identity_store_signing_keys_list(pool, &before))) {
+        rc = fail("reading the signing keys (is --pg-schema the identity service's?)");
+        goto out;
+    }
+    if (before.n == 0 || before.keys[0].state != IDENTITY_KEY_CURRENT) {
+        fprintf(stderr,
+                PROGRAM ": rotate-signing-key: no current signing key yet: alma-identity makes the first "
+                        "one when it first starts\n");
+        goto out;
+    }
+    /* The master key must be the one the service uses, or the service could not open the new key: it would
+     * keep signing with the old one, and fail to start. The current key proves which one that is. */
+    r = idn_signing_key_open(seal_key, before.keys[0].kid, before.keys[0].sealed_private,
+                             before.keys[0].sealed_len, &current);
+    if (!base_is_ok(r)) {
+        fprintf(stderr,
+                PROGRAM ": rotate-signing-key: the current signing key does not open with this master "
+                        "key: --master-key-file must be the identity service's; nothing was changed\n");
+        goto out;
+    }
+    char kid[AUTHZ_KID_BUF];
+    uint8_t pub[ACRYPTO_ED25519_PUBLIC_LEN];
+    if (!base_is_ok(r = idn_signing_key_new(seal_key, &key, kid, &sealed, &sealed_len, pub))) {
+        rc = fail("making the new key (nothing was changed)");
+        goto out;
+    }
+    if (!base_is_ok(r = identity_store_signing_key_rotate(pool, kid, sealed, sealed_len, pub))) {
+        rc = fail("storing the new key (nothing was changed)");
+        goto out;
+    }
+    printf("current:  %s (new: alma-identity signs with it within its key-reload-s)\n", kid);
+    printf("previous: %s (still published: the tokens it signed keep working until they expire)\n",
+           before.keys[0].kid);
+    if (before.n > 1)
+        printf("retired:  %s (no longer published: its tokens are refused)\n", before.keys[1].kid);
+    rc = EXIT_OK;
+out:
+    acrypto_wipe(&before, sizeof before);
+    acrypto_ed25519_free(current);
+    acrypto_ed25519_free(key);
+    free(sealed);
+    acrypto_secret_free(seal_key);
+    db_pool_destroy(pool);
+    return rc;
+}
+
 static void usage(FILE *out)
 {
-    fprintf(out, "usage: " PROGRAM " bootstrap [settings]   (" PROGRAM " bootstrap --help lists them)\n"
-                 "  bootstrap   create the first tenant and its platform administrator with TOTP\n");
+    fprintf(out, "usage: " PROGRAM " COMMAND [settings]   (" PROGRAM " COMMAND --help lists them)\n"
+                 "  bootstrap            create the first tenant and its platform administrator with TOTP\n"
+                 "  rotate-signing-key   make a new token signing key current; the current one stays\n"
+                 "                       published as the previous key, the previous one is retired\n");
 }
 
 int main(int argc, char **argv)
@@ -292,20 +363,28 @@ int main(int argc, char **argv)
         usage(argc < 2 ? stderr : stdout);
         return argc < 2 ? EXIT_USAGE : EXIT_OK;
     }
-    if (strcmp(argv[1], "bootstrap") != 0) {
-        fprintf(stderr, PROGRAM ": unknown command (try --help)\n");
+    bool rotate = strcmp(argv[1], "rotate-signing-key") == 0;
+    if (!rotate && strcmp(argv[1], "bootstrap") != 0) {
+        fprintf(stderr, PROGRAM ": unknown command %s (try --help)\n", argv[1]);
         return EXIT_USAGE;
     }
-    cfg_table t = {settings, BASE_ARRAY_LEN(settings)};
+    g_command = argv[1];
+    cfg_table t = rotate ? (cfg_table){rotate_settings, BASE_ARRAY_LEN(rotate_settings)}
+                         : (cfg_table){settings, BASE_ARRAY_LEN(settings)};
     bool help = false;
     base_result r =
-        cfg_load(&t, 1, argc - 1, argv + 1, PROGRAM " bootstrap",
-                 "create the first tenant and its platform administrator (with TOTP)", stdout, &help);
+        rotate
+            ? cfg_load(&t, 1, argc - 1, argv + 1, PROGRAM " rotate-signing-key",
+                       "make a new token signing key current (the current one becomes the previous one, "
+                       "still published; the previous one is retired)",
+                       stdout, &help)
+            : cfg_load(&t, 1, argc - 1, argv + 1, PROGRAM " bootstrap",
+                       "create the first tenant and its platform administrator (with TOTP)", stdout, &help);
     if (!base_is_ok(r)) {
-        fprintf(stderr, PROGRAM ": %s\n", base_error_message());
+        fprintf(stderr, PROGRAM ": %s: %s\n", g_command, base_error_message());
         return EXIT_USAGE;
     }
     if (help)
         return EXIT_OK;
-    return bootstrap();
+    return rotate ? rotate_signing_key() : bootstrap();
 }

@@ -12,10 +12,7 @@
 #include <string.h>
 #include <time.h>
 
-#define MASTER_KEY_LEN       32
-#define MASTER_KEY_FILE_MAX  1024
 #define MIRROR_PAGE          500
-#define SIGNING_AD_PREFIX    "alma-identity-signing-key|"
 #define MICROS_PER_SECOND    INT64_C(1000000)
 #define MAX_TIMESTAMP_SECOND INT64_C(253402300799)
 
@@ -24,7 +21,7 @@
 static const char *set_pg_uri, *set_pg_owner_uri, *set_pg_schema, *set_redis_addr, *set_audit_addr,
     *set_master_key_file, *set_issuer;
 static long set_pg_pool_size, set_token_ttl_s, set_idle_s, set_absolute_s, set_argon_m_kib, set_argon_t,
-    set_argon_slots;
+    set_argon_slots, set_key_reload_s;
 
 const cfg_setting identity_settings[] = {
     {"pg-uri", CFG_STRING, NULL, &set_pg_uri, 1, 4096, "PostgreSQL URI of the runtime role", true},
@@ -56,6 +53,9 @@ const cfg_setting identity_settings[] = {
     {"argon2-t", CFG_INT, "3", &set_argon_t, 1, 64, "argon2id passes", false},
     {"argon2-concurrency", CFG_INT, "2", &set_argon_slots, 1, 64,
      "password hashes computed at once (each holds argon2-m-kib and a core)", false},
+    {"key-reload-s", CFG_INT, "30", &set_key_reload_s, 1, 3600,
+     "how often the token signing keys are re-read, to pick up alma-admin rotate-signing-key (seconds)",
+     false},
 };
 const size_t identity_setting_count = BASE_ARRAY_LEN(identity_settings);
 
@@ -319,71 +319,6 @@ base_result idn_end_principal(idn_service *s, const char *principal_id, bool end
 /* ---- Start-up --------------------------------------------------------------------------------------------
  */
 
-static base_result load_master_key(acrypto_secret **ret)
-{
-    FILE *f = fopen(set_master_key_file, "r");
-    if (!f)
-        return base_fail(BASE_ERR_IO, "cannot read the master key file (ALMA_MASTER_KEY_FILE)");
-    char text[MASTER_KEY_FILE_MAX + 1];
-    size_t n = fread(text, 1, MASTER_KEY_FILE_MAX + 1, f);
-    fclose(f);
-    base_result r = BASE_OK_RESULT;
-    if (n > MASTER_KEY_FILE_MAX)
-        r = base_fail(BASE_ERR_INVALID, "the master key file is too long (expected the base64 of 32 bytes)");
-    while (base_is_ok(r) && n > 0 && (text[n - 1] == '\n' || text[n - 1] == '\r' || text[n - 1] == ' '))
-        n--;
-    uint8_t key[64];
-    size_t len = 0;
-    if (base_is_ok(r) &&
-        (!base_is_ok(acrypto_base64_decode(text, n, key, sizeof key, &len)) || len != MASTER_KEY_LEN))
-        r = base_fail(BASE_ERR_INVALID, "the master key file must hold the base64 of exactly 32 bytes");
-    if (base_is_ok(r))
-        r = acrypto_secret_from_bytes(key, MASTER_KEY_LEN, ret);
-    acrypto_wipe(key, sizeof key);
-    acrypto_wipe(text, sizeof text);
-    return r;
-}
-
-static base_result derive(const acrypto_secret *master, const char *info, acrypto_secret **ret)
-{
-    return acrypto_hkdf_sha256_secret(master, NULL, 0, info, strlen(info), 32, ret);
-}
-
-static base_result seal_ad(const char *kid, char out[128])
-{
-    int n = snprintf(out, 128, SIGNING_AD_PREFIX "%s", kid);
-    BASE_ENSURE(n > 0 && n < 128, BASE_ERR_INVALID, "signing key id too long");
-    return BASE_OK_RESULT;
-}
-
-/* A new Ed25519 signing key, sealed for the store. */
-static base_result new_signing_key(idn_service *s, acrypto_ed25519_key **ret_key, char kid[AUTHZ_KID_BUF],
-                                   uint8_t **ret_sealed, size_t *ret_sealed_len,
-                                   uint8_t pub[ACRYPTO_ED25519_PUBLIC_LEN])
-{
-    acrypto_ed25519_key *key = NULL;
-    BASE_GUARD(acrypto_ed25519_generate(&key));
-    acrypto_secret *seed = NULL;
-    char ad[128];
-    base_result r = authz_kid_for_key(key, kid);
-    if (base_is_ok(r))
-        r = acrypto_ed25519_public_raw(key, pub);
-    if (base_is_ok(r))
-        r = acrypto_ed25519_private_seed(key, &seed);
-    if (base_is_ok(r))
-        r = seal_ad(kid, ad);
-    if (base_is_ok(r))
-        r = acrypto_gcm_seal_alloc(s->key_seal_key, ad, strlen(ad), acrypto_secret_bytes(seed),
-                                   acrypto_secret_len(seed), ret_sealed, ret_sealed_len);
-    acrypto_secret_free(seed);
-    if (!base_is_ok(r)) {
-        acrypto_ed25519_free(key);
-        return r;
-    }
-    *ret_key = key;
-    return BASE_OK_RESULT;
-}
-
 /* Load the current signing key (creating the first one) and the published key set. */
 static base_result load_keys(idn_service *s)
 {
@@ -394,7 +329,7 @@ static base_result load_keys(idn_service *s)
         char kid[AUTHZ_KID_BUF];
         uint8_t *sealed = NULL, pub[ACRYPTO_ED25519_PUBLIC_LEN];
         size_t sealed_len = 0;
-        BASE_GUARD(new_signing_key(s, &key, kid, &sealed, &sealed_len, pub));
+        BASE_GUARD(idn_signing_key_new(s->key_seal_key, &key, kid, &sealed, &sealed_len, pub));
         base_result r = identity_store_signing_key_insert(s->pool, kid, sealed, sealed_len, pub);
         free(sealed);
         acrypto_ed25519_free(key);
@@ -404,18 +339,12 @@ static base_result load_keys(idn_service *s)
     }
     BASE_ENSURE(keys.n >= 1 && keys.keys[0].state == IDENTITY_KEY_CURRENT && keys.keys[0].sealed_len > 0,
                 BASE_ERR_INTERNAL, "no current token signing key");
-    char ad[128];
-    BASE_GUARD(seal_ad(keys.keys[0].kid, ad));
-    acrypto_secret *seed = NULL;
-    BASE_GUARD(acrypto_gcm_open_secret(s->key_seal_key, ad, strlen(ad), keys.keys[0].sealed_private,
-                                       keys.keys[0].sealed_len, &seed));
     acrypto_ed25519_key *sign = NULL;
-    base_result r = acrypto_ed25519_from_seed(seed, &sign);
-    acrypto_secret_free(seed);
-    BASE_GUARD(r);
+    BASE_GUARD(idn_signing_key_open(s->key_seal_key, keys.keys[0].kid, keys.keys[0].sealed_private,
+                                    keys.keys[0].sealed_len, &sign));
     authz_keyset *ks = NULL;
     char *jwks = NULL;
-    r = authz_keyset_new(&ks);
+    base_result r = authz_keyset_new(&ks);
     if (base_is_ok(r))
         r = authz_keyset_add(ks, sign);
     for (size_t i = 1; base_is_ok(r) && i < keys.n; i++) {
@@ -458,6 +387,91 @@ static base_result fetch_own_jwks(void *arg, char **ret)
         return base_fail(BASE_ERR_UNAVAILABLE, "no verification keys yet");
     *ret = copy;
     return BASE_OK_RESULT;
+}
+
+/* One look at the stored keys: when the current kid is no longer ours (alma-admin rotate-signing-key), load
+ * the new set, sign with the new key and have our own authorizer fetch it at once. Other services pick it up
+ * at their next refresh, or on the first token with the new kid. */
+static base_result reload_keys_if_rotated(idn_service *s)
+{
+    identity_signing_keys keys;
+    BASE_GUARD(identity_store_signing_keys_list(s->pool, &keys));
+    if (keys.n == 0)
+        return base_fail(BASE_ERR_INTERNAL, "no token signing key stored");
+    pthread_rwlock_rdlock(&s->keys_lock);
+    bool same = strcmp(keys.keys[0].kid, s->kid) == 0;
+    pthread_rwlock_unlock(&s->keys_lock);
+    acrypto_wipe(&keys, sizeof keys);
+    if (same)
+        return BASE_OK_RESULT;
+    BASE_GUARD(load_keys(s));
+    char kid[AUTHZ_KID_BUF];
+    pthread_rwlock_rdlock(&s->keys_lock);
+    memcpy(kid, s->kid, sizeof kid);
+    pthread_rwlock_unlock(&s->keys_lock);
+    log_emit(LOG_INFO, NULL, "token signing key rotated: signing with the new key", "kid", kid, NULL);
+    if (s->az && !base_is_ok(authz_refresh_keys(s->az)))
+        log_emit(LOG_WARN, NULL, "own authorizer did not refresh its keys (it will on the next unknown kid)",
+                 "error", base_error_message(), NULL);
+    return BASE_OK_RESULT;
+}
+
+static void *reload_main(void *arg)
+{
+    idn_service *s = arg;
+    pthread_mutex_lock(&s->reload_mu);
+    while (!s->reload_stop) {
+        struct timespec until;
+        clock_gettime(CLOCK_MONOTONIC, &until);
+        until.tv_sec += (time_t)s->key_reload_s;
+        while (!s->reload_stop && pthread_cond_timedwait(&s->reload_cv, &s->reload_mu, &until) != ETIMEDOUT) {
+        }
+        if (s->reload_stop)
+            break;
+        pthread_mutex_unlock(&s->reload_mu);
+        base_result r = reload_keys_if_rotated(s);
+        if (!base_is_ok(r))
+            log_emit(LOG_WARN, NULL, "token signing keys not re-read (the current ones stay in use)", "error",
+                     base_error_message(), NULL);
+        pthread_mutex_lock(&s->reload_mu);
+    }
+    pthread_mutex_unlock(&s->reload_mu);
+    return NULL;
+}
+
+static base_result start_reload(idn_service *s)
+{
+    pthread_condattr_t ca;
+    BASE_ENSURE(pthread_condattr_init(&ca) == 0, BASE_ERR_INTERNAL, "cannot make the key reload thread");
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    int rc = pthread_cond_init(&s->reload_cv, &ca);
+    pthread_condattr_destroy(&ca);
+    BASE_ENSURE(rc == 0, BASE_ERR_INTERNAL, "cannot make the key reload thread");
+    if (pthread_mutex_init(&s->reload_mu, NULL) != 0) {
+        pthread_cond_destroy(&s->reload_cv);
+        return base_fail(BASE_ERR_INTERNAL, "cannot make the key reload thread");
+    }
+    if (pthread_create(&s->reload_thread, NULL, reload_main, s) != 0) {
+        pthread_mutex_destroy(&s->reload_mu);
+        pthread_cond_destroy(&s->reload_cv);
+        return base_fail(BASE_ERR_INTERNAL, "cannot start the key reload thread");
+    }
+    s->reload_started = true;
+    return BASE_OK_RESULT;
+}
+
+static void stop_reload(idn_service *s)
+{
+    if (!s->reload_started)
+        return;
+    pthread_mutex_lock(&s->reload_mu);
+    s->reload_stop = true;
+    pthread_cond_signal(&s->reload_cv);
+    pthread_mutex_unlock(&s->reload_mu);
+    pthread_join(s->reload_thread, NULL);
+    pthread_mutex_destroy(&s->reload_mu);
+    pthread_cond_destroy(&s->reload_cv);
+    s->reload_started = false;
 }
 
 static const char *rel_kind_name(identity_relationship_kind k)
@@ -564,15 +578,16 @@ base_result identity_service_init(void **ret_state)
     s->sessions = (session_config){.idle_s = set_idle_s, .absolute_s = set_absolute_s};
     s->argon = (cred_argon2_params){.m_kib = (uint32_t)set_argon_m_kib, .t = (uint32_t)set_argon_t, .p = 1};
     s->token_ttl_s = set_token_ttl_s;
+    s->key_reload_s = set_key_reload_s;
     snprintf(s->issuer, sizeof s->issuer, "%s", set_issuer);
     base_result r = BASE_OK_RESULT;
     acrypto_secret *master = NULL;
-    BASE_GUARD_GOTO(r, load_master_key(&master), fail);
-    r = derive(master, "alma identity totp-seal v1", &s->totp_key);
+    BASE_GUARD_GOTO(r, idn_master_key_load(set_master_key_file, &master), fail);
+    r = idn_derive_key(master, "alma identity totp-seal v1", &s->totp_key);
     if (base_is_ok(r))
-        r = derive(master, "alma identity recovery-pepper v1", &s->pepper);
+        r = idn_derive_key(master, "alma identity recovery-pepper v1", &s->pepper);
     if (base_is_ok(r))
-        r = derive(master, "alma identity signing-key-seal v1", &s->key_seal_key);
+        r = idn_derive_key(master, IDN_SIGNING_SEAL_INFO, &s->key_seal_key);
     acrypto_secret_free(master);
     if (!base_is_ok(r))
         goto fail;
@@ -598,6 +613,7 @@ base_result identity_service_init(void **ret_state)
     rpc_client_tls ctls = {.files = tls, .server_name = NULL};
     BASE_GUARD_GOTO(r, audit_client_open(set_audit_addr, &ctls, 5000, &s->audit), fail);
     BASE_GUARD_GOTO(r, rebuild_mirrors(s), fail);
+    BASE_GUARD_GOTO(r, start_reload(s), fail);
     r = authz_wait_ready(s->az, 5000);
     if (!base_is_ok(r))
         log_emit(LOG_WARN, NULL, "revocation feed not ready yet: calls needing a token fail until it is",
@@ -614,6 +630,7 @@ void identity_service_fini(void *state)
     idn_service *s = state;
     if (!s)
         return;
+    stop_reload(s); /* first: it uses the pool, the keys and the authorizer */
     authz_free(s->az);
     audit_client_close(s->audit);
     db_pool_destroy(s->pool);

@@ -13,6 +13,7 @@
 #include "crypto/crypto.h"
 #include "db/db.h"
 #include "identity/v1/identity.pb-c.h"
+#include "keys.h"
 #include "rpc/rpc.h"
 #include "session.h"
 #include "store.h"
@@ -40,6 +41,14 @@ typedef struct idn_service {
     char kid[AUTHZ_KID_BUF];
     char *jwks;
     authz_keyset *keyset;
+    /* The key reload thread (service.c): every key_reload_s seconds it lists the keys and, when the current
+     * kid changed (alma-admin rotate-signing-key), loads them. Stopped by fini through reload_stop. */
+    pthread_t reload_thread;
+    bool reload_started;
+    bool reload_stop; /* under reload_mu */
+    pthread_mutex_t reload_mu;
+    pthread_cond_t reload_cv; /* CLOCK_MONOTONIC */
+    int64_t key_reload_s;
     authz *az;
     audit_client *audit;
     session_config sessions;

@@ -2,7 +2,8 @@
  * Redis: the bootstrap administrator's login with TOTP and recovery codes, MFA enrolment, tenant isolation,
  * lockout, session timeouts, logout and revocation (seen by a second "service": an authorizer in this
  * process, fed by the same Redis), roles and their audit trail, care relationships and break-glass, the
- * audit log being down, and bad input.
+ * audit log being down, bad input, signing-key rotation by tools/alma-admin rotate-signing-key while identity
+ * runs, and partner clients.
  *
  * Each test gets a fresh schema for audit and one for identity, both run as a runtime role that the owner
  * role (which migrates) grants its rights, as in production; the first tenant and its platform administrator
@@ -384,6 +385,8 @@ static void bootstrap(void)
     free(err);
 }
 
+static bool g_fast_key_reload; /* --key-reload-s 1 (the rotation test) */
+
 static void start_identity(bool short_sessions)
 {
     static char env_pg[600], env_owner[600], env_schema[100], env_redis[100], env_audit[100], env_key[400];
@@ -399,8 +402,17 @@ static void start_identity(bool short_sessions)
     const char *shorter[] = {
         "--argon2-m-kib",       "1024", "--argon2-t", "1", "--token-ttl-s", "30", "--session-idle-s", "2",
         "--session-absolute-s", "4",    NULL};
-    testproc_daemon_init(&g_idn, binary("services/identity/alma-identity"), "identity",
-                         short_sessions ? shorter : plain, env);
+    const char *const *base_args = short_sessions ? shorter : plain;
+    static const char *args[24];
+    size_t n = 0;
+    for (; base_args[n] && n < 20; n++)
+        args[n] = base_args[n];
+    if (g_fast_key_reload) {
+        args[n++] = "--key-reload-s";
+        args[n++] = "1";
+    }
+    args[n] = NULL;
+    testproc_daemon_init(&g_idn, binary("services/identity/alma-identity"), "identity", args, env);
     testproc_daemon_start(&g_idn);
     snprintf(g_idn_addr, sizeof g_idn_addr, "%s", g_idn.api_addr);
 }
@@ -447,6 +459,14 @@ static int test_setup(void **state)
 static int test_setup_short_sessions(void **state)
 {
     return setup_with(state, true);
+}
+
+static int test_setup_key_reload(void **state)
+{
+    g_fast_key_reload = true;
+    int rc = setup_with(state, false);
+    g_fast_key_reload = false;
+    return rc;
 }
 
 /* Stop a daemon; a non-zero exit (a sanitizer's report, a crash, an unclean drain) fails the test. */
@@ -1276,13 +1296,13 @@ static void test_users_and_mfa_enrolment(void **state)
 
 #define TENANT_ADMIN_PASSWORD "Tenant-B-Admin-Passw0rd!"
 
-/* CreateTenant with its first administrator (admin NULL: none given). */
-static rpc_code create_tenant_with(const sess *caller, const char *id, const char *admin,
-                                   const char *password, rpc_status *st)
+/* CreateTenant of a kind with its first administrator (admin NULL: none given). */
+static rpc_code create_tenant_kind(const sess *caller, const char *id, Alma__Identity__V1__TenantKind kind,
+                                   const char *admin, const char *password, rpc_status *st)
 {
     Alma__Identity__V1__Tenant t = ALMA__IDENTITY__V1__TENANT__INIT;
     t.tenant_id = (char *)id;
-    t.kind = ALMA__IDENTITY__V1__TENANT_KIND__TENANT_KIND_PROVIDER;
+    t.kind = kind;
     t.display_name = (char *)"Second clinic";
     Alma__Identity__V1__CreateTenantRequest req = ALMA__IDENTITY__V1__CREATE_TENANT_REQUEST__INIT;
     req.tenant = &t;
@@ -1295,11 +1315,19 @@ static rpc_code create_tenant_with(const sess *caller, const char *id, const cha
     if (code == RPC_OK) {
         Alma__Identity__V1__Tenant *out = (Alma__Identity__V1__Tenant *)resp;
         assert_string_equal(out->tenant_id, id);
-        assert_int_equal(out->kind, ALMA__IDENTITY__V1__TENANT_KIND__TENANT_KIND_PROVIDER);
+        assert_int_equal(out->kind, kind);
         assert_false(out->mfa_required_for_all);
         protobuf_c_message_free_unpacked(resp, NULL);
     }
     return code;
+}
+
+/* CreateTenant of a provider with its first administrator (admin NULL: none given). */
+static rpc_code create_tenant_with(const sess *caller, const char *id, const char *admin,
+                                   const char *password, rpc_status *st)
+{
+    return create_tenant_kind(caller, id, ALMA__IDENTITY__V1__TENANT_KIND__TENANT_KIND_PROVIDER, admin,
+                              password, st);
 }
 
 static rpc_code create_tenant(const sess *caller, const char *id, rpc_status *st)
@@ -2708,6 +2736,412 @@ static void test_audit_reads_need_audit_read(void **state)
     assert_true(stop_clean(&reader, "alma-audit (reader)"));
 }
 
+/* ---- Signing-key rotation (alma-admin rotate-signing-key) ------------------------------------------- */
+
+#define KEY_RELOAD_GIVE_UP_MS 8000 /* identity re-reads the keys every second here (--key-reload-s 1) */
+
+/* The kid in a token's header. */
+static void kid_of(const sess *s, char kid[AUTHZ_KID_BUF])
+{
+    const char *jwt = jwt_of(s);
+    size_t n = strcspn(jwt, ".");
+    char header[512];
+    size_t len = 0;
+    MUST(acrypto_base64url_decode(jwt, n, header, sizeof header - 1, &len));
+    header[len] = '\0';
+    const char *k = strstr(header, "\"kid\":\"");
+    assert_non_null(k);
+    k += 7;
+    size_t m = strcspn(k, "\"");
+    assert_int_equal(m, AUTHZ_KID_LEN);
+    memcpy(kid, k, m);
+    kid[m] = '\0';
+}
+
+/* The kids GetVerificationKeys publishes, in its order; returns how many. */
+static size_t published_kids(char kids[4][AUTHZ_KID_BUF])
+{
+    char *jwks = verification_keys();
+    authz_keyset *ks = NULL;
+    MUST(authz_keyset_from_jwks(jwks, strlen(jwks), &ks)); /* well-formed, conventional kids */
+    size_t n = 0;
+    for (const char *p = strstr(jwks, "\"kid\""); p && n < 4; p = strstr(p + 1, "\"kid\"")) {
+        const char *q = strchr(p + 5, '"');
+        assert_non_null(q);
+        size_t m = strcspn(q + 1, "\"");
+        assert_int_equal(m, AUTHZ_KID_LEN);
+        memcpy(kids[n], q + 1, m);
+        kids[n][m] = '\0';
+        assert_true(authz_keyset_has(ks, kids[n]));
+        n++;
+    }
+    assert_int_equal(n, authz_keyset_count(ks));
+    authz_keyset_free(ks);
+    free(jwks);
+    return n;
+}
+
+/* tools/alma-admin rotate-signing-key with a master key file: its exit code, stdout and stderr (free both).
+ */
+static int run_rotate(const char *master_path, char **out, char **err)
+{
+    static char env_pg[600], env_schema[100], env_key[400];
+    snprintf(env_pg, sizeof env_pg, "ALMA_PG_URI=%s", g_owner_uri);
+    snprintf(env_schema, sizeof env_schema, "ALMA_PG_SCHEMA=%s", g_idn_schema);
+    snprintf(env_key, sizeof env_key, "ALMA_MASTER_KEY_FILE=%s", master_path);
+    const char *env[] = {env_pg, env_schema, env_key, NULL};
+    const char *argv[] = {binary("tools/alma-admin"), "rotate-signing-key", NULL};
+    return testproc_run(argv, env, out, err);
+}
+
+/* The value after "<label>" on its line of the tool's output, e.g. "current:  <kid> (...)". */
+static void output_kid(const char *out, const char *label, char kid[AUTHZ_KID_BUF])
+{
+    const char *p = strstr(out, label);
+    if (!p)
+        fail_msg("no \"%s\" in alma-admin's output: %s", label, out);
+    p += strlen(label);
+    while (*p == ' ')
+        p++;
+    size_t n = strcspn(p, " \n");
+    assert_int_equal(n, AUTHZ_KID_LEN);
+    memcpy(kid, p, n);
+    kid[n] = '\0';
+}
+
+/* Rotate; the new kid (and the one it replaced). */
+static void rotate_ok(char new_kid[AUTHZ_KID_BUF], char prev_kid[AUTHZ_KID_BUF])
+{
+    char *out = NULL, *err = NULL;
+    int code = run_rotate(g_master_path, &out, &err);
+    if (code != 0 || sanitizer_report(err))
+        fail_msg("alma-admin rotate-signing-key exited %d: %s", code, err);
+    output_kid(out, "current:", new_kid);
+    output_kid(out, "previous:", prev_kid);
+    free(out);
+    free(err);
+}
+
+/* Wait until identity publishes exactly [want_first, want_second] (its reload thread saw the rotation). */
+static void wait_published(const char *want_first, const char *want_second)
+{
+    int64_t t0 = testproc_now_ms();
+    for (;;) {
+        char kids[4][AUTHZ_KID_BUF];
+        size_t n = published_kids(kids);
+        if (n == 2 && strcmp(kids[0], want_first) == 0 && strcmp(kids[1], want_second) == 0)
+            break;
+        if (testproc_now_ms() - t0 > KEY_RELOAD_GIVE_UP_MS)
+            fail_msg("identity still publishes %zu key(s), first %s, %d ms after the rotation", n, kids[0],
+                     KEY_RELOAD_GIVE_UP_MS);
+        testproc_sleep_ms(100);
+    }
+    fprintf(stderr, "[ INFO     ] identity published the rotated keys %" PRId64 " ms after alma-admin\n",
+            testproc_now_ms() - t0);
+}
+
+/* Identity accepts the token (GetUser of oneself). */
+static void identity_accepts(const sess *s, const char *what)
+{
+    rpc_status st;
+    expect(get_user(s, NULL, NULL, &st), RPC_OK, &st, what);
+}
+
+static void identity_refuses_unknown_key(const sess *s, const char *what)
+{
+    rpc_status st;
+    expect(get_user(s, NULL, NULL, &st), RPC_UNAUTHENTICATED, &st, what);
+    assert_string_equal(st.message, AUTHZ_MSG_KID_UNKNOWN);
+}
+
+/* An authorizer as another service would run it, with its own periodic key refresh. */
+static authz *service_with_refresh(int refresh_ms, rpc_client_tls *tls)
+{
+    *tls = client_tls("test-client");
+    authz_config cfg = {
+        .cache = &g_cache, .fetch_jwks = fetch_jwks, .fetch_arg = tls, .refresh_interval_ms = refresh_ms};
+    authz *az = NULL;
+    MUST(authz_new(&cfg, &az));
+    MUST(authz_wait_ready(az, 5000));
+    return az;
+}
+
+static authz_code decide_with(authz *az, const sess *s, authz_decision *d)
+{
+    authz_resource res = {.tenant_id = g_tenant};
+    (void)authz_authorize(az, s->bearer, AUTHZ_PERM_MFA_ENROLL, &res, NULL, d).err;
+    return d->code;
+}
+
+static void test_signing_key_rotation(void **state)
+{
+    (void)state;
+    char kids[4][AUTHZ_KID_BUF];
+    assert_int_equal(published_kids(kids), 1);
+    char k0[AUTHZ_KID_BUF], k1[AUTHZ_KID_BUF], k2[AUTHZ_KID_BUF], prev[AUTHZ_KID_BUF], kid[AUTHZ_KID_BUF];
+    memcpy(k0, kids[0], sizeof k0);
+
+    sess admin, old_user, new_user;
+    admin_login(&admin);
+    char user_id[64];
+    create_user_ok(&admin, "sched.rot", "scheduler", user_id);
+    login_ok("sched.rot", USER_PASSWORD, NULL, &old_user);
+    kid_of(&old_user, kid);
+    assert_string_equal(kid, k0);
+    /* Another service (default refresh: once a minute) has the first key set and accepts the token. */
+    expect_decision(&old_user, AUTHZ_PERM_MFA_ENROLL, NULL, AUTHZ_OK, "token of the first key");
+    rpc_client_tls fast_tls;
+    authz *fast = service_with_refresh(1000, &fast_tls); /* a service refreshing every second */
+
+    /* A wrong master key is refused before anything changes. */
+    char wrong_path[TESTPROC_PATH_MAX];
+    snprintf(wrong_path, sizeof wrong_path, "%s", testproc_work_path("wrong-master.key"));
+    write_file(wrong_path, "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=\n", 45);
+    char *out = NULL, *err = NULL;
+    int code = run_rotate(wrong_path, &out, &err);
+    if (code != 1 || sanitizer_report(err))
+        fail_msg("rotate-signing-key with a wrong master key exited %d: %s", code, err);
+    assert_non_null(strstr(err, "does not open with this master key"));
+    free(out);
+    free(err);
+    assert_int_equal(count_rows("SELECT count(*) FROM signing_keys"), 1);
+
+    /* First rotation: k0 becomes the previous key, still published; new tokens are signed by k1. */
+    rotate_ok(k1, prev);
+    assert_string_equal(prev, k0);
+    assert_string_not_equal(k1, k0);
+    wait_published(k1, k0);
+    identity_accepts(&old_user, "a token of the previous key, in identity");
+    expect_decision(&old_user, AUTHZ_PERM_MFA_ENROLL, NULL, AUTHZ_OK, "a token of the previous key");
+    login_ok("sched.rot", USER_PASSWORD, NULL, &new_user);
+    kid_of(&new_user, kid);
+    assert_string_equal(kid, k1);
+    /* The other service has never seen k1: it refetches on the unknown kid and accepts the token. */
+    expect_decision(&new_user, AUTHZ_PERM_MFA_ENROLL, NULL, AUTHZ_OK, "a token of the new key");
+    identity_accepts(&new_user, "a token of the new key, in identity");
+    /* A session made before the rotation refreshes into a token of the new key. */
+    sess refreshed = old_user;
+    rpc_status st;
+    expect(refresh(&refreshed, &st), RPC_OK, &st, "Refresh after the rotation");
+    kid_of(&refreshed, kid);
+    assert_string_equal(kid, k1);
+
+    /* Second rotation: k0 is retired; its tokens are refused everywhere, k1's still work. */
+    rotate_ok(k2, prev);
+    assert_string_equal(prev, k1);
+    wait_published(k2, k1);
+    identity_refuses_unknown_key(&old_user, "a token of the retired key, in identity");
+    identity_accepts(&new_user, "a token of the previous key (k1), in identity");
+    /* A service refreshing every second drops k0 within its refresh... */
+    int64_t t0 = testproc_now_ms();
+    authz_decision d;
+    while (decide_with(fast, &old_user, &d) != AUTHZ_UNAUTHENTICATED) {
+        if (testproc_now_ms() - t0 > 3000)
+            fail_msg("a service refreshing every second still accepts a retired key's token (%s)", d.reason);
+        testproc_sleep_ms(POLL_MS);
+    }
+    assert_string_equal(d.reason, AUTHZ_MSG_KID_UNKNOWN);
+    assert_int_equal(decide_with(fast, &new_user, &d), AUTHZ_OK);
+    /* ... and one on the default minute at its next refresh (forced here). */
+    MUST(authz_refresh_keys(second_service()));
+    assert_int_equal(decide(&old_user, AUTHZ_PERM_MFA_ENROLL, NULL, &d), AUTHZ_UNAUTHENTICATED);
+    assert_string_equal(d.reason, AUTHZ_MSG_KID_UNKNOWN);
+    expect_decision(&new_user, AUTHZ_PERM_MFA_ENROLL, NULL, AUTHZ_OK, "a token of k1 after the second");
+    sess newest;
+    login_ok("sched.rot", USER_PASSWORD, NULL, &newest);
+    kid_of(&newest, kid);
+    assert_string_equal(kid, k2);
+    expect_decision(&newest, AUTHZ_PERM_MFA_ENROLL, NULL, AUTHZ_OK, "a token of k2");
+    identity_accepts(&newest, "a token of k2, in identity");
+    assert_int_equal(count_rows("SELECT count(*) FROM signing_keys WHERE state = 'retired'"), 1);
+    assert_int_equal(count_rows("SELECT count(*) FROM signing_keys WHERE sealed_private IS NOT NULL"), 1);
+    authz_free(fast);
+}
+
+/* ---- Partner clients ------------------------------------------------------------------------------ */
+
+static rpc_code register_partner(const sess *caller, const char *client_id, const char *tenant,
+                                 const char *jwks, const char *const *scopes, size_t nscopes,
+                                 Alma__Identity__V1__PartnerClient **ret, rpc_status *st)
+{
+    Alma__Identity__V1__PartnerClient c = ALMA__IDENTITY__V1__PARTNER_CLIENT__INIT;
+    c.client_id = (char *)client_id;
+    c.tenant_id = (char *)tenant;
+    c.display_name = (char *)"Health plan API client";
+    c.jwks_json = (char *)jwks;
+    c.scopes = (char **)scopes;
+    c.n_scopes = nscopes;
+    Alma__Identity__V1__RegisterPartnerClientRequest req =
+        ALMA__IDENTITY__V1__REGISTER_PARTNER_CLIENT_REQUEST__INIT;
+    req.client = &c;
+    return icall(IDN("RegisterPartnerClient"), &req.base, &alma__identity__v1__partner_client__descriptor,
+                 caller ? caller->bearer : NULL, (ProtobufCMessage **)ret, st);
+}
+
+/* GetPartnerClient over a channel of the given peer identity (a PKI name). */
+static rpc_code get_partner_as(const char *peer, const char *client_id,
+                               Alma__Identity__V1__PartnerClient **ret, rpc_status *st)
+{
+    rpc_client_tls tls = client_tls(peer);
+    rpc_channel *ch = NULL;
+    MUST(rpc_channel_open(g_idn_addr, &tls, &ch));
+    Alma__Identity__V1__GetPartnerClientRequest req = ALMA__IDENTITY__V1__GET_PARTNER_CLIENT_REQUEST__INIT;
+    req.client_id = (char *)client_id;
+    rpc_call_opts o = {.timeout_ms = 10000};
+    ProtobufCMessage *resp = NULL;
+    rpc_code code = rpc_call_unary(ch, IDN("GetPartnerClient"), &req.base,
+                                   &alma__identity__v1__partner_client__descriptor, &o, &resp, st);
+    rpc_channel_close(ch);
+    if (ret)
+        *ret = (Alma__Identity__V1__PartnerClient *)resp;
+    else if (resp)
+        protobuf_c_message_free_unpacked(resp, NULL);
+    return code;
+}
+
+static void expect_partner(const Alma__Identity__V1__PartnerClient *p, const char *client_id,
+                           const char *tenant, const char *x)
+{
+    assert_string_equal(p->client_id, client_id);
+    assert_string_equal(p->tenant_id, tenant);
+    assert_string_equal(p->display_name, "Health plan API client");
+    assert_false(p->disabled);
+    assert_int_equal(p->n_scopes, 2);
+    assert_string_equal(p->scopes[0], "system/AuditEvent.read");
+    assert_string_equal(p->scopes[1], "system/GuidanceResponse.read");
+    /* The JWKS as stored (Postgres normalises jsonb's spacing and key order): the same key. */
+    authz_keyset *ks = NULL;
+    MUST(authz_keyset_from_jwks(p->jwks_json, strlen(p->jwks_json), &ks));
+    assert_int_equal(authz_keyset_count(ks), 1);
+    authz_keyset_free(ks);
+    assert_non_null(strstr(p->jwks_json, x));
+}
+
+static void test_partner_clients(void **state)
+{
+    (void)state;
+    rpc_status st;
+    sess admin;
+    admin_login(&admin);
+    char plan[96], client_id[96], bad_json_id[96];
+    snprintf(plan, sizeof plan, "%s-plan", g_tenant);
+    snprintf(client_id, sizeof client_id, "plan-api.%s", g_tenant);
+    snprintf(bad_json_id, sizeof bad_json_id, "plan-bad.%s", g_tenant);
+    expect(create_tenant_kind(&admin, plan, ALMA__IDENTITY__V1__TENANT_KIND__TENANT_KIND_HEALTH_PLAN,
+                              "plan.admin", TENANT_ADMIN_PASSWORD, &st),
+           RPC_OK, &st, "CreateTenant (health plan)");
+
+    /* The client's public key, as a JWKS. */
+    acrypto_ed25519_key *key = NULL;
+    authz_keyset *ks = NULL;
+    char *jwks = NULL;
+    MUST(acrypto_ed25519_generate(&key));
+    MUST(authz_keyset_new(&ks));
+    MUST(authz_keyset_add(ks, key));
+    MUST(authz_keyset_to_jwks(ks, &jwks));
+    authz_keyset_free(ks);
+    acrypto_ed25519_free(key);
+    const char *x = strstr(jwks, "\"x\":\"");
+    assert_non_null(x);
+    char xval[64];
+    snprintf(xval, sizeof xval, "\"%.*s\"", (int)strcspn(x + 5, "\""), x + 5); /* jsonb respaces */
+    const char *scopes[] = {"system/AuditEvent.read", "system/GuidanceResponse.read"};
+
+    /* Refusals that change nothing (no audit event): no token, no partners.manage, a provider tenant, bad
+     * scopes, an unknown tenant. */
+    expect(register_partner(NULL, client_id, plan, jwks, scopes, 2, NULL, &st), RPC_UNAUTHENTICATED, &st,
+           "RegisterPartnerClient without a token");
+    char sched_id[64];
+    create_user_ok(&admin, "sched.partner", "scheduler", sched_id);
+    sess sched;
+    login_ok("sched.partner", USER_PASSWORD, NULL, &sched);
+    expect(register_partner(&sched, client_id, plan, jwks, scopes, 2, NULL, &st), RPC_PERMISSION_DENIED, &st,
+           "RegisterPartnerClient by a scheduler");
+    expect(register_partner(&admin, client_id, g_tenant, jwks, scopes, 2, NULL, &st), RPC_FAILED_PRECONDITION,
+           &st, "RegisterPartnerClient for a provider tenant");
+    const char *bad_scopes[] = {"system/AuditEvent.read", "everything"};
+    expect(register_partner(&admin, client_id, plan, jwks, bad_scopes, 2, NULL, &st), RPC_INVALID_ARGUMENT,
+           &st, "RegisterPartnerClient with a bad scope");
+    assert_non_null(strstr(st.message, "scopes"));
+    expect(register_partner(&admin, client_id, plan, "", scopes, 2, NULL, &st), RPC_INVALID_ARGUMENT, &st,
+           "RegisterPartnerClient without a JWKS");
+    char nowhere[96];
+    snprintf(nowhere, sizeof nowhere, "%s-nowhere", g_tenant);
+    expect(register_partner(&admin, client_id, nowhere, jwks, scopes, 2, NULL, &st), RPC_NOT_FOUND, &st,
+           "RegisterPartnerClient for an unknown tenant");
+
+    /* A JWKS that is not JSON, or has no keys array, is found by the database: audited, then ERROR. */
+    expect(register_partner(&admin, bad_json_id, plan, "{\"keys\": [", scopes, 2, NULL, &st),
+           RPC_INVALID_ARGUMENT, &st, "RegisterPartnerClient with a JWKS that is not JSON");
+    assert_non_null(strstr(st.message, "jwks_json"));
+    expect(register_partner(&admin, bad_json_id, plan, "{\"keys\": 1}", scopes, 2, NULL, &st),
+           RPC_INVALID_ARGUMENT, &st, "RegisterPartnerClient with a JWKS without a keys array");
+    assert_non_null(strstr(st.message, "jwks_json"));
+
+    /* The registration. */
+    Alma__Identity__V1__PartnerClient *p = NULL;
+    expect(register_partner(&admin, client_id, plan, jwks, scopes, 2, &p, &st), RPC_OK, &st,
+           "RegisterPartnerClient");
+    expect_partner(p, client_id, plan, xval);
+    protobuf_c_message_free_unpacked(&p->base, NULL);
+    expect(register_partner(&admin, client_id, plan, jwks, scopes, 2, NULL, &st), RPC_ALREADY_EXISTS, &st,
+           "RegisterPartnerClient twice");
+    assert_int_equal(count_rows("SELECT count(*) FROM partner_clients"), 1);
+
+    /* GetPartnerClient: the gateway (and the tests' client) only, no token needed. */
+    p = NULL;
+    expect(get_partner_as("gateway", client_id, &p, &st), RPC_OK, &st, "GetPartnerClient as the gateway");
+    expect_partner(p, client_id, plan, xval);
+    protobuf_c_message_free_unpacked(&p->base, NULL);
+    p = NULL;
+    expect(get_partner_as("test-client", client_id, &p, &st), RPC_OK, &st, "GetPartnerClient as test-client");
+    expect_partner(p, client_id, plan, xval);
+    protobuf_c_message_free_unpacked(&p->base, NULL);
+    expect(get_partner_as("alma-cli", client_id, NULL, &st), RPC_PERMISSION_DENIED, &st,
+           "GetPartnerClient as alma-cli");
+    expect(get_partner_as("gateway", "no-such-client", NULL, &st), RPC_NOT_FOUND, &st,
+           "GetPartnerClient of an unknown client");
+    expect(get_partner_as("gateway", bad_json_id, NULL, &st), RPC_NOT_FOUND, &st,
+           "GetPartnerClient of a refused registration");
+
+    /* The audit trail, in the administrator's tenant: the registration, before it was made (SUCCESS, with the
+     * tenant and scopes); the refused JWKS as SUCCESS + ERROR pairs; nothing for the refusals above. */
+    Alma__Audit__V1__ListEventsResponse *l = audit_events(ALMA__AUDIT__V1__ACTION__ACTION_ADMIN);
+    const Alma__Audit__V1__Event *e =
+        find_outcome(l, client_id, "partner client registered", ALMA__AUDIT__V1__OUTCOME__OUTCOME_SUCCESS);
+    assert_non_null(e);
+    assert_string_equal(e->input->resource_type, "PartnerClient");
+    assert_string_equal(e->input->actor->principal_id, g_admin_id);
+    assert_string_equal(detail(e, "tenant"), plan);
+    assert_string_equal(detail(e, "new_scopes"), "system/AuditEvent.read,system/GuidanceResponse.read");
+    assert_null(find_outcome(l, client_id, "register partner client failed",
+                             ALMA__AUDIT__V1__OUTCOME__OUTCOME_ERROR));
+    size_t intents = 0, errors = 0, for_client = 0;
+    for (size_t i = 0; i < l->n_events; i++) {
+        const Alma__Audit__V1__Event *ev = l->events[i];
+        if (strcmp(ev->input->resource_id, client_id) == 0)
+            for_client++;
+        if (strcmp(ev->input->resource_id, bad_json_id) != 0)
+            continue;
+        const char *change = detail(ev, "change");
+        assert_non_null(change);
+        if (ev->input->outcome == ALMA__AUDIT__V1__OUTCOME__OUTCOME_SUCCESS) {
+            assert_string_equal(change, "partner client registered");
+            intents++;
+        } else {
+            assert_int_equal(ev->input->outcome, ALMA__AUDIT__V1__OUTCOME__OUTCOME_ERROR);
+            assert_string_equal(change, "register partner client failed");
+            assert_string_equal(detail(ev, "error"), "invalid");
+            errors++;
+        }
+    }
+    assert_int_equal(intents, 2);
+    assert_int_equal(errors, 2);
+    assert_int_equal(for_client, 1); /* the successful registration only: refusals are not events */
+    protobuf_c_message_free_unpacked(&l->base, NULL);
+    free(jwks);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -2722,6 +3156,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_audit_down, test_setup, test_teardown),
         cmocka_unit_test_setup_teardown(test_bad_input, test_setup, test_teardown),
         cmocka_unit_test_setup_teardown(test_audit_reads_need_audit_read, test_setup, test_teardown),
+        cmocka_unit_test_setup_teardown(test_signing_key_rotation, test_setup_key_reload, test_teardown),
+        cmocka_unit_test_setup_teardown(test_partner_clients, test_setup, test_teardown),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }
