@@ -177,7 +177,7 @@ void rpc_channel_close(rpc_channel *ch)
 typedef struct rpc_client_call {
     grpc_completion_queue *cq;
     grpc_call *call;
-    grpc_metadata md[3];
+    grpc_metadata md[4];
     size_t md_count;
     char request_id[65];
 } rpc_client_call;
@@ -219,6 +219,14 @@ static base_result rpc_client_call_start(rpc_channel *ch, const char *method, co
     if (opts->authorization && *opts->authorization) {
         cc->md[cc->md_count].key = grpc_slice_from_static_string("authorization");
         cc->md[cc->md_count].value = grpc_slice_from_copied_string(opts->authorization);
+        cc->md_count++;
+    }
+    const char *client_addr = opts->client_addr;
+    if (!client_addr && opts->parent)
+        client_addr = rpc_ctx_client_addr(opts->parent);
+    if (client_addr && *client_addr) {
+        cc->md[cc->md_count].key = grpc_slice_from_static_string(RPC_CLIENT_ADDR_METADATA);
+        cc->md[cc->md_count].value = grpc_slice_from_copied_string(client_addr);
         cc->md_count++;
     }
     if (opts->parent && rpc_ctx_traceparent(opts->parent)[0]) {

@@ -95,6 +95,12 @@ const char *rpc_ctx_peer_service(const rpc_ctx *ctx);
 const char *rpc_ctx_authorization(const rpc_ctx *ctx);
 const char *rpc_ctx_request_id(const rpc_ctx *ctx);
 const char *rpc_ctx_traceparent(const rpc_ctx *ctx);
+/* The end user's network address as a front service (the gateway) forwarded it in x-alma-client-addr
+ * metadata: IPv4/IPv6 text, at most RPC_CLIENT_ADDR_MAX characters; "" when absent or malformed. Any peer
+ * can send it: trust it only from a peer whose job is to set it (check rpc_ctx_peer_service first). */
+const char *rpc_ctx_client_addr(const rpc_ctx *ctx);
+#define RPC_CLIENT_ADDR_METADATA "x-alma-client-addr"
+#define RPC_CLIENT_ADDR_MAX      45
 /* Milliseconds left before the caller's deadline (INT64_MAX if none; <= 0 when passed). */
 int64_t rpc_ctx_remaining_ms(const rpc_ctx *ctx);
 /* True once the caller cancelled, the deadline passed, or the server is shutting down hard. */
@@ -174,6 +180,7 @@ typedef struct rpc_call_opts {
     const char *request_id;    /* NULL: the parent's, or a new one */
     const rpc_ctx *parent;     /* propagate deadline, cancellation, request id, traceparent */
     bool wait_for_ready;       /* wait for a server that is still starting, within the timeout */
+    const char *client_addr; /* the end user's address to forward (x-alma-client-addr); NULL: the parent's */
 } rpc_call_opts;
 
 typedef struct rpc_status {

@@ -99,6 +99,7 @@ struct rpc_ctx {
 
     char request_id[RPC_REQUEST_ID_MAX + 1];
     char traceparent[56];
+    char client_addr[RPC_CLIENT_ADDR_MAX + 1]; /* x-alma-client-addr, "" when absent or malformed */
     char *authorization;
     char peer_id[256];
     char peer_service[64];
@@ -380,6 +381,11 @@ const char *rpc_ctx_request_id(const rpc_ctx *ctx)
 {
     return ctx->request_id;
 }
+const char *rpc_ctx_client_addr(const rpc_ctx *ctx)
+{
+    return ctx->client_addr;
+}
+
 const char *rpc_ctx_traceparent(const rpc_ctx *ctx)
 {
     return ctx->traceparent;
@@ -673,6 +679,16 @@ static const char *rpc_read_metadata(rpc_ctx *ctx, rpc_code *code)
             }
             memcpy(ctx->request_id, vp, vn);
             ctx->request_id[vn] = '\0';
+        } else if (rpc_slice_eq(k, RPC_CLIENT_ADDR_METADATA)) {
+            /* An IPv4 or IPv6 address as text; anything else is ignored (never echoed). */
+            bool ok = vn >= 2 && vn <= RPC_CLIENT_ADDR_MAX;
+            for (size_t j = 0; ok && j < vn; j++)
+                ok = (vp[j] >= '0' && vp[j] <= '9') || (vp[j] >= 'a' && vp[j] <= 'f') ||
+                     (vp[j] >= 'A' && vp[j] <= 'F') || vp[j] == '.' || vp[j] == ':';
+            if (ok) {
+                memcpy(ctx->client_addr, vp, vn);
+                ctx->client_addr[vn] = '\0';
+            }
         } else if (rpc_slice_eq(k, "traceparent")) {
             if (rpc_valid_traceparent(vp, vn)) { /* a malformed one is ignored, per W3C */
                 memcpy(ctx->traceparent, vp, vn);

@@ -11,13 +11,19 @@
 
 #define BAD_CREDENTIALS "invalid credentials"
 
-/* The source of a login for throttling: the calling service (the gateway passes each end user's requests
- * over its own connection, so per-source limits apply per calling service until it forwards a client
- * address). */
+/* The source of a login for throttling: the end user's address when the gateway forwards it (the gateway
+ * carries every end user over its own connection, so its service identity alone would make one source of
+ * all of them), else the calling service. Only the gateway is trusted to name an address. */
 static const char *login_source(rpc_ctx *ctx)
 {
     const char *p = rpc_ctx_peer_service(ctx);
-    return p && p[0] ? p : "local";
+    const char *addr = rpc_ctx_client_addr(ctx);
+    const char *from = p && p[0] ? p : "local";
+    if (strcmp(from, "gateway") == 0 && addr[0]) {
+        const char *src = rpc_ctx_printf(ctx, "addr:%s", addr);
+        return src ? src : from;
+    }
+    return from;
 }
 
 static bool text_ok(const char *s, size_t min, size_t max)

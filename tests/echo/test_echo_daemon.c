@@ -177,7 +177,7 @@ static void test_sigterm_drains(void **state)
     /* Once draining, the ports stop accepting (bounded wait: the listeners close asynchronously). */
     assert_true(testproc_daemon_log_wait(&d, "\"msg\":\"draining\"", 2000));
     int64_t until = testproc_now_ms() + 1000;
-    while (tcp_accepts(d.api) && testproc_now_ms() < until)
+    while ((tcp_accepts(d.api) || tcp_accepts(d.admin)) && testproc_now_ms() < until)
         testproc_sleep_ms(10);
     assert_false(tcp_accepts(d.api));
     assert_false(tcp_accepts(d.admin));

@@ -3142,6 +3142,47 @@ static void test_partner_clients(void **state)
     free(jwks);
 }
 
+/* ---- Throttling by the end user's address the gateway forwards ---------------------------------------- */
+
+static rpc_code login_via(rpc_channel *ch, const char *addr, const char *user, rpc_status *st)
+{
+    Alma__Identity__V1__LoginRequest req = ALMA__IDENTITY__V1__LOGIN_REQUEST__INIT;
+    req.tenant_id = g_tenant;
+    req.username = (char *)user;
+    req.password = (char *)"Wrong-Password-123!";
+    rpc_call_opts o = {.timeout_ms = 20000, .client_addr = addr};
+    ProtobufCMessage *resp = NULL;
+    rpc_code code = rpc_call_unary(ch, IDN("Login"), &req.base,
+                                   &alma__identity__v1__login_response__descriptor, &o, &resp, st);
+    if (resp)
+        protobuf_c_message_free_unpacked(resp, NULL);
+    return code;
+}
+
+/* The gateway carries every end user over one connection: failures count per forwarded address, so 50
+ * failures from one address lock that address only (not every user of the gateway). An address named by a
+ * caller that is not the gateway is ignored. */
+static void test_throttle_by_forwarded_address(void **state)
+{
+    (void)state;
+    rpc_client_tls tls = client_tls("gateway");
+    rpc_channel *gw = NULL;
+    MUST(rpc_channel_open(g_idn.api_addr, &tls, &gw));
+    /* Addresses unique to this run, so a Redis kept between runs holds no earlier failures for them. */
+    char a[48], b[48];
+    snprintf(a, sizeof a, "198.51.%d.%d", (int)(getpid() % 250), g_ntest % 250);
+    snprintf(b, sizeof b, "203.0.%d.%d", (int)(getpid() % 250), g_ntest % 250);
+    rpc_status st;
+    for (int i = 0; i < 50; i++) {
+        char user[32];
+        snprintf(user, sizeof user, "nobody.%d", i); /* distinct users: the per-user lockout stays out */
+        expect(login_via(gw, a, user, &st), RPC_UNAUTHENTICATED, &st, "failure from address A");
+    }
+    expect(login_via(gw, a, "nobody.x", &st), RPC_RESOURCE_EXHAUSTED, &st, "address A locked");
+    expect(login_via(gw, b, "nobody.y", &st), RPC_UNAUTHENTICATED, &st, "address B not locked");
+    rpc_channel_close(gw);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -3155,6 +3196,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_care_relationships_and_break_glass, test_setup, test_teardown),
         cmocka_unit_test_setup_teardown(test_audit_down, test_setup, test_teardown),
         cmocka_unit_test_setup_teardown(test_bad_input, test_setup, test_teardown),
+        cmocka_unit_test_setup_teardown(test_throttle_by_forwarded_address, test_setup, test_teardown),
         cmocka_unit_test_setup_teardown(test_audit_reads_need_audit_read, test_setup, test_teardown),
         cmocka_unit_test_setup_teardown(test_signing_key_rotation, test_setup_key_reload, test_teardown),
         cmocka_unit_test_setup_teardown(test_partner_clients, test_setup, test_teardown),

@@ -74,6 +74,14 @@ static rpc_code relay(rpc_ctx *ctx, const void *reqp, void *respp)
 
 static const char *const any_peer[] = {RPC_ANY_PEER, NULL};
 
+/* Answers with the forwarded end-user address it was given ("" when none or malformed). */
+static rpc_code who_is(rpc_ctx *ctx, const void *reqp, void *respp)
+{
+    (void)reqp;
+    ((Alma__Echo__V1__EchoResponse *)respp)->message = (char *)rpc_ctx_client_addr(ctx);
+    return RPC_OK;
+}
+
 typedef struct fixture {
     rpc_server *srv;
     char api[64], admin[64];
@@ -106,7 +114,15 @@ static int setup(void **state)
         .unary = relay,
         .allowed_peers = any_peer,
     };
-    test_method_count = echo_method_count + 1;
+    test_methods[echo_method_count + 1] = (rpc_method){
+        .name = "/alma.echo.v1.Echo/WhoIs",
+        .kind = RPC_KIND_UNARY,
+        .request = &alma__echo__v1__echo_request__descriptor,
+        .response = &alma__echo__v1__echo_response__descriptor,
+        .unary = who_is,
+        .allowed_peers = any_peer,
+    };
+    test_method_count = echo_method_count + 2;
     fixture *f = calloc(1, sizeof *f);
     rpc_server_config cfg = {
         .service_name = "echo",
@@ -339,6 +355,30 @@ static void test_deadline_propagates(void **state)
     relay_inner_request_id[0] = '\0';
     assert_int_equal(echo_call(ch, "/alma.echo.v1.Echo/Relay", "via", 0, 10000, NULL, &st), RPC_OK);
     assert_string_equal(relay_inner_request_id, "req-test-1");
+    rpc_channel_close(ch);
+}
+
+static void test_forwarded_client_addr(void **state)
+{
+    fixture *f = *state;
+    rpc_channel *ch = open_as(f, "test-client.pem", "ca.pem");
+    const char *cases[][2] = {{"203.0.113.7", "203.0.113.7"},
+                              {"2001:db8::1", "2001:db8::1"},
+                              {"1.2.3.4; drop", ""},
+                              {"x", ""},
+                              {"0123456789012345678901234567890123456789012345", ""}, /* 46 > the limit */
+                              {NULL, ""}};
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        Alma__Echo__V1__EchoRequest req = ALMA__ECHO__V1__ECHO_REQUEST__INIT;
+        rpc_call_opts o = {.timeout_ms = 5000, .client_addr = cases[i][0]};
+        ProtobufCMessage *resp = NULL;
+        rpc_status st;
+        assert_int_equal(rpc_call_unary(ch, "/alma.echo.v1.Echo/WhoIs", &req.base,
+                                        &alma__echo__v1__echo_response__descriptor, &o, &resp, &st),
+                         RPC_OK);
+        assert_string_equal(((Alma__Echo__V1__EchoResponse *)resp)->message, cases[i][1]);
+        protobuf_c_message_free_unpacked(resp, NULL);
+    }
     rpc_channel_close(ch);
 }
 
@@ -589,19 +629,13 @@ static void test_spiffe_and_codes(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_unary_mtls),
-        cmocka_unit_test(test_wrong_caller_denied),
-        cmocka_unit_test(test_no_client_cert_refused),
-        cmocka_unit_test(test_other_ca_refused),
-        cmocka_unit_test(test_plaintext_client_refused),
-        cmocka_unit_test(test_server_stream),
-        cmocka_unit_test(test_bidi_stream),
-        cmocka_unit_test(test_deadline_exceeded),
-        cmocka_unit_test(test_cancelled_stream),
-        cmocka_unit_test(test_deadline_propagates),
-        cmocka_unit_test(test_unknown_method_unimplemented),
-        cmocka_unit_test(test_bad_requests_rejected),
-        cmocka_unit_test(test_health),
+        cmocka_unit_test(test_forwarded_client_addr), cmocka_unit_test(test_unary_mtls),
+        cmocka_unit_test(test_wrong_caller_denied),   cmocka_unit_test(test_no_client_cert_refused),
+        cmocka_unit_test(test_other_ca_refused),      cmocka_unit_test(test_plaintext_client_refused),
+        cmocka_unit_test(test_server_stream),         cmocka_unit_test(test_bidi_stream),
+        cmocka_unit_test(test_deadline_exceeded),     cmocka_unit_test(test_cancelled_stream),
+        cmocka_unit_test(test_deadline_propagates),   cmocka_unit_test(test_unknown_method_unimplemented),
+        cmocka_unit_test(test_bad_requests_rejected), cmocka_unit_test(test_health),
         cmocka_unit_test(test_metrics_scrape),
     };
     const struct CMUnitTest standalone[] = {
