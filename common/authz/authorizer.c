@@ -497,14 +497,14 @@ static authz__status verify_token(authz *a, const char *token, size_t len, int64
     return st;
 }
 
-base_result authz_authorize(authz *a, const char *authorization, const char *permission,
-                            const authz_resource *resource, authz_claims *claims, authz_decision *decision)
+base_result authz_authenticate(authz *a, const char *authorization, authz_claims *claims,
+                               authz_decision *decision)
 {
     if (!decision)
         return base_fail(BASE_ERR_INVALID, "authz: no decision to write");
     decision->authenticated = false;
-    if (!a || !permission) {
-        (void)decide(decision, AUTHZ_PERMISSION_DENIED, NULL, "authorizer called without a permission");
+    if (!a || !claims) {
+        (void)decide(decision, AUTHZ_UNAUTHENTICATED, NULL, "authenticator called without claims");
         return base_fail(BASE_ERR_INVALID, "authz: missing argument");
     }
 
@@ -534,6 +534,30 @@ base_result authz_authorize(authz *a, const char *authorization, const char *per
     if (revoked)
         return decide(decision, AUTHZ_UNAUTHENTICATED, NULL, "token revoked");
     decision->authenticated = true;
+    memcpy(claims, &c, offsetof(authz_claims, roles));
+    claims->role_count = c.role_count;
+    memcpy(claims->roles, c.roles, c.role_count * sizeof c.roles[0]);
+    claims->perm_count = c.perm_count;
+    memcpy(claims->perm, c.perm, c.perm_count * sizeof c.perm[0]);
+    return decide(decision, AUTHZ_OK, NULL, "token verified");
+}
+
+base_result authz_authorize(authz *a, const char *authorization, const char *permission,
+                            const authz_resource *resource, authz_claims *claims, authz_decision *decision)
+{
+    if (!decision)
+        return base_fail(BASE_ERR_INVALID, "authz: no decision to write");
+    decision->authenticated = false;
+    if (!a || !permission) {
+        (void)decide(decision, AUTHZ_PERMISSION_DENIED, NULL, "authorizer called without a permission");
+        return base_fail(BASE_ERR_INVALID, "authz: missing argument");
+    }
+
+    /* 0-2. Feed, token, revocation. */
+    authz_claims c;
+    base_result r = authz_authenticate(a, authorization, &c, decision);
+    if (!base_is_ok(r))
+        return r;
     if (claims) {
         memcpy(claims, &c, offsetof(authz_claims, roles));
         claims->role_count = c.role_count;
@@ -541,6 +565,7 @@ base_result authz_authorize(authz *a, const char *authorization, const char *per
         claims->perm_count = c.perm_count;
         memcpy(claims->perm, c.perm, c.perm_count * sizeof c.perm[0]);
     }
+    int64_t now = authz__clock_s(a);
 
     /* 3. Tenant, enrolment tokens, permission. */
     if (!authz_valid_name(permission))

@@ -290,6 +290,13 @@ BASE_MUST_USE base_result authz_authorize(authz *a, const char *authorization, c
                                           const authz_resource *resource, authz_claims *claims,
                                           authz_decision *decision);
 
+/* Steps 0 to 2 of authz_authorize() alone: the feed, the token, revocation. For a caller that needs the
+ * token's own claims (its tenant) before it knows which resource to authorise, e.g. a self-service call.
+ * BASE_OK with *claims and decision->authenticated when the token is good; otherwise the failure and the
+ * decision as authz_authorize() gives them. claims is required. */
+BASE_MUST_USE base_result authz_authenticate(authz *a, const char *authorization, authz_claims *claims,
+                                             authz_decision *decision);
+
 /* ---- publishers (identity) ---------------------------------------------------------------------- */
 
 /* Revoke a session: SET authz:revoked:sid:<sid> "1" with a TTL, then PUBLISH "sid <sid>". ttl_s 0:

@@ -364,6 +364,34 @@ static void test_patient_scope(void **state)
 
 /* ---- revocation ------------------------------------------------------------------------------------- */
 
+/* authz_authenticate: the token's own claims (any permission, any tenant), refused like authorize refuses a
+ * bad or revoked token. */
+static void test_authenticate(void **state)
+{
+    (void)state;
+    authz_claims c, got;
+    t_claims(&c, g_tenant, g_perms);
+    c.enr = true; /* an enrolment-only token still authenticates: what it may do is authorize's question */
+    char *bearer = t_token(&c, g_k1, true);
+    authz_decision d;
+    OK(authz_authenticate(g_a, bearer, &got, &d));
+    assert_true(d.authenticated);
+    assert_int_equal(d.code, AUTHZ_OK);
+    assert_string_equal(got.sub, c.sub);
+    assert_string_equal(got.tid, g_tenant);
+    assert_true(got.enr);
+    assert_int_equal(authz_authenticate(g_a, NULL, &got, &d).err, BASE_ERR_UNAUTH);
+    assert_false(d.authenticated);
+    assert_int_equal(authz_authenticate(g_a, "Bearer abc", &got, &d).err, BASE_ERR_UNAUTH);
+    assert_int_equal(authz_authenticate(g_a, bearer, NULL, &d).err, BASE_ERR_INVALID);
+    OK(authz_revoke_session(g_conn, c.sid, 0));
+    int64_t t = wait_code(g_a, bearer, "referral.review", AUTHZ_UNAUTHENTICATED, 1000);
+    assert_true(t >= 0);
+    assert_int_equal(authz_authenticate(g_a, bearer, &got, &d).err, BASE_ERR_UNAUTH);
+    assert_string_equal(d.reason, "token revoked");
+    free(bearer);
+}
+
 static void test_revocation_two_services(void **state)
 {
     (void)state;
@@ -666,6 +694,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_rules),
         cmocka_unit_test(test_patient_scope),
+        cmocka_unit_test(test_authenticate),
         cmocka_unit_test(test_revocation_two_services),
         cmocka_unit_test(test_reload_at_start),
         cmocka_unit_test(test_key_rotation),
