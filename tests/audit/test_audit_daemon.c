@@ -21,6 +21,7 @@
 #include "rpc/rpc.h"
 #include "testdb.h"
 #include "testenv.h"
+#include "testrpc.h"
 #include "testproc.h"
 #include "verify_tool.h"
 
@@ -92,15 +93,6 @@ static base_result admin_exec(const char *sql, int n, const char *const *p)
     base_result r = db_exec(c, sql, n, p, NULL);
     db_conn_release(c);
     return r;
-}
-
-static db_pool *pool_for(const char *uri, const char *schema)
-{
-    db_pool_config cfg = db_pool_config_default(uri, 2, 3000);
-    cfg.search_path = schema;
-    db_pool *p = NULL;
-    MUST(db_pool_create_config(&cfg, &p));
-    return p;
 }
 
 static int group_setup(void **state)
@@ -180,7 +172,7 @@ static int test_setup(void **state)
     const char *args[] = {"--origin", ORIGIN, "--checkpoint-interval-ms", "50", NULL};
     testproc_daemon_init(&g_d, audit_binary(), "audit", args, env);
     testproc_daemon_start(&g_d);
-    g_admin = pool_for(g_pg_uri, g_schema);
+    g_admin = testdb_pool(g_pg_uri, g_schema, 2);
     return 0;
 }
 
@@ -198,24 +190,9 @@ static int test_teardown(void **state)
 
 /* ---- Calls ------------------------------------------------------------------------------------------ */
 
-static rpc_client_tls client_tls(const char *name)
-{
-    static char cert[4][512], key[4][512], ca[4][512];
-    static int slot;
-    int i = slot++ % 4;
-    char file[128];
-    snprintf(file, sizeof file, "%s.pem", name);
-    snprintf(cert[i], sizeof cert[i], "%s", testenv_pki(file));
-    size_t n = strlen(cert[i]);
-    snprintf(key[i], sizeof key[i], "%.*s-key.pem", (int)(n - 4), cert[i]);
-    snprintf(ca[i], sizeof ca[i], "%s", testenv_pki("ca.pem"));
-    rpc_client_tls t = {.files = {.cert = cert[i], .key = key[i], .ca = ca[i]}, .server_name = "localhost"};
-    return t;
-}
-
 static rpc_channel *channel(const char *client)
 {
-    rpc_client_tls tls = client_tls(client);
+    rpc_client_tls tls = testrpc_client_tls(client);
     rpc_channel *ch = NULL;
     MUST(rpc_channel_open(g_d.api_addr, &tls, &ch));
     return ch;
@@ -557,7 +534,7 @@ static void test_who_may_call(void **state)
                           &alma__audit__v1__verify_log_response__descriptor, &resp, NULL),
                      RPC_PERMISSION_DENIED);
     /* A certificate from another CA does not even get a connection. */
-    rpc_client_tls rogue = client_tls("rogue-client");
+    rpc_client_tls rogue = testrpc_client_tls("rogue-client");
     rpc_channel *rch = NULL;
     MUST(rpc_channel_open(g_d.api_addr, &rogue, &rch));
     assert_int_equal(append(rch, &h, NULL, NULL), RPC_UNAVAILABLE);
@@ -594,7 +571,7 @@ static void test_runtime_role_is_append_only(void **state)
         }
     }
     /* And it really cannot: as that role, UPDATE and DELETE fail on permissions. */
-    db_pool *app = pool_for(g_app_uri, g_schema);
+    db_pool *app = testdb_pool(g_app_uri, g_schema, 2);
     db_conn *c = NULL;
     MUST(db_pool_acquire(app, 5000, &c));
     assert_int_equal(db_exec(c, "UPDATE events SET tenant_id = 'x'", 0, NULL, NULL).err, BASE_ERR_DENIED);
@@ -1082,7 +1059,7 @@ typedef struct loader {
 static void *loader_main(void *arg)
 {
     loader *l = arg;
-    rpc_client_tls tls = client_tls("test-client");
+    rpc_client_tls tls = testrpc_client_tls("test-client");
     rpc_channel *ch = NULL;
     if (!base_is_ok(rpc_channel_open(l->addr, &tls, &ch)))
         return NULL;
@@ -1285,7 +1262,7 @@ static void test_cli_export_and_verify(void **state)
 static void test_audit_client(void **state)
 {
     (void)state;
-    rpc_client_tls tls = client_tls("identity");
+    rpc_client_tls tls = testrpc_client_tls("identity");
     audit_client *c = NULL;
     MUST(audit_client_open(g_d.api_addr, &tls, 5000, &c));
     ev_holder h;
@@ -1301,13 +1278,13 @@ static void test_audit_client(void **state)
     assert_non_null(strstr(base_error_message(), "tenant_id"));
     audit_client_close(c);
     /* A service that may not append is told so. */
-    tls = client_tls("intruder");
+    tls = testrpc_client_tls("intruder");
     MUST(audit_client_open(g_d.api_addr, &tls, 5000, &c));
     h.ev.tenant_id = (char *)"tenant-a";
     assert_int_equal(audit_client_append(c, &h.ev, NULL, NULL).err, BASE_ERR_DENIED);
     audit_client_close(c);
     /* The audit service down: UNAVAILABLE, which callers turn into a refused disclosure. */
-    tls = client_tls("identity");
+    tls = testrpc_client_tls("identity");
     MUST(audit_client_open(g_d.api_addr, &tls, 1000, &c));
     assert_int_equal(testproc_daemon_stop(&g_d), 0);
     assert_int_equal(audit_client_append(c, &h.ev, NULL, NULL).err, BASE_ERR_UNAVAILABLE);

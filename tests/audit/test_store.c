@@ -57,16 +57,6 @@ typedef struct fx {
     audit_store *store;
 } fx;
 
-static db_pool *pool_in(const char *conninfo, const char *schema, int size)
-{
-    db_pool_config cfg = db_pool_config_default(conninfo, size, 3000);
-    cfg.search_path = schema;
-    cfg.application_name = "alma-test-audit-store";
-    db_pool *p = NULL;
-    MUST(db_pool_create_config(&cfg, &p));
-    return p;
-}
-
 static audit_store_config store_cfg(fx *f)
 {
     audit_store_config cfg = {.pool = f->pool,
@@ -82,8 +72,8 @@ static void fx_open(fx *f, const char *conninfo)
 {
     memset(f, 0, sizeof *f);
     snprintf(f->schema, sizeof f->schema, "%s_%d", g_prefix, g_nschema++);
-    f->pool = pool_in(conninfo, f->schema, 8);
-    f->admin = pool_in(g_uri, f->schema, 2);
+    f->pool = testdb_pool(conninfo, f->schema, 8);
+    f->admin = testdb_pool(g_uri, f->schema, 2);
     audit_store_config cfg = store_cfg(f);
     MUST(audit_store_open(&cfg, &f->store));
 }
@@ -862,7 +852,7 @@ static void test_postgres_unreachable(void **state)
     /* Down from the start: open fails promptly. */
     char uri[256];
     snprintf(uri, sizeof uri, "postgresql://postgres@127.0.0.1:%d/postgres", testenv_closed_port());
-    db_pool *dead = pool_in(uri, "audit", 2);
+    db_pool *dead = testdb_pool(uri, "audit", 2);
     audit_store_config cfg = {.pool = dead, .origin = ORIGIN, .key = g_key, .max_wait_us = -1};
     audit_store *s = NULL;
     int64_t t0 = now_ms();

@@ -14,6 +14,7 @@
 #include "grpc/health/v1/health.pb-c.h"
 #include "rpc/rpc.h"
 #include "testenv.h"
+#include "testrpc.h"
 #include "testproc.h"
 
 #include <arpa/inet.h>
@@ -55,23 +56,10 @@ static void daemon_start(testproc_daemon *d, const char *const *extra)
 
 /* ------------------------------------------------------------------ in-process clients */
 
-static rpc_client_tls client_tls(const char *name)
-{
-    static char cert[4][512], key[4][512], ca[4][512];
-    static int slot;
-    int i = slot++ % 4;
-    snprintf(cert[i], sizeof cert[i], "%s", testenv_pki(name));
-    size_t n = strlen(cert[i]);
-    snprintf(key[i], sizeof key[i], "%.*s-key.pem", (int)(n - 4), cert[i]);
-    snprintf(ca[i], sizeof ca[i], "%s", testenv_pki("ca.pem"));
-    rpc_client_tls t = {.files = {.cert = cert[i], .key = key[i], .ca = ca[i]}, .server_name = "localhost"};
-    return t;
-}
-
 static rpc_code echo_call(const char *addr, const char *client, const char *msg, uint32_t delay_ms,
                           int timeout_ms, char *ret_peer, size_t peer_size)
 {
-    rpc_client_tls t = client_tls(client);
+    rpc_client_tls t = testrpc_client_tls(client);
     rpc_channel *ch = NULL;
     assert_true(base_is_ok(rpc_channel_open(addr, &t, &ch)));
     Alma__Echo__V1__EchoRequest req = ALMA__ECHO__V1__ECHO_REQUEST__INIT;
@@ -137,7 +125,7 @@ typedef struct slow_call {
 static void *slow_call_main(void *arg)
 {
     slow_call *c = arg;
-    c->code = echo_call(c->addr, "test-client.pem", "drain me", c->delay_ms, 20000, NULL, 0);
+    c->code = echo_call(c->addr, "test-client", "drain me", c->delay_ms, 20000, NULL, 0);
     c->done = true;
     return NULL;
 }
@@ -154,7 +142,7 @@ static void test_serves_health_and_mtls(void **state)
     assert_int_equal(health_check(d.admin_addr, &status), RPC_OK);
     assert_int_equal(status, GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__SERVING);
     char peer[256] = "";
-    assert_int_equal(echo_call(d.api_addr, "test-client.pem", "hello", 0, 5000, peer, sizeof peer), RPC_OK);
+    assert_int_equal(echo_call(d.api_addr, "test-client", "hello", 0, 5000, peer, sizeof peer), RPC_OK);
     assert_string_equal(peer, ECHO_SPIFFE_TESTC);
     /* The metrics port accepts connections too (its content is test_rpc's business). */
     assert_true(tcp_accepts(d.metrics));
@@ -294,10 +282,9 @@ static void test_no_phi_in_logs(void **state)
     const char *const extra[] = {"--log-level", "debug", NULL};
     daemon_start(&d, extra);
     static const char phi[] = "Jane Doe DOB 1970-01-01";
-    assert_int_equal(echo_call(d.api_addr, "test-client.pem", phi, 0, 5000, NULL, 0), RPC_OK);
+    assert_int_equal(echo_call(d.api_addr, "test-client", phi, 0, 5000, NULL, 0), RPC_OK);
     /* A failing call is logged at info, with its code: still without the request. */
-    assert_int_equal(echo_call(d.api_addr, "test-client.pem", phi, 600000, 5000, NULL, 0),
-                     RPC_INVALID_ARGUMENT);
+    assert_int_equal(echo_call(d.api_addr, "test-client", phi, 600000, 5000, NULL, 0), RPC_INVALID_ARGUMENT);
     assert_int_equal(testproc_daemon_stop(&d), 0);
     char *log = testproc_daemon_log(&d);
     assert_non_null(strstr(log, "\"method\":\"/alma.echo.v1.Echo/Echo\",\"code\":\"OK\""));

@@ -26,6 +26,7 @@
 #include "store.h"
 #include "testdb.h"
 #include "testenv.h"
+#include "testrpc.h"
 #include "testproc.h"
 
 #include <inttypes.h>
@@ -114,15 +115,6 @@ static void root_exec(const char *sql)
     MUST(db_pool_acquire(g_root, 5000, &c));
     MUST(db_exec(c, sql, 0, NULL, NULL));
     db_conn_release(c);
-}
-
-static db_pool *pool_for(const char *uri, const char *schema)
-{
-    db_pool_config cfg = db_pool_config_default(uri, 2, 3000);
-    cfg.search_path = schema;
-    db_pool *p = NULL;
-    MUST(db_pool_create_config(&cfg, &p));
-    return p;
 }
 
 static int group_setup(void **state)
@@ -417,21 +409,6 @@ static void start_identity(bool short_sessions)
     snprintf(g_idn_addr, sizeof g_idn_addr, "%s", g_idn.api_addr);
 }
 
-static rpc_client_tls client_tls(const char *name)
-{
-    static char cert[4][512], key[4][512], ca[4][512];
-    static int slot;
-    int i = slot++ % 4;
-    char file[128];
-    snprintf(file, sizeof file, "%s.pem", name);
-    snprintf(cert[i], sizeof cert[i], "%s", testenv_pki(file));
-    size_t n = strlen(cert[i]);
-    snprintf(key[i], sizeof key[i], "%.*s-key.pem", (int)(n - 4), cert[i]);
-    snprintf(ca[i], sizeof ca[i], "%s", testenv_pki("ca.pem"));
-    rpc_client_tls t = {.files = {.cert = cert[i], .key = key[i], .ca = ca[i]}, .server_name = "localhost"};
-    return t;
-}
-
 static int setup_with(void **state, bool short_sessions)
 {
     if (testproc_setup(state) != 0)
@@ -445,9 +422,9 @@ static int setup_with(void **state, bool short_sessions)
     start_audit();
     bootstrap();
     start_identity(short_sessions);
-    rpc_client_tls tls = client_tls("test-client");
+    rpc_client_tls tls = testrpc_client_tls("test-client");
     MUST(rpc_channel_open(g_idn.api_addr, &tls, &g_ch));
-    g_idn_db = pool_for(g_pg_uri, g_idn_schema);
+    g_idn_db = testdb_pool(g_pg_uri, g_idn_schema, 2);
     return 0;
 }
 
@@ -866,7 +843,7 @@ static authz *second_service(void)
 {
     static rpc_client_tls tls;
     if (!g_az) {
-        tls = client_tls("test-client");
+        tls = testrpc_client_tls("test-client");
         authz_config cfg = {.cache = &g_cache, .fetch_jwks = fetch_jwks, .fetch_arg = &tls};
         MUST(authz_new(&cfg, &g_az));
         MUST(authz_wait_ready(g_az, 5000));
@@ -946,7 +923,7 @@ static int64_t revoke_and_time(const char *method, const ProtobufCMessage *req,
                                const char *what)
 {
     bg_call b = {.method = method, .req = req, .desc = desc, .bearer = caller->bearer};
-    b.tls = client_tls("test-client");
+    b.tls = testrpc_client_tls("test-client");
     second_service(); /* started before the clock runs */
     pthread_t th;
     int64_t t0 = testproc_now_ms();
@@ -1016,7 +993,7 @@ static int64_t grant_timed(const sess *admin, bool grant, const char *principal,
 static Alma__Audit__V1__ListEventsResponse *audit_events_in(const char *tenant,
                                                             Alma__Audit__V1__Action action)
 {
-    rpc_client_tls tls = client_tls("test-client");
+    rpc_client_tls tls = testrpc_client_tls("test-client");
     rpc_channel *ch = NULL;
     MUST(rpc_channel_open(g_audit.api_addr, &tls, &ch));
     Alma__Audit__V1__EventFilter f = ALMA__AUDIT__V1__EVENT_FILTER__INIT;
@@ -2203,7 +2180,7 @@ static void test_care_relationships_and_break_glass(void **state)
     assert_true(stop_clean(&g_idn, "alma-identity"));
     testproc_daemon_start(&g_idn);
     snprintf(g_idn_addr, sizeof g_idn_addr, "%s", g_idn.api_addr);
-    rpc_client_tls tls = client_tls("test-client");
+    rpc_client_tls tls = testrpc_client_tls("test-client");
     MUST(rpc_channel_open(g_idn.api_addr, &tls, &g_ch));
     assert_int_equal(decide(&d, "phi.read.clinical", PT_4, &dec), AUTHZ_OK);
     snprintf(want, sizeof want, "relationship:%s", rel);
@@ -2558,10 +2535,10 @@ static void test_bad_input(void **state)
      * behind, so the operator can run it again, and then it works. */
     snprintf(schema, sizeof schema, "%s_boot2", g_idn_schema);
     snprintf(env_schema, sizeof env_schema, "ALMA_PG_SCHEMA=%s", schema);
-    db_pool *owner = pool_for(g_owner_uri, schema);
+    db_pool *owner = testdb_pool(g_owner_uri, schema, 2);
     MUST(identity_store_migrate(owner, schema));
     db_pool_destroy(owner);
-    db_pool *su = pool_for(g_pg_uri, schema);
+    db_pool *su = testdb_pool(g_pg_uri, schema, 2);
     const char *trigger[] = {
         "CREATE FUNCTION test_refuse() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
         "RAISE EXCEPTION 'refused by the test' USING ERRCODE = 'insufficient_privilege'; END $$",
@@ -2689,10 +2666,10 @@ static void test_audit_reads_need_audit_read(void **state)
     testproc_daemon reader;
     testproc_daemon_init(&reader, binary("services/audit/alma-audit"), "audit", args, env);
     testproc_daemon_start(&reader);
-    rpc_client_tls tls = client_tls("alma-cli");
+    rpc_client_tls tls = testrpc_client_tls("alma-cli");
     rpc_channel *ch = NULL;
     MUST(rpc_channel_open(reader.api_addr, &tls, &ch));
-    db_pool *aud = pool_for(g_pg_uri, g_aud_schema);
+    db_pool *aud = testdb_pool(g_pg_uri, g_aud_schema, 2);
 
     size_t n = 0;
     /* The reader may still be fetching the keys: UNAVAILABLE until it has them, then the real answer. */
@@ -2857,7 +2834,7 @@ static void identity_refuses_unknown_key(const sess *s, const char *what)
 /* An authorizer as another service would run it, with its own periodic key refresh. */
 static authz *service_with_refresh(int refresh_ms, rpc_client_tls *tls)
 {
-    *tls = client_tls("test-client");
+    *tls = testrpc_client_tls("test-client");
     authz_config cfg = {
         .cache = &g_cache, .fetch_jwks = fetch_jwks, .fetch_arg = tls, .refresh_interval_ms = refresh_ms};
     authz *az = NULL;
@@ -2982,7 +2959,7 @@ static rpc_code register_partner(const sess *caller, const char *client_id, cons
 static rpc_code get_partner_as(const char *peer, const char *client_id,
                                Alma__Identity__V1__PartnerClient **ret, rpc_status *st)
 {
-    rpc_client_tls tls = client_tls(peer);
+    rpc_client_tls tls = testrpc_client_tls(peer);
     rpc_channel *ch = NULL;
     MUST(rpc_channel_open(g_idn_addr, &tls, &ch));
     Alma__Identity__V1__GetPartnerClientRequest req = ALMA__IDENTITY__V1__GET_PARTNER_CLIENT_REQUEST__INIT;
@@ -3165,7 +3142,7 @@ static rpc_code login_via(rpc_channel *ch, const char *addr, const char *user, r
 static void test_throttle_by_forwarded_address(void **state)
 {
     (void)state;
-    rpc_client_tls tls = client_tls("gateway");
+    rpc_client_tls tls = testrpc_client_tls("gateway");
     rpc_channel *gw = NULL;
     MUST(rpc_channel_open(g_idn.api_addr, &tls, &gw));
     /* Addresses unique to this run, so a Redis kept between runs holds no earlier failures for them. */

@@ -64,21 +64,11 @@ typedef struct fx {
     db_pool *pool; /* superuser, search_path = schema: the store's pool in most tests */
 } fx;
 
-static db_pool *pool_in(const char *conninfo, const char *schema, int size)
-{
-    db_pool_config cfg = db_pool_config_default(conninfo, size, 3000);
-    cfg.search_path = schema;
-    cfg.application_name = "alma-test-identity-store";
-    db_pool *p = NULL;
-    MUST(db_pool_create_config(&cfg, &p));
-    return p;
-}
-
 static void fx_open(fx *f)
 {
     memset(f, 0, sizeof *f);
     snprintf(f->schema, sizeof f->schema, "%s_%d", g_prefix, g_nschema++);
-    f->pool = pool_in(g_uri, f->schema, 8);
+    f->pool = testdb_pool(g_uri, f->schema, 8);
     MUST(identity_store_migrate(f->pool, f->schema));
 }
 
@@ -1666,7 +1656,7 @@ static void test_runtime_role(void **state)
         MUST(db_exec(c, "SELECT grant_runtime($1, $2)", 2, p, NULL)); /* idempotent */
         db_conn_release(c);
     }
-    db_pool *rt = pool_in(conninfo, f.schema, 4);
+    db_pool *rt = testdb_pool(conninfo, f.schema, 4);
 
     /* Everything the service does. */
     MUST(identity_store_tenant_create(rt, "acme", IDENTITY_TENANT_PROVIDER, "Acme", false, NULL));

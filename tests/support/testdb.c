@@ -1,5 +1,23 @@
 #include "testdb.h"
 
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+db_pool *testdb_pool(const char *conninfo, const char *schema, int size)
+{
+    db_pool_config cfg = db_pool_config_default(conninfo, size, 3000);
+    cfg.search_path = schema;
+    cfg.application_name = "alma-test";
+    db_pool *p = NULL;
+    base_result r = db_pool_create_config(&cfg, &p);
+    if (!base_is_ok(r))
+        fail_msg("test pool: %s", base_error_message());
+    return p;
+}
+
 void testdb_drop_schema(db_pool *admin, const char *schema)
 {
     db_conn *c = NULL;
