@@ -118,20 +118,7 @@ make_pki "$pki" ca.pem echo.pem echo-key.pem audit.pem audit-key.pem bench.pem b
 
 log "starting a private PostgreSQL (tests/harness/pg.sh, fsync=on, synchronous_commit=on)"
 pg_started=1
-"$pg_sh" start "$tmp/pg" >&2 || die "could not start PostgreSQL"
-pg_uri=$(cat "$tmp/pg/pg.uri")
-
-# psql_q SQL: one statement as the superuser, unaligned tuples only, errors fatal to the statement.
-psql_q() { timeout -k 5 120 psql -X -q -A -t -v ON_ERROR_STOP=1 -d "$pg_uri" -c "$1"; }
-
-pg_settings=$(psql_q "SELECT string_agg(name || '=' || current_setting(name), ', ' ORDER BY name) FROM pg_settings
-                      WHERE name IN ('fsync', 'synchronous_commit', 'full_page_writes', 'wal_sync_method',
-                                     'commit_delay', 'shared_buffers', 'wal_level')")
-pg_version=$(psql_q "SHOW server_version" | cut -d' ' -f1)
-case "$pg_settings" in
-*fsync=on*synchronous_commit=on*) ;;
-*) die "PostgreSQL is not fully durable: $pg_settings" ;;
-esac
+start_durable_pg "$pg_sh" "$tmp/pg"
 log "PostgreSQL $pg_version: $pg_settings"
 
 openssl genpkey -algorithm ed25519 -out "$tmp/signing-key.pem" 2>/dev/null || die "openssl genpkey failed"

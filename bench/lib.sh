@@ -105,3 +105,22 @@ median() {
         awk '{a[NR]=$1} END {if (NR==0) print "-"; else if (NR%2) printf "%.1f\n", a[(NR+1)/2];
                               else printf "%.1f\n", (a[NR/2]+a[NR/2+1])/2}'
 }
+
+# start_durable_pg PG_SH DIR: start a private PostgreSQL (tests/harness/pg.sh) in DIR, refuse to go on unless
+# it is fully durable (fsync and synchronous_commit on), and set pg_uri, pg_settings, pg_version. The caller
+# sets pg_started=1 first, so its cleanup trap stops the server whatever happens. Defines psql_q SQL: one
+# statement as the superuser, unaligned tuples only, errors fatal to the statement.
+start_durable_pg() {
+    "$1" start "$2" >&2 || die "could not start PostgreSQL"
+    pg_uri=$(cat "$2/pg.uri")
+    pg_settings=$(psql_q "SELECT string_agg(name || '=' || current_setting(name), ', ' ORDER BY name) FROM pg_settings
+                          WHERE name IN ('fsync', 'synchronous_commit', 'full_page_writes', 'wal_sync_method',
+                                         'commit_delay', 'shared_buffers', 'wal_level')")
+    # shellcheck disable=SC2034 # pg_version is for the caller's report
+    pg_version=$(psql_q "SHOW server_version" | cut -d' ' -f1)
+    case "$pg_settings" in
+    *fsync=on*synchronous_commit=on*) ;;
+    *) die "PostgreSQL is not fully durable: $pg_settings" ;;
+    esac
+}
+psql_q() { timeout -k 5 120 psql -X -q -A -t -v ON_ERROR_STOP=1 -d "$pg_uri" -c "$1"; }
