@@ -164,4 +164,37 @@ void vault_random_id(const char *prefix, char out[VAULT_ID_BUF]);
 /* Forget cached keys of a tenant (after offboarding destroyed them). */
 void vault_store_forget_tenant(vault_store *s, const char *tenant_id);
 
+
+/* ---- crypto-shredding and offboarding (lifecycle.c decides whether; these do it) ------------------------ */
+
+#define VAULT_SHRED_RECORDS_MAX 100000
+typedef struct vault_shred_summary {
+    uint32_t records;                /* distinct record ids */
+    uint32_t versions;               /* record versions (rows) */
+    uint32_t kek_min, kek_max;       /* KEK versions that wrapped the destroyed data keys */
+    char (*record_ids)[VAULT_ID_BUF]; /* malloc'd, sorted, `records` entries */
+    int64_t keys_destroyed_us;       /* when step 1 committed */
+    int64_t rows_deleted_us;         /* when step 2 committed (0 before) */
+} vault_shred_summary;
+void vault_shred_summary_free(vault_shred_summary *s); /* frees record_ids; NULL ok */
+
+/* Step 1: in one transaction, destroy the data key of every version of every record of the patient
+ * (wrapped_dek NULL, shredded_at now): from then on no key the system holds opens their ciphertext. Rows
+ * already shredded are counted again (a retry after a crash between the steps). BASE_ERR_NOT_FOUND when
+ * the patient has no rows at all. */
+BASE_MUST_USE base_result vault_store_shred_keys(vault_store *s, const char *tenant_id, const char *patient_ref,
+                                                 vault_shred_summary *ret);
+/* Step 2: delete the patient's shredded rows and their blind-index rows; sets ret->rows_deleted_us. */
+BASE_MUST_USE base_result vault_store_shred_rows(vault_store *s, const char *tenant_id, const char *patient_ref,
+                                                 vault_shred_summary *ret);
+/* Offboarding, after the tenant's PHI was exported: destroy every KEK version and the index key of the
+ * tenant (wrapped_key / index_key_wrapped NULL, offboarded_at), forget them in memory. Nothing of the
+ * tenant can be decrypted afterwards; later puts are refused. *ret_versions: KEK versions destroyed. */
+BASE_MUST_USE base_result vault_store_destroy_tenant_keys(vault_store *s, const char *tenant_id,
+                                                          uint32_t *ret_versions);
+/* Every patient ref of the tenant (for offboarding's export), ordered, after `after` ("" = start), at most
+ * `cap`. */
+BASE_MUST_USE base_result vault_store_list_patients(vault_store *s, const char *tenant_id, const char *after,
+                                                    char (*ret_refs)[VAULT_ID_BUF], size_t cap, size_t *ret_n);
+
 #endif
