@@ -25,8 +25,9 @@ start   Creates the dev PKI (.stack/pki), starts PostgreSQL (127.0.0.1:55432 or 
         (127.0.0.1:56379 or the next free port), creates for every service with a services/<svc>/db marker an
         owner role alma_<svc> (schema <svc> in database alma; runs the migrations) and a runtime role
         alma_<svc>_app (the service's own migrations grant it what it needs; passwords in
-        .stack/secrets/<svc>.pgpass and <svc>-app.pgpass), creates the audit log's Ed25519 signing key
-        (.stack/secrets/audit-signing-key.pem) if missing, then starts every built service binary BUILD_DIR/services/<svc>/alma-<svc> in the background
+        .stack/secrets/<svc>.pgpass and <svc>-app.pgpass), creates the audit log's Ed25519 signing key,
+        identity's and the vault's master keys and the vault's certificate key (.stack/secrets) if missing,
+        then starts every built service binary BUILD_DIR/services/<svc>/alma-<svc> in the background
         and waits until its admin port accepts connections. Runs deploy/demo-data.sh if it exists, then
         prints every endpoint. Components that already run are left alone.
         --foreground: stay attached; Ctrl-C (or SIGTERM) stops the whole stack cleanly.
@@ -314,6 +315,28 @@ signing_keys() {
         say "new audit signing key in $(rel "$key")"
     fi
     chmod 600 "$key"
+    # The vault: its master key (file provider: base64 of 32 bytes, mode 600) and the Ed25519 key that signs
+    # destruction certificates.
+    local vmaster="$SECRETS/vault-master.key"
+    if [ ! -s "$vmaster" ]; then
+        (
+            umask 077
+            openssl rand -base64 32 >"$vmaster.tmp"
+        ) || die "cannot create the vault master key"
+        mv -f "$vmaster.tmp" "$vmaster"
+        say "new vault master key in $(rel "$vmaster")"
+    fi
+    chmod 600 "$vmaster"
+    local vkey="$SECRETS/vault-certificate-key.pem"
+    if [ ! -s "$vkey" ]; then
+        (
+            umask 077
+            openssl genpkey -algorithm ed25519 -out "$vkey.tmp" 2>/dev/null
+        ) || die "cannot create the vault certificate key"
+        mv -f "$vkey.tmp" "$vkey"
+        say "new vault certificate key in $(rel "$vkey")"
+    fi
+    chmod 600 "$vkey"
 }
 
 # The first tenant and its platform administrator (alma-admin bootstrap), once: the password is random, and it,
@@ -475,6 +498,12 @@ svc_start() { # svc_start SVC BIN
         if [ "$svc" = identity ]; then
             export ALMA_MASTER_KEY_FILE="$SECRETS/identity-master.key"
             export ALMA_AUDIT_ADDR="127.0.0.1:$(svc_api_port audit)"
+        fi
+        if [ "$svc" = vault ]; then
+            export ALMA_MASTER_KEY="file:$SECRETS/vault-master.key"
+            export ALMA_SIGNING_KEY="$SECRETS/vault-certificate-key.pem"
+            export ALMA_AUDIT_ADDR="127.0.0.1:$(svc_api_port audit)"
+            export ALMA_IDENTITY_ADDR="127.0.0.1:$(svc_api_port identity)"
         fi
         # Own session: a Ctrl-C in the terminal reaches only this script, which stops things in order.
         exec setsid "$bin" </dev/null >>"$log" 2>&1

@@ -31,4 +31,31 @@ void audit_client_close(audit_client *c); /* NULL ok */
 BASE_MUST_USE base_result audit_client_append(audit_client *c, Alma__Audit__V1__EventInput *ev,
                                               const rpc_ctx *parent, uint64_t *ret_seq);
 
+/* The common shape of a service's audit event, built into an EventInput by audit_client_record (so each
+ * service does not copy the actor/details plumbing). Strings may be NULL (= ""). details: NULL-terminated
+ * pairs key, value, at most AUDIT_CLIENT_MAX_DETAILS pairs; values longer than the audit limit (256 bytes)
+ * are cut. Never PHI: references, counts, category names. */
+#define AUDIT_CLIENT_MAX_DETAILS 16
+typedef struct audit_client_event {
+    const char *tenant_id;
+    const char *actor;        /* principal id, or "system:<service>" */
+    const char *const *roles; /* the actor's roles (at most 16 used) */
+    size_t role_count;
+    Alma__Audit__V1__Action action;
+    Alma__Common__V1__PurposeOfUse purpose; /* 0: OPERATIONS */
+    Alma__Audit__V1__Outcome outcome;       /* 0: SUCCESS */
+    Alma__Audit__V1__Severity severity;     /* 0: INFO */
+    const char *patient_ref;
+    const char *resource_type;
+    const char *resource_id;
+    const char *const *details;
+    /* disclosures (ACTION_DISCLOSE) */
+    const char *recipient_name;
+    Alma__Audit__V1__DisclosureBasis basis;
+    const char *phi_description;
+} audit_client_event;
+
+BASE_MUST_USE base_result audit_client_record(audit_client *c, const audit_client_event *e,
+                                              const rpc_ctx *parent, uint64_t *ret_seq);
+
 #endif

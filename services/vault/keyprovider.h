@@ -2,8 +2,9 @@
  * the master key's bytes outside a provider, and only asks it to wrap and unwrap tenant keys. Providers now:
  *
  *   "file:<path>"  a file holding the base64 (or 64 lowercase/uppercase hex digits) of exactly 32 random
- *                  bytes, trailing whitespace ignored; refused when group- or world-readable (mode & 077),
- *                  so a Kubernetes Secret is mounted with defaultMode 0400;
+ *                  bytes, trailing whitespace ignored; refused when others may read it or its group
+ *                  may write it (mode & 027; group read is how a Kubernetes Secret reaches a non-root
+ *                  container through fsGroup: mount it with defaultMode 0440);
  *   "env:<NAME>"   the same text in environment variable NAME (a Secret as env), NAME [A-Z_][A-Z0-9_]*.
  *
  * A KMS or PKCS#11 provider is one more vault_keyprovider_ops (wrap/unwrap over its own API) registered in
@@ -43,14 +44,16 @@ typedef struct vault_keyprovider_ops {
 
 BASE_MUST_USE base_result vault_keyprovider_open(const char *spec, vault_keyprovider **ret);
 /* A provider over a master key already in memory (tests, tools): id scheme "mem". */
-BASE_MUST_USE base_result vault_keyprovider_from_secret(const acrypto_secret *master, vault_keyprovider **ret);
+BASE_MUST_USE base_result vault_keyprovider_from_secret(const acrypto_secret *master,
+                                                        vault_keyprovider **ret);
 const char *vault_keyprovider_id(const vault_keyprovider *p);
 /* Wrap a key (1..64 bytes) bound to ad: *ret_wrapped is malloc'd (key_len + ACRYPTO_GCM_OVERHEAD bytes). */
 BASE_MUST_USE base_result vault_keyprovider_wrap(vault_keyprovider *p, const void *ad, size_t ad_len,
                                                  const acrypto_secret *key, uint8_t **ret_wrapped,
                                                  size_t *ret_len);
 BASE_MUST_USE base_result vault_keyprovider_unwrap(vault_keyprovider *p, const void *ad, size_t ad_len,
-                                                   const uint8_t *wrapped, size_t len, acrypto_secret **ret_key);
+                                                   const uint8_t *wrapped, size_t len,
+                                                   acrypto_secret **ret_key);
 void vault_keyprovider_free(vault_keyprovider *p); /* NULL ok; wipes */
 
 #endif

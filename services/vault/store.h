@@ -6,10 +6,9 @@
  *             "alma-vault-part|v1|" tenant "|" record_id "|" version "|" category (decimal)
  *         the DEK wrapped with the tenant's current KEK version k, associated data
  *             "alma-vault-dek|v1|" tenant "|" record_id "|" version "|" k
- *         blind-index digests HMAC-SHA256(index key, kind byte || 0x00 || normalised value); one INSERT of the
- *         row (and of its blind-index rows) in one transaction, with the version check.
- *   KEK:  32 random bytes per (tenant, version), wrapped by the key provider with associated data
- *             "alma-vault-kek|v1|" tenant "|" version
+ *         blind-index digests HMAC-SHA256(index key, kind byte || 0x00 || normalised value); one INSERT of
+ * the row (and of its blind-index rows) in one transaction, with the version check. KEK:  32 random bytes per
+ * (tenant, version), wrapped by the key provider with associated data "alma-vault-kek|v1|" tenant "|" version
  *         and the index key with "alma-vault-index|v1|" tenant. Unwrapped KEKs and index keys are cached in
  *         memory (wiped on close); a KEK version below the tenant's min_decrypt_version is never used.
  *   get:  only the categories asked for are decrypted; any failure to unwrap or open (a changed byte, a part
@@ -31,7 +30,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define VAULT_CATEGORY_MAX 6 /* alma.vault.v1.Category 1..6 */
+#define VAULT_CATEGORY_MAX    6 /* alma.vault.v1.Category 1..6 */
 #define VAULT_CATEGORY_BIT(c) (1u << (c))
 #define VAULT_ALL_CATEGORIES  0x7Eu
 #define VAULT_ID_LEN          35 /* "pt_"/"it_"/"ps_"/"am_"/"lh_"/"dc_" + 32 hex */
@@ -42,6 +41,10 @@
 #define VAULT_HISTORY_MAX     100
 #define VAULT_FIND_MAX        20
 #define VAULT_ACTOR_MAX       128
+
+/* "demographic", "contact", "identifier", "clinical", "sensitive_clinical", "financial" for categories 1..6
+ * (alma.vault.v1.Category); "unknown" otherwise. For messages and audit details (never a value). */
+const char *vault_category_name(int category);
 
 enum { VAULT_BLIND_MRN = 1, VAULT_BLIND_MEMBER_ID = 2, VAULT_BLIND_NAME_DOB = 3 };
 
@@ -108,7 +111,8 @@ void vault_records_free(vault_record *rs, size_t n); /* clear each, free the arr
  * tenant has no such record (or version), shredded ones included. */
 BASE_MUST_USE base_result vault_store_head(vault_store *s, const char *tenant_id, const char *record_id,
                                            uint32_t version, vault_record *ret);
-/* The same, decrypting the categories in `mask` (VAULT_CATEGORY_BIT). BASE_ERR_CRYPTO on integrity failure. */
+/* The same, decrypting the categories in `mask` (VAULT_CATEGORY_BIT). BASE_ERR_CRYPTO on integrity failure.
+ */
 BASE_MUST_USE base_result vault_store_get(vault_store *s, const char *tenant_id, const char *record_id,
                                           uint32_t version, unsigned mask, vault_record *ret);
 /* The latest version of each clinical item of a patient (kind 0: every item kind; never the patient
@@ -126,8 +130,8 @@ BASE_MUST_USE base_result vault_store_find(vault_store *s, const char *tenant_id
                                            size_t *ret_n);
 /* The tenant's pseudonym of a patient: "ps_" + hex of the first 16 bytes of
  * HMAC-SHA256(index key, "pseudonym" 0x00 patient_ref). Stable; unlinkable without the index key. */
-BASE_MUST_USE base_result vault_store_pseudonym(vault_store *s, const char *tenant_id, const char *patient_ref,
-                                                char ret[VAULT_ID_BUF]);
+BASE_MUST_USE base_result vault_store_pseudonym(vault_store *s, const char *tenant_id,
+                                                const char *patient_ref, char ret[VAULT_ID_BUF]);
 
 /* ---- key rotation --------------------------------------------------------------------------------- */
 
@@ -146,7 +150,8 @@ typedef struct vault_key_status {
  * VAULT_KEY_REFRESH_S seconds, and never wrap with a version older than the one they last saw). */
 #define VAULT_KEY_REFRESH_S 5
 BASE_MUST_USE base_result vault_store_rotate(vault_store *s, const char *tenant_id, uint32_t *ret_version);
-BASE_MUST_USE base_result vault_store_key_status(vault_store *s, const char *tenant_id, vault_key_status *ret);
+BASE_MUST_USE base_result vault_store_key_status(vault_store *s, const char *tenant_id,
+                                                 vault_key_status *ret);
 
 /* Re-wrap every data key of the tenant still wrapped by a version older than the current one, `batch` rows
  * (1..10000) per transaction, in key order; each batch re-reads where to go on, so after a crash or a kill
@@ -164,17 +169,17 @@ void vault_random_id(const char *prefix, char out[VAULT_ID_BUF]);
 /* Forget cached keys of a tenant (after offboarding destroyed them). */
 void vault_store_forget_tenant(vault_store *s, const char *tenant_id);
 
-
-/* ---- crypto-shredding and offboarding (lifecycle.c decides whether; these do it) ------------------------ */
+/* ---- crypto-shredding and offboarding (lifecycle.c decides whether; these do it) ------------------------
+ */
 
 #define VAULT_SHRED_RECORDS_MAX 100000
 typedef struct vault_shred_summary {
-    uint32_t records;                /* distinct record ids */
-    uint32_t versions;               /* record versions (rows) */
-    uint32_t kek_min, kek_max;       /* KEK versions that wrapped the destroyed data keys */
+    uint32_t records;                 /* distinct record ids */
+    uint32_t versions;                /* record versions (rows) */
+    uint32_t kek_min, kek_max;        /* KEK versions that wrapped the destroyed data keys */
     char (*record_ids)[VAULT_ID_BUF]; /* malloc'd, sorted, `records` entries */
-    int64_t keys_destroyed_us;       /* when step 1 committed */
-    int64_t rows_deleted_us;         /* when step 2 committed (0 before) */
+    int64_t keys_destroyed_us;        /* when step 1 committed */
+    int64_t rows_deleted_us;          /* when step 2 committed (0 before) */
 } vault_shred_summary;
 void vault_shred_summary_free(vault_shred_summary *s); /* frees record_ids; NULL ok */
 
@@ -182,11 +187,11 @@ void vault_shred_summary_free(vault_shred_summary *s); /* frees record_ids; NULL
  * (wrapped_dek NULL, shredded_at now): from then on no key the system holds opens their ciphertext. Rows
  * already shredded are counted again (a retry after a crash between the steps). BASE_ERR_NOT_FOUND when
  * the patient has no rows at all. */
-BASE_MUST_USE base_result vault_store_shred_keys(vault_store *s, const char *tenant_id, const char *patient_ref,
-                                                 vault_shred_summary *ret);
+BASE_MUST_USE base_result vault_store_shred_keys(vault_store *s, const char *tenant_id,
+                                                 const char *patient_ref, vault_shred_summary *ret);
 /* Step 2: delete the patient's shredded rows and their blind-index rows; sets ret->rows_deleted_us. */
-BASE_MUST_USE base_result vault_store_shred_rows(vault_store *s, const char *tenant_id, const char *patient_ref,
-                                                 vault_shred_summary *ret);
+BASE_MUST_USE base_result vault_store_shred_rows(vault_store *s, const char *tenant_id,
+                                                 const char *patient_ref, vault_shred_summary *ret);
 /* Offboarding, after the tenant's PHI was exported: destroy every KEK version and the index key of the
  * tenant (wrapped_key / index_key_wrapped NULL, offboarded_at), forget them in memory. Nothing of the
  * tenant can be decrypted afterwards; later puts are refused. *ret_versions: KEK versions destroyed. */
@@ -195,6 +200,7 @@ BASE_MUST_USE base_result vault_store_destroy_tenant_keys(vault_store *s, const 
 /* Every patient ref of the tenant (for offboarding's export), ordered, after `after` ("" = start), at most
  * `cap`. */
 BASE_MUST_USE base_result vault_store_list_patients(vault_store *s, const char *tenant_id, const char *after,
-                                                    char (*ret_refs)[VAULT_ID_BUF], size_t cap, size_t *ret_n);
+                                                    char (*ret_refs)[VAULT_ID_BUF], size_t cap,
+                                                    size_t *ret_n);
 
 #endif

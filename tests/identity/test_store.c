@@ -160,19 +160,19 @@ static void test_migrations(void **state)
     (void)state;
     fx f;
     fx_open(&f);
-    assert_int_equal(query_int(f.pool, "SELECT count(*) FROM schema_migrations"), 4);
+    assert_int_equal(query_int(f.pool, "SELECT count(*) FROM schema_migrations"), 5);
     /* Idempotent: nothing more is applied, nothing is seeded twice. */
     MUST(identity_store_migrate(f.pool, f.schema));
     MUST(identity_store_migrate(f.pool, f.schema));
-    assert_int_equal(query_int(f.pool, "SELECT count(*) FROM schema_migrations"), 4);
+    assert_int_equal(query_int(f.pool, "SELECT count(*) FROM schema_migrations"), 5);
     /* 0004: the indexes behind break_glass_active and role_holders. */
     assert_int_equal(query_int(f.pool, "SELECT count(*) FROM pg_catalog.pg_indexes WHERE schemaname = "
                                        "current_schema() AND indexname IN ('break_glass_active', "
                                        "'grants_by_tenant_role')"),
                      2);
     assert_int_equal(query_int(f.pool, "SELECT count(*) FROM roles"), 10);
-    assert_int_equal(query_int(f.pool, "SELECT count(*) FROM role_history"), 10);
-    assert_int_equal(query_int(f.pool, "SELECT count(*) FROM role_permissions"), 38);
+    assert_int_equal(query_int(f.pool, "SELECT count(*) FROM role_history"), 17);     /* 10 + 7 of 0005 */
+    assert_int_equal(query_int(f.pool, "SELECT count(*) FROM role_permissions"), 54); /* 38 + 16 of 0005 */
     assert_int_equal(query_int(f.pool, "SELECT count(*) FROM pg_catalog.pg_tables WHERE schemaname = "
                                        "current_schema() AND tablename IN ('tenants', 'principals', "
                                        "'password_hashes', 'totp', 'recovery_codes', 'roles', "
@@ -189,34 +189,49 @@ static void test_migrations(void **state)
 typedef struct want_role {
     const char *id;
     bool mfa;
-    const char *perms[7]; /* sorted (strcmp), NULL-terminated */
+    int version;
+    const char *perms[10]; /* sorted (strcmp), NULL-terminated */
 } want_role;
 
 static const want_role BUILTIN[] = {
-    {"billing", false, {"phi.read.coverage", "phi.read.demographics"}},
+    {"billing", false, 2, {"patient.search", "phi.read.coverage", "phi.read.demographics"}},
     {"care_coordinator",
      false,
-     {"care.relationships.manage", "phi.read.clinical", "phi.read.demographics", "referral.create"}},
-    {"patient", false, {"phi.read.self"}},
+     2,
+     {"care.relationships.manage", "patient.register", "patient.search", "phi.read.clinical",
+      "phi.read.demographics", "phi.write.demographics", "referral.create"}},
+    {"patient", false, 1, {"phi.read.self"}},
     {"pcp_clinician",
      false,
-     {"phi.break_glass", "phi.read.clinical", "phi.read.demographics", "phi.write.clinical",
-      "referral.create", "referral.review"}},
-    {"plan_reviewer", false, {"phi.read.plan_view", "referral.read.plan"}},
+     2,
+     {"patient.register", "patient.search", "phi.break_glass", "phi.read.clinical", "phi.read.demographics",
+      "phi.write.clinical", "phi.write.demographics", "referral.create", "referral.review"}},
+    {"plan_reviewer", false, 1, {"phi.read.plan_view", "referral.read.plan"}},
     {"platform_admin",
      true,
+     1,
      {"identity.roles.manage", "identity.roles.read", "identity.users.manage", "partners.manage",
       "platform.tenants.manage"}},
-    {"privacy_officer", true, {"audit.read", "breach.manage", "identity.users.read", "privacy.review"}},
-    {"scheduler", false, {"phi.read.contact", "phi.read.demographics"}},
+    {"privacy_officer",
+     true,
+     2,
+     {"audit.read", "breach.manage", "identity.users.read", "privacy.review", "vault.records.destroy",
+      "vault.retention.manage"}},
+    {"scheduler",
+     false,
+     2,
+     {"patient.register", "patient.search", "phi.read.contact", "phi.read.demographics",
+      "phi.write.demographics"}},
     {"security_admin",
      true,
+     2,
      {"audit.read", "identity.roles.manage", "identity.roles.read", "identity.sessions.revoke",
-      "identity.users.manage", "identity.users.read"}},
+      "identity.users.manage", "identity.users.read", "vault.keys.manage"}},
     {"specialist_clinician",
      false,
-     {"phi.break_glass", "phi.read.clinical", "phi.read.demographics", "phi.write.clinical",
-      "referral.create", "referral.review"}},
+     2,
+     {"patient.register", "patient.search", "phi.break_glass", "phi.read.clinical", "phi.read.demographics",
+      "phi.write.clinical", "phi.write.demographics", "referral.create", "referral.review"}},
 };
 
 static void test_builtin_roles(void **state)
@@ -234,7 +249,7 @@ static void test_builtin_roles(void **state)
         assert_string_equal(r->role_id, w->id);
         assert_string_equal(r->tenant_id, "");
         assert_true(r->built_in);
-        assert_int_equal(r->version, 1);
+        assert_int_equal(r->version, w->version); /* 2: changed by migration 0005 (vault permissions) */
         assert_int_equal(r->requires_mfa, w->mfa);
         size_t n = 0;
         while (n < BASE_ARRAY_LEN(w->perms) && w->perms[n])
@@ -245,11 +260,16 @@ static void test_builtin_roles(void **state)
 
     identity_role_history h = {0};
     MUST(identity_store_role_history(f.pool, "acme", "pcp_clinician", &h));
-    assert_int_equal(h.n, 1);
+    assert_int_equal(h.n, 2);
     assert_int_equal(h.items[0].version, 1);
     assert_null(h.items[0].old_permissions);
     assert_int_equal(h.items[0].npermissions, 6);
     assert_string_equal(h.items[0].changed_by, "system:migration");
+    /* 0005 added the vault's permissions as version 2, with the old set kept. */
+    assert_int_equal(h.items[1].version, 2);
+    assert_int_equal(h.items[1].nold_permissions, 6);
+    assert_int_equal(h.items[1].npermissions, 9);
+    assert_string_equal(h.items[1].changed_by, "system:migration");
     identity_role_history_free(&h);
 
     /* Built-in roles cannot be changed: not by the store, not by SQL (even a superuser's). */
@@ -790,14 +810,15 @@ static void test_roles_and_grants(void **state)
     assert_string_equal(e.roles[0].role_id, "nurse");
     assert_int_equal(e.roles[0].version, 3);
     assert_string_equal(e.roles[1].role_id, "pcp_clinician");
-    assert_int_equal(e.roles[1].version, 1);
+    assert_int_equal(e.roles[1].version, 2);
     assert_string_equal(e.roles[2].role_id, "platform_admin");
     assert_true(e.requires_mfa);
     assert_false(e.totp_confirmed);
     assert_int_equal(e.state, IDENTITY_PRINCIPAL_ACTIVE);
-    const char *want[] = {"identity.roles.manage", "identity.roles.read", "identity.users.manage",
-                          "partners.manage",       "phi.break_glass",     "phi.read.clinical",
-                          "phi.read.demographics", "phi.write.clinical",  "platform.tenants.manage",
+    const char *want[] = {"identity.roles.manage", "identity.roles.read",    "identity.users.manage",
+                          "partners.manage",       "patient.register",       "patient.search",
+                          "phi.break_glass",       "phi.read.clinical",      "phi.read.demographics",
+                          "phi.write.clinical",    "phi.write.demographics", "platform.tenants.manage",
                           "referral.create",       "referral.review"};
     assert_strv(e.permissions, e.npermissions, want, BASE_ARRAY_LEN(want));
     identity_effective_free(&e);
@@ -810,7 +831,7 @@ static void test_roles_and_grants(void **state)
     MUST(identity_store_effective(f.pool, "acme", pid, &e));
     assert_int_equal(e.nroles, 1);
     assert_false(e.requires_mfa);
-    assert_int_equal(e.npermissions, 6);
+    assert_int_equal(e.npermissions, 9); /* pcp_clinician alone */
     assert_false(has_str(e.permissions, e.npermissions, "partners.manage"));
     identity_effective_free(&e);
 
@@ -1022,7 +1043,7 @@ static void test_break_glass(void **state)
     EXPECT_ERR(exec_sql(f.pool, "DELETE FROM role_history"), BASE_ERR_DENIED);
     EXPECT_ERR(exec_sql(f.pool, "TRUNCATE role_history"), BASE_ERR_DENIED);
     assert_int_equal(query_int(f.pool, "SELECT count(*) FROM break_glass_grants"), 2);
-    assert_int_equal(query_int(f.pool, "SELECT count(*) FROM role_history"), 10);
+    assert_int_equal(query_int(f.pool, "SELECT count(*) FROM role_history"), 17); /* 10 + 7 of 0005 */
 
     /* Pages by (created_at, grant_id), within the tenant only. */
     in.tenant_id = "acme";

@@ -2,13 +2,13 @@
 -- category of a record version is one AES-256-GCM part sealed with that version's data key (DEK); the DEK is
 -- stored wrapped by a tenant key-encryption key (KEK) version; KEKs are stored wrapped by the master key
 -- (key provider). Associated data binds each part to tenant, record, version and category, each wrapped DEK
--- to tenant, record, version and KEK version, each wrapped KEK to tenant and version (keys.c has the exact
+-- to tenant, record, version and KEK version, each wrapped KEK to tenant and version (store.h has the exact
 -- bytes). Migrations run with search_path set to this service's schema alone (common/db).
 
 -- Tenant key-encryption keys, versioned. wrapped_key is NULL once the version is destroyed (retired after a
 -- re-wrap, or the tenant offboarded). Only `current` wraps new data keys.
 CREATE TABLE tenant_keys (
-    tenant_id    text        NOT NULL CHECK (tenant_id ~ '^[a-z0-9][a-z0-9-]{1,62}$'),
+    tenant_id    text        COLLATE "C" NOT NULL CHECK (tenant_id ~ '^[a-z0-9][a-z0-9-]{1,62}$'),
     version      integer     NOT NULL CHECK (version >= 1),
     wrapped_key  bytea       CHECK (wrapped_key IS NULL OR length(wrapped_key) BETWEEN 28 AND 1024),
     provider_id  text        NOT NULL CHECK (length(provider_id) BETWEEN 1 AND 128), -- which master key wraps it
@@ -22,7 +22,7 @@ CREATE TABLE tenant_keys (
 -- destroyed), and the tenant's blind-index key (HMAC-SHA256; also derives pseudonyms), wrapped by the master
 -- key. offboarded_at: every key destroyed, nothing of the tenant can be decrypted any more.
 CREATE TABLE tenants (
-    tenant_id           text        PRIMARY KEY CHECK (tenant_id ~ '^[a-z0-9][a-z0-9-]{1,62}$'),
+    tenant_id           text        COLLATE "C" PRIMARY KEY CHECK (tenant_id ~ '^[a-z0-9][a-z0-9-]{1,62}$'),
     current_version     integer     NOT NULL CHECK (current_version >= 1),
     min_decrypt_version integer     NOT NULL DEFAULT 1 CHECK (min_decrypt_version BETWEEN 1 AND current_version),
     index_key_wrapped   bytea       CHECK (index_key_wrapped IS NULL OR length(index_key_wrapped) BETWEEN 28 AND 1024),
@@ -32,15 +32,16 @@ CREATE TABLE tenants (
     CHECK ((index_key_wrapped IS NULL) = (offboarded_at IS NOT NULL))
 );
 
+-- Ids are COLLATE "C": pages of records and patients are in byte order, straight from the indexes.
 -- Record versions. record_id: "pt_<32 hex>" for a patient record (then record_id = patient_ref),
 -- "it_<32 hex>" for a clinical item. kind: alma.vault.v1.RecordKind. categories: bit (1 << Category) for
 -- each part present. A part column holds nonce || ciphertext || tag (common/crypto acrypto_gcm_seal).
 -- Shredding sets wrapped_dek to NULL (shredded_at) first, then deletes the rows.
 CREATE TABLE records (
-    tenant_id       text        NOT NULL,
-    record_id       text        NOT NULL CHECK (record_id ~ '^(pt|it)_[0-9a-f]{32}$'),
+    tenant_id       text        COLLATE "C" NOT NULL,
+    record_id       text        COLLATE "C" NOT NULL CHECK (record_id ~ '^(pt|it)_[0-9a-f]{32}$'),
     version         integer     NOT NULL CHECK (version >= 1),
-    patient_ref     text        NOT NULL CHECK (patient_ref ~ '^pt_[0-9a-f]{32}$'),
+    patient_ref     text        COLLATE "C" NOT NULL CHECK (patient_ref ~ '^pt_[0-9a-f]{32}$'),
     kind            smallint    NOT NULL CHECK (kind BETWEEN 1 AND 6),
     created_at      timestamptz NOT NULL DEFAULT now(),
     created_by      text        NOT NULL CHECK (length(created_by) BETWEEN 1 AND 128),
@@ -76,10 +77,10 @@ CREATE INDEX records_kek ON records (tenant_id, kek_version, record_id, version)
 -- record version and value. kind 1 MRN, 2 health-plan member id, 3 family name + first given name + birth
 -- date. A lookup matches only a patient's latest version.
 CREATE TABLE blind_index (
-    tenant_id   text     NOT NULL,
+    tenant_id   text     COLLATE "C" NOT NULL,
     kind        smallint NOT NULL CHECK (kind BETWEEN 1 AND 3),
     digest      bytea    NOT NULL CHECK (length(digest) = 32),
-    patient_ref text     NOT NULL,
+    patient_ref text     COLLATE "C" NOT NULL,
     version     integer  NOT NULL,
     PRIMARY KEY (tenant_id, kind, digest, patient_ref, version),
     FOREIGN KEY (tenant_id, patient_ref, version) REFERENCES records (tenant_id, record_id, version)
