@@ -7,8 +7,9 @@
  *         the DEK wrapped with the tenant's current KEK version k, associated data
  *             "alma-vault-dek|v1|" tenant "|" record_id "|" version "|" k
  *         blind-index digests HMAC-SHA256(index key, kind byte || 0x00 || normalised value); one INSERT of
- * the row (and of its blind-index rows) in one transaction, with the version check. KEK:  32 random bytes per
- * (tenant, version), wrapped by the key provider with associated data "alma-vault-kek|v1|" tenant "|" version
+ *         the row (and of its blind-index rows) in one statement, with the version check.
+ *   KEK:  32 random bytes per (tenant, version), wrapped by the key provider with associated data
+ *             "alma-vault-kek|v1|" tenant "|" version
  *         and the index key with "alma-vault-index|v1|" tenant. Unwrapped KEKs and index keys are cached in
  *         memory (wiped on close); a KEK version below the tenant's min_decrypt_version is never used.
  *   get:  only the categories asked for are decrypted; any failure to unwrap or open (a changed byte, a part
