@@ -592,10 +592,41 @@ static base_result check_coverage(size_t index, const pb_coverage *c, int64_t no
     return BASE_OK_RESULT;
 }
 
+/* Whether m or any message inside it carries fields this build does not know. protobuf-c keeps them and
+ * would pack them into the stored part unvalidated: a caller could store bytes no check has seen. A newer
+ * client's field is refused rather than silently kept or dropped. */
+static bool has_unknown_fields(const ProtobufCMessage *m, int depth)
+{
+    if (!m)
+        return false;
+    if (m->n_unknown_fields > 0 || depth > 16)
+        return true;
+    const ProtobufCMessageDescriptor *d = m->descriptor;
+    for (unsigned i = 0; i < d->n_fields; i++) {
+        const ProtobufCFieldDescriptor *f = &d->fields[i];
+        if (f->type != PROTOBUF_C_TYPE_MESSAGE)
+            continue;
+        const char *base = (const char *)m;
+        if (f->label == PROTOBUF_C_LABEL_REPEATED) {
+            size_t n = *(const size_t *)(base + f->quantifier_offset);
+            const ProtobufCMessage *const *v = *(const ProtobufCMessage *const *const *)(base + f->offset);
+            for (size_t k = 0; k < n; k++)
+                if (has_unknown_fields(v[k], depth + 1))
+                    return true;
+        } else if (has_unknown_fields(*(const ProtobufCMessage *const *)(base + f->offset), depth + 1)) {
+            return true;
+        }
+    }
+    return false;
+}
+
 BASE_MUST_USE base_result vault_validate_patient(const Alma__Vault__V1__Patient *p, int64_t now_s)
 {
     if (!p)
         return base_fail(BASE_ERR_INVALID, "patient: required");
+    if (has_unknown_fields(&p->base, 0))
+        return base_fail(BASE_ERR_INVALID,
+                         "patient: holds fields this server does not know (refused, not stored)");
     if (!p->demographics)
         return base_fail(BASE_ERR_INVALID, "patient.demographics: required");
     BASE_GUARD(check_demographics(p->demographics, now_s));
@@ -758,6 +789,9 @@ BASE_MUST_USE base_result vault_validate_item(const Alma__Vault__V1__Item *item,
 {
     if (!item)
         return base_fail(BASE_ERR_INVALID, "item: required");
+    if (has_unknown_fields(&item->base, 0))
+        return base_fail(BASE_ERR_INVALID,
+                         "item: holds fields this server does not know (refused, not stored)");
     switch (item->body_case) {
     case ALMA__VAULT__V1__ITEM__BODY_PROBLEM:
         if (!item->problem)
