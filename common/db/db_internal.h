@@ -12,8 +12,20 @@
 #define DB_OPTIONS_MAX    1024 /* the libpq "options" string we send */
 #define DB_IDENTIFIER_MAX 63   /* NAMEDATALEN - 1 */
 
+/* Server-side prepared statements, per connection (exec.c): a statement with parameters is parsed and planned
+ * once per connection, then executed by name. The SQL text is a constant of the caller, so the number of
+ * distinct statements is bounded; beyond DB_STMT_CACHE more run unprepared. */
+#define DB_STMT_CACHE 128
+typedef struct db_stmt {
+    uint64_t hash;
+    char *sql;
+    bool unusable; /* the server refused to reuse its plan (0A000): run this text unprepared */
+} db_stmt;
+
 struct db_conn {
     db_pool *pool;
+    db_stmt *stmts; /* DB_STMT_CACHE slots, nstmts used; valid for the current pg only */
+    int nstmts;
     PGconn *pg;             /* NULL until opened, and after it was found broken */
     bool in_use;            /* checked out; guarded by pool->mu */
     bool broken;            /* the last use lost the connection: close it on release */
@@ -47,6 +59,9 @@ bool db__valid_identifier(const char *s);
  * and marking conn broken when the connection is gone. `what` prefixes the message ("database",
  * "migration 0002_add_x"). Does not free res. */
 BASE_MUST_USE base_result db__check(db_conn *conn, PGresult *res, const char *what);
+
+/* Forget the prepared statements of conn (its PGconn was closed or replaced). */
+void db__stmt_cache_reset(db_conn *conn);
 
 /* Set what db_last_sqlstate() reports on this thread. */
 void db__set_last_sqlstate(const char *sqlstate);

@@ -1,6 +1,8 @@
-/* Statements and results. Every statement goes through PQexecParams: the SQL text is a constant and values
- * travel as parameters. Server errors become a base_err plus a message that names the SQLSTATE, table and
- * constraint but never repeats the server's text, which can quote row values. */
+/* Statements and results. The SQL text is a constant and values travel as parameters: a statement with
+ * parameters is prepared once per connection (PQprepare, then PQexecPrepared by name), one without (DDL,
+ * BEGIN/COMMIT, migrations that hold several statements) goes through PQexecParams. Server errors become a
+ * base_err plus a message that names the SQLSTATE, table and constraint but never repeats the server's text,
+ * which can quote row values. */
 #include "db_internal.h"
 
 #include <errno.h>
@@ -153,6 +155,84 @@ base_result db__check(db_conn *conn, PGresult *res, const char *what)
                      pos);
 }
 
+/* ---- Prepared statements ------------------------------------------------------------------------------ */
+
+static uint64_t db_hash(const char *s)
+{
+    uint64_t h = UINT64_C(14695981039346656037); /* FNV-1a */
+    for (; *s; s++) {
+        h ^= (unsigned char)*s;
+        h *= UINT64_C(1099511628211);
+    }
+    return h;
+}
+
+static void db_stmt_name(int i, char name[24])
+{
+    snprintf(name, 24, "alma_s%d", i);
+}
+
+void db__stmt_cache_reset(db_conn *conn)
+{
+    for (int i = 0; i < conn->nstmts; i++)
+        free(conn->stmts[i].sql);
+    free(conn->stmts);
+    conn->stmts = NULL;
+    conn->nstmts = 0;
+}
+
+static void db_stmt_unusable(db_conn *conn, const char *sql)
+{
+    uint64_t h = db_hash(sql);
+    for (int i = 0; i < conn->nstmts; i++)
+        if (conn->stmts[i].hash == h && strcmp(conn->stmts[i].sql, sql) == 0)
+            conn->stmts[i].unusable = true;
+}
+
+/* The server-side name of sql's prepared statement on conn, preparing it the first time (*ret_prepared);
+ * *ret_prepared false: run it unprepared (no parameters, the cache is full, or its plan became unusable).
+ * A statement the server refuses to prepare (a syntax error, an unknown table) fails here as its execution
+ * would, and is not remembered. */
+static base_result db_prepare(db_conn *conn, const char *sql, int nparams, char name[24], bool *ret_prepared)
+{
+    *ret_prepared = false;
+    if (nparams == 0)
+        return BASE_OK_RESULT;
+    uint64_t h = db_hash(sql);
+    for (int i = 0; i < conn->nstmts; i++) {
+        if (conn->stmts[i].hash == h && strcmp(conn->stmts[i].sql, sql) == 0) {
+            if (!conn->stmts[i].unusable) {
+                db_stmt_name(i, name);
+                *ret_prepared = true;
+            }
+            return BASE_OK_RESULT;
+        }
+    }
+    if (conn->nstmts >= DB_STMT_CACHE)
+        return BASE_OK_RESULT;
+    if (!conn->stmts) {
+        conn->stmts = calloc(DB_STMT_CACHE, sizeof *conn->stmts);
+        if (!conn->stmts)
+            return BASE_OK_RESULT; /* run it unprepared */
+    }
+    char *copy = strdup(sql);
+    if (!copy)
+        return BASE_OK_RESULT;
+    int i = conn->nstmts;
+    db_stmt_name(i, name);
+    PGresult *res = PQprepare(conn->pg, name, sql, nparams, NULL);
+    base_result r = db__check(conn, res, "database");
+    PQclear(res);
+    if (!base_is_ok(r)) {
+        free(copy);
+        return r;
+    }
+    conn->stmts[i] = (db_stmt){.hash = h, .sql = copy, .unusable = false};
+    conn->nstmts++;
+    *ret_prepared = true;
+    return BASE_OK_RESULT;
+}
+
 base_result db_exec_params(db_conn *conn, const char *sql, int nparams, const char *const *params,
                            const int *lengths, const int *formats, db_result **ret_result)
 {
@@ -177,8 +257,24 @@ base_result db_exec_params(db_conn *conn, const char *sql, int nparams, const ch
         return base_fail(BASE_ERR_UNAVAILABLE, "database: connection lost");
     }
 
-    PGresult *res = PQexecParams(conn->pg, sql, nparams, NULL, params, lengths, formats, 0);
-    base_result r = db__check(conn, res, "database");
+    char name[24];
+    bool prepared = false;
+    base_result r = db_prepare(conn, sql, nparams, name, &prepared);
+    if (!base_is_ok(r))
+        return r;
+    PGresult *res = prepared ? PQexecPrepared(conn->pg, name, nparams, params, lengths, formats, 0)
+                             : PQexecParams(conn->pg, sql, nparams, NULL, params, lengths, formats, 0);
+    if (prepared && res && PQresultStatus(res) == PGRES_FATAL_ERROR) {
+        /* "cached plan must not change result type": a table changed under the plan (a migration by
+         * another replica). Run this text unprepared from now on; the statement itself did not run. */
+        const char *st = PQresultErrorField(res, PG_DIAG_SQLSTATE);
+        if (st && strcmp(st, "0A000") == 0 && PQtransactionStatus(conn->pg) == PQTRANS_IDLE) {
+            db_stmt_unusable(conn, sql);
+            PQclear(res);
+            res = PQexecParams(conn->pg, sql, nparams, NULL, params, lengths, formats, 0);
+        }
+    }
+    r = db__check(conn, res, "database");
     if (!base_is_ok(r)) {
         PQclear(res);
         return r;

@@ -143,6 +143,7 @@ void db_pool_destroy(db_pool *pool)
     for (int i = 0; i < pool->size; i++) {
         if (pool->conns[i].pg)
             PQfinish(pool->conns[i].pg);
+        db__stmt_cache_reset(&pool->conns[i]);
     }
     pthread_cond_destroy(&pool->cv);
     pthread_mutex_destroy(&pool->mu);
@@ -277,6 +278,7 @@ base_result db_pool_acquire(db_pool *pool, int timeout_ms, db_conn **ret_conn)
         c->pg = NULL;
     }
     if (!c->pg) {
+        db__stmt_cache_reset(c); /* prepared statements lived in the old session */
         base_result r = db_connect(pool, &c->pg);
         if (!base_is_ok(r)) {
             c->pg = NULL;

@@ -191,6 +191,44 @@ static void test_exec_params_null_and_bytea(void **state)
     db_conn_release(NULL);
 }
 
+/* A statement with parameters is prepared once per connection and then run by name; a table changed under
+ * the plan (another replica's migration) falls back to running the text unprepared, without an error. */
+static void test_prepared_statements(void **state)
+{
+    (void)state;
+    db_conn *c = NULL;
+    db_result *res = NULL;
+    MUST(db_pool_acquire(g_pool, 5000, &c));
+    MUST(db_exec(c, "CREATE TABLE prep_t (id int PRIMARY KEY, v text)", 0, NULL, NULL));
+    const char *p1[] = {"1", "one"};
+    MUST(db_exec(c, "INSERT INTO prep_t (id, v) VALUES ($1::int, $2)", 2, p1, NULL));
+    const char *k[] = {"1"};
+    for (int i = 0; i < 3; i++) {
+        MUST(db_exec(c, "SELECT * FROM prep_t WHERE id = $1::int", 1, k, &res));
+        assert_int_equal(db_result_ntuples(res), 1);
+        assert_int_equal(db_result_nfields(res), 2);
+        db_result_free(res);
+    }
+    /* Both statements are prepared once in this session; the one without parameters is not. */
+    MUST(db_exec(c, "SELECT count(*) FROM pg_prepared_statements WHERE statement LIKE '%prep_t%'", 0, NULL,
+                 &res));
+    assert_string_equal(db_result_get(res, 0, 0), "2");
+    db_result_free(res);
+    /* The result type changes under the cached plan: the next call still answers, with the new column. */
+    MUST(db_exec(c, "ALTER TABLE prep_t ADD COLUMN w text", 0, NULL, NULL));
+    MUST(db_exec(c, "SELECT * FROM prep_t WHERE id = $1::int", 1, k, &res));
+    assert_int_equal(db_result_nfields(res), 3);
+    db_result_free(res);
+    /* A statement the server cannot prepare fails as its execution would, and is not remembered. */
+    base_result r = db_exec(c, "SELECT * FROM prep_missing WHERE id = $1::int", 1, k, NULL);
+    assert_false(base_is_ok(r));
+    assert_string_equal(db_last_sqlstate(), "42P01"); /* undefined table */
+    MUST(db_exec(c, "CREATE TABLE prep_missing (id int)", 0, NULL, NULL));
+    MUST(db_exec(c, "SELECT * FROM prep_missing WHERE id = $1::int", 1, k, NULL));
+    MUST(db_exec(c, "DROP TABLE prep_t, prep_missing", 0, NULL, NULL));
+    db_conn_release(c);
+}
+
 static void test_injection_stays_data(void **state)
 {
     (void)state;
@@ -781,6 +819,7 @@ int main(void)
         cmocka_unit_test(test_generated_set),
         cmocka_unit_test(test_exec_params_null_and_bytea),
         cmocka_unit_test(test_injection_stays_data),
+        cmocka_unit_test(test_prepared_statements),
         cmocka_unit_test(test_unique_violation_is_exists_without_value),
         cmocka_unit_test(test_statement_timeout),
         cmocka_unit_test(test_pool_exhaustion_times_out),
