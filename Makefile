@@ -4,7 +4,7 @@ ASAN_BUILD ?= build-asan
 JOBS       ?= $(shell nproc)
 CTEST_ARGS ?=
 
-.PHONY: all deps build build-asan run stop status test test-build test-asan check bench bench-audit bench-identity clean help
+.PHONY: all deps build build-asan run stop status test test-build test-asan check bench bench-audit bench-identity bench-vault clean help
 
 all: build
 
@@ -16,6 +16,7 @@ help:
 	@echo "make bench   echo baseline against the C++ async greeter (bench/run.sh; about 3 minutes)"
 	@echo "make bench-audit     audit appends against echo and a plain INSERT (bench/audit.sh; about 3 minutes)"
 	@echo "make bench-identity  identity Check/Login against echo, and authorize() in-process (bench/identity.sh)"
+	@echo "make bench-vault     vault Put/Get against echo and a plain INSERT, AES-GCM share (bench/vault.sh)"
 	@echo "make check   banned-function and clang-format checks only"
 	@echo "make clean   remove build trees and the local stack's state"
 
@@ -68,6 +69,10 @@ bench-audit:
 bench-identity:
 	bash deploy/deps.sh --bench
 	bash bench/identity.sh
+
+bench-vault:
+	bash deploy/deps.sh --bench
+	bash bench/vault.sh
 
 clean:
 	-bash deploy/stack.sh stop $(BUILD)
