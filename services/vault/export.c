@@ -1,6 +1,6 @@
 /* Vault: §164.524 right of access — everything held about a patient as one FHIR R4 Bundle (fhir.c), and the
  * tenant key handlers. */
-#include "fhir.h"
+#include "patient_export.h"
 #include "service_internal.h"
 
 #include "base/log.h"
@@ -9,12 +9,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define PERM_PRIVACY     "privacy.review"
-#define PERM_KEYS        "vault.keys.manage"
-#define EXPORT_CHUNK     (64 * 1024)
-#define EXPORT_MAX_ITEMS 20000
-#define EXPORT_PAGE      100
-#define ACCESS_ID_MAX    64
+#define PERM_PRIVACY  "privacy.review"
+#define PERM_KEYS     "vault.keys.manage"
+#define EXPORT_CHUNK  (64 * 1024)
+#define ACCESS_ID_MAX 64
 
 static bool access_id_ok(const char *s)
 {
@@ -28,53 +26,6 @@ static bool access_id_ok(const char *s)
             return false;
     }
     return true;
-}
-
-/* Everything held about the patient, decrypted: the latest patient record and every item's latest version
- * (items unpacked into the call's arena, which is wiped when the call ends). */
-typedef struct export_data {
-    vault_record patient;
-    vault_record *items;
-    size_t n_items;
-} export_data;
-
-static void export_data_clear(export_data *d)
-{
-    vault_record_clear(&d->patient);
-    vault_records_free(d->items, d->n_items);
-    d->items = NULL;
-    d->n_items = 0;
-}
-
-static base_result export_read(vs_service *s, const char *tenant_id, const char *patient_ref, export_data *d)
-{
-    BASE_GUARD(vault_store_get(s->store, tenant_id, patient_ref, 0, VAULT_ALL_CATEGORIES, &d->patient));
-    char after[VAULT_ID_BUF] = "";
-    for (;;) {
-        vault_record *page = NULL;
-        size_t n = 0;
-        bool more = false;
-        BASE_GUARD(vault_store_list(s->store, tenant_id, patient_ref, 0, after, EXPORT_PAGE,
-                                    VAULT_ALL_CATEGORIES, &page, &n, &more));
-        if (d->n_items + n > EXPORT_MAX_ITEMS) {
-            vault_records_free(page, n);
-            return base_fail(BASE_ERR_LIMIT, "the patient has more than 20000 items: export in parts");
-        }
-        vault_record *grown = realloc(d->items, (d->n_items + n + 1) * sizeof *grown);
-        if (!grown) {
-            vault_records_free(page, n);
-            return base_fail(BASE_ERR_NOMEM, "out of memory");
-        }
-        d->items = grown;
-        memcpy(d->items + d->n_items, page, n * sizeof *page); /* moves the parts' ownership */
-        d->n_items += n;
-        if (n)
-            snprintf(after, sizeof after, "%s", page[n - 1].record_id);
-        free(page);
-        if (!more)
-            break;
-    }
-    return BASE_OK_RESULT;
 }
 
 rpc_code vs_h_export_patient(rpc_ctx *ctx, const void *reqp, rpc_stream *stream)
@@ -92,46 +43,14 @@ rpc_code vs_h_export_patient(rpc_ctx *ctx, const void *reqp, rpc_stream *stream)
     if ((code = vs_require(ctx, req->tenant_id, PERM_PRIVACY, NULL, &claims)) != RPC_OK)
         return code;
 
-    export_data d = {0};
-    base_result r = export_read(s, req->tenant_id, req->patient_ref, &d);
-    if (!base_is_ok(r)) {
-        export_data_clear(&d);
-        return vs_fail(ctx, r);
-    }
-    Alma__Vault__V1__Patient *patient = NULL;
-    r = vault_patient_unpack(&d.patient, rpc_ctx_pb_allocator(ctx), &patient);
-    vault_fhir_item *items = d.n_items ? rpc_ctx_alloc(ctx, d.n_items * sizeof *items) : NULL;
-    if (base_is_ok(r) && d.n_items && !items)
-        r = base_fail(BASE_ERR_NOMEM, "out of memory");
-    unsigned categories = d.patient.categories;
-    for (size_t i = 0; i < d.n_items && base_is_ok(r); i++) {
-        Alma__Vault__V1__Item *item = NULL;
-        r = vault_item_unpack(&d.items[i], rpc_ctx_pb_allocator(ctx), &item);
-        items[i] = (vault_fhir_item){.record_id = rpc_ctx_strdup(ctx, d.items[i].record_id),
-                                     .version = d.items[i].version,
-                                     .updated_us = d.items[i].created_us,
-                                     .item = item};
-        categories |= d.items[i].categories;
-    }
     char bundle_id[VAULT_ID_BUF];
     vault_random_id("ex_", bundle_id);
     char *json = NULL;
-    size_t json_len = 0;
+    size_t json_len = 0, n_items = 0;
     uint32_t resources = 0;
-    if (base_is_ok(r)) {
-        vault_fhir_input in = {.tenant_id = req->tenant_id,
-                               .patient_ref = req->patient_ref,
-                               .patient_version = d.patient.version,
-                               .patient_updated_us = d.patient.created_us,
-                               .patient = patient,
-                               .items = items,
-                               .item_count = d.n_items,
-                               .now_us = vs_now_us(),
-                               .bundle_id = bundle_id};
-        r = vault_fhir_bundle(&in, &json, &json_len, &resources);
-    }
-    size_t n_items = d.n_items;
-    export_data_clear(&d);
+    unsigned categories = 0;
+    base_result r = vault_patient_bundle(s->store, req->tenant_id, req->patient_ref, vs_now_us(), bundle_id,
+                                         &json, &json_len, &resources, &categories, &n_items);
     if (!base_is_ok(r))
         return vs_fail(ctx, r);
 

@@ -1,7 +1,7 @@
 /* The issue's "done when": a key rotation of 100k records completes and survives a kill midway.
  *
  * 100,000 record versions (ALMA_VAULT_REWRAP_RECORDS, default 100000) are written through vault_store_put
- * from 8 threads; alma-vault-keys rotates the tenant's KEK and starts `rewrap --batch 1000`; the test
+ * from 8 threads; alma-vault-admin rotates the tenant's KEK and starts `rewrap --batch 1000`; the test
  * SIGKILLs it once its progress shows some but not all keys done, checks the partial state (keys under both
  * versions, whole batches only, every sampled record still decrypts), runs rewrap again to the end, retires
  * version 1 and checks that no key is left under it and that records still decrypt. Timings are printed. */
@@ -160,11 +160,11 @@ static int sample_decrypts(int n, int kek)
 static const char *tool_path(void)
 {
     static char path[512];
-    snprintf(path, sizeof path, "%s", testenv_binary_path("tools/alma-vault-keys"));
+    snprintf(path, sizeof path, "%s", testenv_binary_path("tools/alma-vault-admin"));
     return path;
 }
 
-/* argv for `alma-vault-keys <cmd> ...common settings... [extra...]` into v (NULL-terminated). */
+/* argv for `alma-vault-admin <cmd> ...common settings... [extra...]` into v (NULL-terminated). */
 static void tool_argv(const char **v, const char *cmd, const char *extra1, const char *extra2)
 {
     size_t n = 0;
