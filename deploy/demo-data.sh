@@ -7,6 +7,16 @@
 #          from the suite's services and the test-client and bench identities). The log is append-only, so
 #          they are appended once: only when the tenant has no event of the demo clinician yet. The check
 #          is a ListEvents call, which the audit log itself records (one query event per start).
+#   vault  two synthetic patients of tenant demo-clinic with a few clinical items each, readable by a demo
+#          clinician `dr.demo` (pcp_clinician) through care relationships made by a demo care coordinator
+#          `coord.demo` (care_coordinator). The two users are made once by the demo admin (login with the TOTP
+#          code oathtool computes from .stack/secrets/demo-admin.txt; only when a user is still missing), with
+#          random passwords in .stack/secrets/demo-clinician.txt and demo-coordinator.txt (mode 600, one line:
+#          usable as --password-file). dr.demo logs in on every start: its access token goes to
+#          .stack/secrets/demo-clinician.token, its session (refresh secret) to demo-clinician.session. The
+#          patients are registered once: only when FindPatients by their MRN finds nothing. Passwords and
+#          tokens only ever go to those files, never to the terminal. Anything missing (the vault not built or
+#          not running, oathtool, the admin's secrets): a message, and `make run` goes on.
 set -euo pipefail
 if [ "${1:-}" = "--help" ]; then
     echo "usage: deploy/demo-data.sh   (run by deploy/stack.sh; loads synthetic demo data, idempotent)"
@@ -98,3 +108,243 @@ fi
 sleep 1.2
 audit_cli alma-cli audit-checkpoint | sed -n 's/^\(tree_size\|root\|vkey\|signature\)=/demo-data: audit checkpoint \1=/p'
 echo "demo-data: try: alma-cli audit-list --tenant $DEMO_TENANT; alma-cli audit-accounting --tenant $DEMO_TENANT --patient $DEMO_PATIENT_A"
+
+# ------------------------------------------------------------------------------------------------ vault
+
+secrets="${ALMA_STACK_DIR:-$root/.stack}/secrets"
+rel() { echo "${1#"$root"/}"; }
+clin_pw="$secrets/demo-clinician.txt"
+coord_pw="$secrets/demo-coordinator.txt"
+clin_token="$secrets/demo-clinician.token"
+clin_session="$secrets/demo-clinician.session"
+admin_token="$secrets/.demo-admin.token"
+coord_token="$secrets/.demo-coordinator.token"
+VAULT_MRN_A=DEMO-0001
+VAULT_MRN_B=DEMO-0002
+
+skip_vault() {
+    echo "demo-data: vault: $* - no vault demo data"
+}
+
+# alma-cli over mTLS as alma-cli to identity or the vault, with a token file or none.
+idn_cli() { "$cli" --addr "$ALMA_STACK_IDENTITY_API" --cert "$pki/alma-cli.pem" --key "$pki/alma-cli-key.pem" --ca "$pki/ca.pem" "$@"; }
+vlt_cli() { "$cli" --addr "$ALMA_STACK_VAULT_API" --cert "$pki/alma-cli.pem" --key "$pki/alma-cli-key.pem" --ca "$pki/ca.pem" "$@"; }
+
+# login USER PASSWORD_FILE TOKEN_FILE [identity-login options...]: the token into TOKEN_FILE (mode 600), never
+# on the terminal; stderr (session and expiry, or the error) shown only on failure.
+login() {
+    local user=$1 pwfile=$2 tok=$3 err
+    shift 3
+    err=$(
+        umask 077
+        idn_cli identity-login --tenant "$DEMO_TENANT" --username "$user" --password-file "$pwfile" "$@" \
+            2>&1 >"$tok.tmp"
+    ) && [ -s "$tok.tmp" ] && mv -f "$tok.tmp" "$tok" && return 0
+    rm -f "$tok.tmp"
+    if [ -n "$err" ]; then printf '%s\n' "$err" | sed 's/^/demo-data: vault: /' >&2; fi
+    return 1
+}
+
+# The demo admin's token (platform_admin, security_admin: MFA), from the password and the otpauth secret
+# that deploy/stack.sh's bootstrap wrote to demo-admin.txt. A TOTP code works once: when this step's code was
+# used already (a restart within 30 s), wait for the next step and try once more.
+admin_login() {
+    local file="$secrets/demo-admin.txt" pw secret code try err=""
+    [ -s "$file" ] || {
+        skip_vault "$(rel "$file") is missing (made by the identity bootstrap of deploy/stack.sh)"
+        return 1
+    }
+    command -v oathtool >/dev/null 2>&1 || {
+        skip_vault "oathtool is not installed (deploy/deps.sh installs it): cannot compute the demo admin's TOTP code"
+        return 1
+    }
+    pw=$(sed -n 's/^tenant [^,]*, username admin, password //p' "$file" | head -n 1)
+    secret=$(grep -o 'otpauth://[^[:space:]]*' "$file" | head -n 1 | sed -n 's/.*[?&]secret=\([A-Z2-7=]*\).*/\1/p')
+    if [ -z "$pw" ] || [ -z "$secret" ]; then
+        skip_vault "$(rel "$file") holds no password or TOTP secret"
+        return 1
+    fi
+    for try in 1 2; do
+        code=$(printf '%s\n' "$secret" | oathtool --totp -b -) || break
+        if err=$(login admin <(printf '%s\n' "$pw") "$admin_token" --totp "$code" 2>&1); then
+            return 0
+        fi
+        if [ "$try" = 1 ]; then
+            echo "demo-data: vault: the demo admin's login failed; trying the next TOTP code in $((31 - $(date +%s) % 30)) s"
+            sleep $((31 - $(date +%s) % 30))
+        fi
+    done
+    [ -n "$err" ] && echo "$err" >&2
+    skip_vault "the demo admin could not log in"
+    return 1
+}
+
+logout() { # logout TOKEN_FILE: end that session (best effort) and remove the file
+    if [ -s "$1" ]; then
+        idn_cli --token-file "$1" identity-logout >/dev/null 2>&1 || true
+    fi
+    rm -f "$1"
+}
+
+# make_user USER ROLE DISPLAY PASSWORD_FILE: once, as the admin; the random password kept in PASSWORD_FILE.
+make_user() {
+    local user=$1 role=$2 display=$3 pwfile=$4 err
+    [ -s "$pwfile" ] && return 0
+    [ -s "$admin_token" ] || admin_login || return 1
+    (
+        umask 077
+        openssl rand -base64 24 >"$pwfile.tmp"
+    ) || return 1
+    if err=$(idn_cli --token-file "$admin_token" identity-create-user --username "$user" --display-name "$display" \
+        --role "$role" --password-file "$pwfile.tmp" 2>&1 >/dev/null); then
+        mv -f "$pwfile.tmp" "$pwfile"
+        echo "demo-data: vault: made the demo user $user ($role); password in $(rel "$pwfile")"
+        return 0
+    fi
+    rm -f "$pwfile.tmp"
+    echo "$err" | sed 's/^/demo-data: vault: /' >&2
+    case "$err" in
+    *ALREADY_EXISTS*) skip_vault "the user $user exists but $(rel "$pwfile") is gone: its password is unknown" ;;
+    *) skip_vault "cannot make the demo user $user" ;;
+    esac
+    return 1
+}
+
+# put REF ARGS...: one item as dr.demo. The care relationship reaches the vault within a second (Redis
+# mirror): a first PERMISSION_DENIED is retried for a few seconds.
+put() {
+    local ref=$1 try err
+    shift
+    for try in 1 2 3 4 5 6 7 8 9 10; do
+        if err=$(vlt_cli --token-file "$clin_token" vault-put-item --tenant "$DEMO_TENANT" --patient "$ref" "$@" 2>&1 >/dev/null); then
+            return 0
+        fi
+        case "$err" in *PERMISSION_DENIED*) [ "$try" -lt 10 ] && sleep 0.5 ;; *) break ;; esac
+    done
+    echo "$err" | sed 's/^/demo-data: vault: /' >&2
+    return 1
+}
+
+# find_patient MRN: the first ref FindPatients finds (none: empty output); fails when the call fails, so a
+# broken vault never looks like "not registered yet".
+find_patient() {
+    local out
+    out=$(vlt_cli --token-file "$clin_token" vault-find-patients --tenant "$DEMO_TENANT" --mrn "$1" 2>/dev/null) ||
+        return 1
+    head -n 1 <<<"$out"
+}
+
+create_patient() { # create_patient ARGS...: the new ref on stdout
+    local out
+    out=$(vlt_cli --token-file "$clin_token" vault-create-patient --tenant "$DEMO_TENANT" "$@") || return 1
+    sed -n 's/^patient_ref: //p' <<<"$out"
+}
+
+relate() { # relate REF: a primary-care relationship of dr.demo with the patient, as coord.demo
+    if [ ! -s "$coord_token" ]; then
+        login coord.demo "$coord_pw" "$coord_token" || return 1
+    fi
+    idn_cli --token-file "$coord_token" identity-relationship-create --clinician "$clin_id" --patient "$1" \
+        --kind primary-care >/dev/null
+}
+
+load_patient_a() {
+    local ref note
+    ref=$(create_patient --family Testperson --given Avery --given Lee --birth-date 1961-04-17 --sex female \
+        --mrn "$VAULT_MRN_A" --phone +15555550101 --email avery.testperson@example.org \
+        --address-line "100 Example Street" --city Springfield --state IL --postal-code 62701 \
+        --payer-id demo-payer --plan-name "Demo Health Plan Gold" --member-id DEMOM0001 \
+        --coverage-start 2024-01-01) && [ -n "$ref" ] || return 1
+    relate "$ref" || return 1
+    note=$(mktemp "$secrets/.demo-note.XXXXXX") || return 1
+    printf '%s\n' "Synthetic demo note: follow-up for type 2 diabetes. Reports good adherence to metformin." \
+        "Plan: repeat HbA1c in three months; diet and exercise counselling given." >"$note"
+    put "$ref" --problem E11.9 --display "Type 2 diabetes mellitus without complications" --onset 2019-03-01 &&
+        put "$ref" --observation 4548-4 --display "Hemoglobin A1c" --value 7.4 --unit % --date 2024-05-01 &&
+        put "$ref" --medication "Metformin 500 mg oral tablet" --rxnorm 861007 --dose "500 mg twice daily" \
+            --start 2019-03-02 &&
+        put "$ref" --note-file "$note" --title "Diabetes follow-up" --date 2024-05-02
+    local rc=$?
+    rm -f "$note"
+    [ "$rc" -eq 0 ] && echo "$ref"
+    return "$rc"
+}
+
+load_patient_b() {
+    local ref
+    ref=$(create_patient --family Sampleton --given Jordan --birth-date 1975-11-02 --sex male \
+        --mrn "$VAULT_MRN_B" --email jordan.sampleton@example.org) && [ -n "$ref" ] || return 1
+    relate "$ref" || return 1
+    put "$ref" --problem I10 --display "Essential (primary) hypertension" --onset 2016-07-12 &&
+        put "$ref" --observation 8480-6 --display "Systolic blood pressure" --value 142 --unit "mm[Hg]" \
+            --date 2024-04-18 &&
+        put "$ref" --medication "Lisinopril 10 mg oral tablet" --rxnorm 314076 --dose "10 mg once daily" \
+            --start 2016-07-15 || return 1
+    echo "$ref"
+}
+
+load_vault() {
+    if [ -z "${ALMA_STACK_VAULT_API:-}" ] || [ -z "${ALMA_STACK_IDENTITY_API:-}" ]; then
+        skip_vault "no vault or identity endpoint in stack.env"
+        return 0
+    fi
+    if ! "$cli" vault-get-patient --help >/dev/null 2>&1; then
+        skip_vault "this alma-cli has no vault commands (rebuild)"
+        return 0
+    fi
+    local svc
+    for svc in identity vault; do
+        local admin_var="ALMA_STACK_${svc^^}_ADMIN"
+        if ! "$cli" --insecure --addr "${!admin_var:-}" --timeout-ms 3000 health >/dev/null 2>&1; then
+            skip_vault "the $svc service is not running"
+            return 0
+        fi
+    done
+    mkdir -p "$secrets"
+    rm -f "$admin_token" "$coord_token"
+    local made=0
+    make_user dr.demo pcp_clinician "Dr. Demo Rivera (synthetic)" "$clin_pw" &&
+        make_user coord.demo care_coordinator "Demo Care Coordinator (synthetic)" "$coord_pw" || made=1
+    logout "$admin_token"
+    [ "$made" -eq 0 ] || return 0
+    login dr.demo "$clin_pw" "$clin_token" --session-out "$clin_session" || {
+        skip_vault "dr.demo could not log in"
+        return 0
+    }
+    clin_id=$(idn_cli --token-file "$clin_token" identity-get-user 2>/dev/null | sed -n 's/^principal_id: //p') ||
+        clin_id=""
+    [ -n "$clin_id" ] || {
+        skip_vault "cannot read dr.demo's principal id"
+        return 0
+    }
+    local ref_a ref_b loaded=()
+    if ! ref_a=$(find_patient "$VAULT_MRN_A") || ! ref_b=$(find_patient "$VAULT_MRN_B"); then
+        skip_vault "FindPatients failed (log: $(rel "${ALMA_STACK_DIR:-$root/.stack}")/logs/vault.log)"
+        return 0
+    fi
+    if [ -z "$ref_a" ]; then
+        ref_a=$(load_patient_a) || ref_a=""
+        if [ -n "$ref_a" ]; then loaded+=("$ref_a"); fi
+    fi
+    if [ -z "$ref_b" ]; then
+        ref_b=$(load_patient_b) || ref_b=""
+        if [ -n "$ref_b" ]; then loaded+=("$ref_b"); fi
+    fi
+    logout "$coord_token"
+    if [ -z "$ref_a" ] || [ -z "$ref_b" ]; then
+        skip_vault "registering the demo patients failed (see above)"
+        return 0
+    fi
+    local what read
+    read="$(rel "$build")/tools/alma-cli --addr $ALMA_STACK_VAULT_API --cert $(rel "$pki")/alma-cli.pem --key $(rel "$pki")/alma-cli-key.pem --ca $(rel "$pki")/ca.pem --token-file $(rel "$clin_token") vault-get-patient --tenant $DEMO_TENANT --patient $ref_a --purpose treatment"
+    if [ "${#loaded[@]}" -gt 0 ]; then
+        what="registered ${#loaded[@]} synthetic patient(s) with problems, observations, medications and a note, each in a care relationship with dr.demo"
+    else
+        what="the 2 synthetic demo patients are already registered: none added"
+    fi
+    echo "demo-data: vault: $what ($ref_a, $ref_b; dr.demo's token in $(rel "$clin_token"), renewed by identity-refresh --session-file $(rel "$clin_session")); read one: $read"
+}
+
+if ! load_vault; then
+    skip_vault "an unexpected step failed (see above)"
+fi

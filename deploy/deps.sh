@@ -42,6 +42,7 @@ RUN_PKGS=(
     prometheus valgrind clang-format
     iproute2 procps python3
     nodejs npm
+    oathtool # deploy/demo-data.sh: the demo admin's TOTP code from its otpauth secret
 )
 BENCH_PKGS=(libgrpc++-dev protobuf-compiler-grpc)
 

@@ -26,9 +26,12 @@
 #include "echo/v1/echo.pb-c.h"
 #include "grpc/health/v1/health.pb-c.h"
 #include "identity/v1/identity.pb-c.h"
+#include "vault/v1/vault.pb-c.h"
 
 #include "checkpoint.h"
+#include "crypto/crypto.h"
 #include "export_file.h"
+#include "model.h" /* services/vault: the vault's own validation */
 #include "validate.h"
 
 #include <ctype.h>
@@ -37,6 +40,7 @@
 #include <inttypes.h>
 #include <jansson.h>
 #include <limits.h>
+#include <math.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -3272,6 +3276,1577 @@ static void cli_help_identity_keys(FILE *out)
           out);
 }
 
+/* ------------------------------------------------------------------ alma.vault.v1.Vault */
+
+#define VAULT_RPC(name) "/alma.vault.v1.Vault/" name
+/* Bounds of the vault commands' own inputs (the record fields' bounds are model.h's). */
+#define CLI_VAULT_ID_LEN        35                  /* "pt_" or "it_" and 32 lowercase hex digits */
+#define CLI_VAULT_ACCESS_ID_MAX 64                  /* ExportPatient access_request_id: [A-Za-z0-9_-] */
+#define CLI_VAULT_REASON_MAX    64                  /* DestroyPatient reason_code: [a-z0-9_] */
+#define CLI_VAULT_PAGE_MAX      100                 /* ListItems page_size */
+#define CLI_VAULT_PHONE_MAX     16                  /* E.164: '+' and up to 15 digits */
+#define CLI_VAULT_POSTAL_MAX    10                  /* "12345-6789" */
+#define CLI_VAULT_NUMBER_MAX    64                  /* --value */
+#define CLI_VAULT_EXPORT_MAX    ((uint64_t)1 << 30) /* a Bundle larger than 1 GiB is refused */
+
+static const cli_enum cli_enum_sex = {&alma__vault__v1__administrative_sex__descriptor,
+                                      "ADMINISTRATIVE_SEX_"};
+static const cli_enum cli_enum_record_kind = {&alma__vault__v1__record_kind__descriptor, "RECORD_KIND_"};
+static const cli_enum cli_enum_category = {&alma__vault__v1__category__descriptor, "CATEGORY_"};
+static const cli_enum cli_enum_problem_status = {&alma__vault__v1__problem_status__descriptor,
+                                                 "PROBLEM_STATUS_"};
+static const cli_enum cli_enum_medication_status = {&alma__vault__v1__medication_status__descriptor,
+                                                    "MEDICATION_STATUS_"};
+
+/* ---- input checks (messages name the option and the rule, never the value: the values are PHI) */
+
+static int cli_vault_tenant(const cli_args *a, const char *tenant)
+{
+    if (!tenant)
+        return cli_usage_error("%s: --tenant is required (see %s %s --help)", a->command, CLI_PROGRAM,
+                               a->command);
+    return cli_check_tenant_id(a, tenant);
+}
+
+static int cli_vault_patient(const cli_args *a, const char *patient)
+{
+    if (!patient)
+        return cli_usage_error("%s: --patient pt_... is required (see %s %s --help)", a->command, CLI_PROGRAM,
+                               a->command);
+    return cli_require_patient(a, patient);
+}
+
+static int cli_vault_purpose(const cli_args *a, const char *purpose, int *ret)
+{
+    if (!purpose) {
+        fprintf(stderr, CLI_PROGRAM ": %s: --purpose is required, one of: ", a->command);
+        cli_enum_choices(&cli_enum_purpose, stderr);
+        fputc('\n', stderr);
+        return CLI_EXIT_USAGE;
+    }
+    return cli_enum_option(a, "purpose", &cli_enum_purpose, purpose, ret);
+}
+
+/* "it_" (or "pt_") and 32 lowercase hex digits. */
+static bool cli_is_vault_id(const char *s, const char *prefix)
+{
+    if (strlen(s) != CLI_VAULT_ID_LEN || strncmp(s, prefix, 3) != 0)
+        return false;
+    for (size_t i = 3; i < CLI_VAULT_ID_LEN; i++)
+        if (!((s[i] >= '0' && s[i] <= '9') || (s[i] >= 'a' && s[i] <= 'f')))
+            return false;
+    return true;
+}
+
+/* A real calendar date "YYYY-MM-DD" (the service also bounds it by 1900-01-01 and today). */
+static bool cli_is_calendar_date(const char *s)
+{
+    static const char shape[] = "dddd-dd-dd";
+    if (strlen(s) != sizeof shape - 1)
+        return false;
+    for (size_t i = 0; i < sizeof shape - 1; i++)
+        if (shape[i] == 'd' ? !(s[i] >= '0' && s[i] <= '9') : s[i] != shape[i])
+            return false;
+    static const int mdays[] = {31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
+    int year = cli_digits(s, 4), mon = cli_digits(s + 5, 2), day = cli_digits(s + 8, 2);
+    if (mon < 1 || mon > 12 || day < 1)
+        return false;
+    bool leap = (year % 4 == 0 && year % 100 != 0) || year % 400 == 0;
+    return day <= mdays[mon - 1] + (mon == 2 && leap);
+}
+
+/* The model's field paths (model.h: "patient.demographics.birth_date", indexes dropped) as the options that
+ * set them. */
+static const struct {
+    const char *field, *option;
+} cli_vault_fields[] = {
+    {"patient.demographics.family_name", "--family"},
+    {"patient.demographics.given_names", "--given"},
+    {"patient.demographics.birth_date", "--birth-date"},
+    {"patient.demographics.sex", "--sex"},
+    {"patient.contact.address.lines", "--address-line"},
+    {"patient.contact.address.city", "--city"},
+    {"patient.contact.address.state", "--state"},
+    {"patient.contact.address.postal_code", "--postal-code"},
+    {"patient.contact.phone", "--phone"},
+    {"patient.contact.email", "--email"},
+    {"patient.identifiers.mrn", "--mrn"},
+    {"patient.coverage.payer_id", "--payer-id"},
+    {"patient.coverage.plan_name", "--plan-name"},
+    {"patient.coverage.member_id", "--member-id"},
+    {"patient.coverage.start_date", "--coverage-start"},
+    {"item.problem.code.code", "--problem"},
+    {"item.problem.code.display", "--display"},
+    {"item.problem.onset_date", "--onset"},
+    {"item.problem.status", "--status"},
+    {"item.observation.code.code", "--observation"},
+    {"item.observation.code.display", "--display"},
+    {"item.observation.quantity", "--value"},
+    {"item.observation.unit", "--unit"},
+    {"item.observation.effective_date", "--date"},
+    {"item.medication.code.code", "--rxnorm"},
+    {"item.medication.code.display", "--display"},
+    {"item.medication.name", "--medication"},
+    {"item.medication.dose", "--dose"},
+    {"item.medication.start_date", "--start"},
+    {"item.medication.status", "--status"},
+    {"item.note.title", "--title"},
+    {"item.note.text", "--note-file (its text)"},
+    {"item.note.date", "--date"},
+};
+
+/* A validation message of model.h ("<field path>: <rule>", never a value) with the field spelled as the
+ * option that sets it; exit status 2. */
+static int cli_vault_invalid(const cli_args *a, const char *msg)
+{
+    const char *colon = strstr(msg, ": ");
+    const char *end = colon ? colon : msg + strlen(msg);
+    char path[128];
+    size_t k = 0;
+    for (const char *p = msg; p < end && k + 1 < sizeof path; p++) {
+        const char *close = *p == '[' ? memchr(p, ']', (size_t)(end - p)) : NULL;
+        if (close) {
+            p = close;
+            continue;
+        }
+        path[k++] = *p;
+    }
+    path[k] = '\0';
+    const char *shown = path;
+    for (size_t i = 0; i < BASE_ARRAY_LEN(cli_vault_fields); i++)
+        if (strcmp(path, cli_vault_fields[i].field) == 0)
+            shown = cli_vault_fields[i].option;
+    fprintf(stderr, CLI_PROGRAM ": %s: ", a->command);
+    cli_put_safe(stderr, shown);
+    if (colon) {
+        fputs(": ", stderr);
+        cli_put_safe(stderr, colon + 2);
+    }
+    fputs(" (nothing was sent)\n", stderr);
+    return CLI_EXIT_USAGE;
+}
+
+/* ---- calls */
+
+/* A failed vault call: the status, what to do about a refused token, and on PERMISSION_DENIED what the
+ * call needs (`needs`). The vault's status messages name fields, never values. */
+static int cli_vault_error(const cli_args *a, const rpc_status *st, const char *needs)
+{
+    int rc = cli_identity_error(a, st, true);
+    if (st->code == RPC_PERMISSION_DENIED)
+        fprintf(stderr,
+                CLI_PROGRAM ": %s: this call needs %s (the vault takes calls from the alma-cli, gateway, "
+                            "guideline, test-client and bench certificates)\n",
+                a->command, needs);
+    return rc;
+}
+
+static int cli_vault_call(const cli_args *a, const char *method, const ProtobufCMessage *req,
+                          const ProtobufCMessageDescriptor *desc, const char *needs, ProtobufCMessage **resp)
+{
+    cli_call c;
+    int rc = cli_connect(&c);
+    if (rc)
+        return rc;
+    rpc_status st;
+    rpc_code code = rpc_call_unary(c.ch, method, req, desc, &c.opts, resp, &st);
+    cli_disconnect(&c);
+    if (code != RPC_OK)
+        return cli_vault_error(a, &st, needs);
+    return CLI_EXIT_OK;
+}
+
+#define CLI_NEEDS_READ                                                                                       \
+    "a role whose view allows the purpose and, for patient data, a care relationship with the patient or a " \
+    "break-glass grant"
+
+/* ---- protobuf as JSON (proto3 JSON mapping, field names as in the .proto; Timestamp as RFC 3339) */
+
+static json_t *cli_pb_json(const ProtobufCMessage *m);
+
+static size_t cli_pb_elt_size(ProtobufCType t)
+{
+    switch (t) {
+    case PROTOBUF_C_TYPE_INT64:
+    case PROTOBUF_C_TYPE_SINT64:
+    case PROTOBUF_C_TYPE_SFIXED64:
+    case PROTOBUF_C_TYPE_UINT64:
+    case PROTOBUF_C_TYPE_FIXED64:
+        return sizeof(int64_t);
+    case PROTOBUF_C_TYPE_DOUBLE:
+        return sizeof(double);
+    case PROTOBUF_C_TYPE_FLOAT:
+        return sizeof(float);
+    case PROTOBUF_C_TYPE_BOOL:
+        return sizeof(protobuf_c_boolean);
+    case PROTOBUF_C_TYPE_ENUM:
+        return sizeof(int);
+    case PROTOBUF_C_TYPE_STRING:
+        return sizeof(char *);
+    case PROTOBUF_C_TYPE_BYTES:
+        return sizeof(ProtobufCBinaryData);
+    case PROTOBUF_C_TYPE_MESSAGE:
+        return sizeof(ProtobufCMessage *);
+    default:
+        return sizeof(int32_t);
+    }
+}
+
+static json_t *cli_json_double(double d)
+{
+    if (isfinite(d))
+        return json_real(d);
+    return json_string(isnan(d) ? "NaN" : d > 0 ? "Infinity" : "-Infinity");
+}
+
+static json_t *cli_pb_value(const ProtobufCFieldDescriptor *f, const void *p)
+{
+    char buf[32];
+    switch (f->type) {
+    case PROTOBUF_C_TYPE_INT32:
+    case PROTOBUF_C_TYPE_SINT32:
+    case PROTOBUF_C_TYPE_SFIXED32:
+        return json_integer(*(const int32_t *)p);
+    case PROTOBUF_C_TYPE_UINT32:
+    case PROTOBUF_C_TYPE_FIXED32:
+        return json_integer((json_int_t) * (const uint32_t *)p);
+    case PROTOBUF_C_TYPE_INT64:
+    case PROTOBUF_C_TYPE_SINT64:
+    case PROTOBUF_C_TYPE_SFIXED64:
+        snprintf(buf, sizeof buf, "%" PRId64, *(const int64_t *)p);
+        return json_string(buf);
+    case PROTOBUF_C_TYPE_UINT64:
+    case PROTOBUF_C_TYPE_FIXED64:
+        snprintf(buf, sizeof buf, "%" PRIu64, *(const uint64_t *)p);
+        return json_string(buf);
+    case PROTOBUF_C_TYPE_FLOAT:
+        return cli_json_double(*(const float *)p);
+    case PROTOBUF_C_TYPE_DOUBLE:
+        return cli_json_double(*(const double *)p);
+    case PROTOBUF_C_TYPE_BOOL:
+        return json_boolean(*(const protobuf_c_boolean *)p);
+    case PROTOBUF_C_TYPE_ENUM: {
+        int v = *(const int *)p;
+        const ProtobufCEnumValue *ev = protobuf_c_enum_descriptor_get_value(f->descriptor, v);
+        return ev ? json_string(ev->name) : json_integer(v);
+    }
+    case PROTOBUF_C_TYPE_STRING: {
+        const char *s = *(char *const *)p;
+        return json_string(s ? s : ""); /* NULL when not UTF-8 */
+    }
+    case PROTOBUF_C_TYPE_BYTES: {
+        const ProtobufCBinaryData *b = p;
+        if (b->len == 0)
+            return json_string("");
+        if (b->len > ACRYPTO_MAX_INPUT)
+            return NULL;
+        size_t cap = acrypto_base64_encode_size(b->len), n = 0;
+        char *text = malloc(cap);
+        json_t *v = NULL;
+        if (text && base_is_ok(acrypto_base64_encode(b->data, b->len, text, cap, &n)))
+            v = json_stringn(text, n);
+        if (text)
+            explicit_bzero(text, cap);
+        free(text);
+        return v;
+    }
+    case PROTOBUF_C_TYPE_MESSAGE: {
+        const ProtobufCMessage *sub = *(ProtobufCMessage *const *)p;
+        return sub ? cli_pb_json(sub) : json_null();
+    }
+    default:
+        return NULL;
+    }
+}
+
+/* Is a singular field set? proto3: a oneof member by its case, the rest by a value other than the default. */
+static bool cli_pb_present(const ProtobufCMessage *m, const ProtobufCFieldDescriptor *f, const void *p)
+{
+    if (f->flags & PROTOBUF_C_FIELD_FLAG_ONEOF)
+        return *(const uint32_t *)((const char *)m + f->quantifier_offset) == f->id;
+    if (f->label == PROTOBUF_C_LABEL_OPTIONAL && f->quantifier_offset)
+        return *(const protobuf_c_boolean *)((const char *)m + f->quantifier_offset);
+    switch (f->type) {
+    case PROTOBUF_C_TYPE_STRING: {
+        const char *s = *(char *const *)p;
+        return s && s[0];
+    }
+    case PROTOBUF_C_TYPE_BYTES:
+        return ((const ProtobufCBinaryData *)p)->len > 0;
+    case PROTOBUF_C_TYPE_MESSAGE:
+        return *(ProtobufCMessage *const *)p != NULL;
+    case PROTOBUF_C_TYPE_DOUBLE:
+        return *(const double *)p != 0;
+    case PROTOBUF_C_TYPE_FLOAT:
+        return *(const float *)p != 0;
+    case PROTOBUF_C_TYPE_BOOL:
+        return *(const protobuf_c_boolean *)p;
+    default: {
+        size_t n = cli_pb_elt_size(f->type);
+        static const uint8_t zero[8] = {0};
+        return memcmp(p, zero, n) != 0;
+    }
+    }
+}
+
+/* The message as a JSON object (a Timestamp as a string); NULL when a string is not valid UTF-8 or memory
+ * runs out. */
+static json_t *cli_pb_json(const ProtobufCMessage *m)
+{
+    if (m->descriptor == &google__protobuf__timestamp__descriptor) {
+        char t[CLI_TIME_LEN];
+        return json_string(cli_format_time((const Google__Protobuf__Timestamp *)m, t));
+    }
+    json_t *o = json_object();
+    bool ok = o != NULL;
+    for (unsigned i = 0; ok && i < m->descriptor->n_fields; i++) {
+        const ProtobufCFieldDescriptor *f = &m->descriptor->fields[i];
+        const char *p = (const char *)m + f->offset;
+        json_t *v = NULL;
+        if (f->label == PROTOBUF_C_LABEL_REPEATED) {
+            size_t n = *(const size_t *)((const char *)m + f->quantifier_offset);
+            if (n == 0)
+                continue;
+            const char *items = *(const char *const *)p;
+            size_t elt = cli_pb_elt_size(f->type);
+            v = json_array();
+            for (size_t k = 0; v && k < n; k++) {
+                json_t *e = cli_pb_value(f, items + k * elt);
+                if (!e || json_array_append_new(v, e) != 0) {
+                    json_decref(v);
+                    v = NULL;
+                }
+            }
+        } else {
+            if (!cli_pb_present(m, f, p))
+                continue;
+            v = cli_pb_value(f, p);
+        }
+        ok = v && json_object_set_new(o, f->name, v) == 0;
+    }
+    if (!ok) {
+        json_decref(o);
+        return NULL;
+    }
+    return o;
+}
+
+/* The message as JSON on standard output (indented, or one compact line). False when it cannot be. */
+static bool cli_print_pb_json(const cli_args *a, const ProtobufCMessage *m, bool indent)
+{
+    json_t *o = cli_pb_json(m);
+    char *text =
+        o ? json_dumps(o, indent ? JSON_INDENT(2) | JSON_PRESERVE_ORDER : JSON_COMPACT | JSON_PRESERVE_ORDER)
+          : NULL;
+    json_decref(o);
+    if (!text) {
+        fprintf(stderr, CLI_PROGRAM ": %s: the response has a field that is not valid UTF-8\n", a->command);
+        return false;
+    }
+    cli_put_note(stdout, text);
+    fputc('\n', stdout);
+    explicit_bzero(text, strlen(text));
+    free(text);
+    return true;
+}
+
+/* ---- human-readable output */
+
+static void cli_print_categories(const char *name, const Alma__Vault__V1__Category *cats, size_t n)
+{
+    char word[CLI_ENUM_WORD_MAX + 1];
+    printf("%s: ", name);
+    for (size_t i = 0; i < n; i++)
+        printf("%s%s", i ? "," : "", cli_enum_name(&cli_enum_category, (int)cats[i], word, sizeof word));
+    fputs(n ? "\n" : "-\n", stdout);
+}
+
+static void cli_print_record_info(const Alma__Vault__V1__RecordInfo *info)
+{
+    if (!info)
+        return;
+    char word[CLI_ENUM_WORD_MAX + 1];
+    cli_print_line("record_id", info->record_id);
+    cli_print_line("patient_ref", info->patient_ref);
+    printf("kind: %s\nversion: %" PRIu32 "\n",
+           cli_enum_name(&cli_enum_record_kind, (int)info->kind, word, sizeof word), info->version);
+    cli_print_time_line("create_time", info->create_time);
+    cli_print_line("created_by", info->created_by);
+    if (info->amendment_request_id && info->amendment_request_id[0])
+        cli_print_line("amendment_request_id", info->amendment_request_id);
+    cli_print_categories("withheld", info->withheld, info->n_withheld);
+}
+
+static void cli_print_view(const Alma__Vault__V1__ViewInfo *v)
+{
+    if (!v)
+        return;
+    cli_print_line("view_id", v->view_id);
+    cli_print_categories("view_categories", v->categories, v->n_categories);
+    printf("pseudonymous: %s\n", v->pseudonymous ? "yes" : "no");
+}
+
+/* A field of the record: printed only when it holds something. */
+static void cli_print_set(const char *name, const char *value)
+{
+    if (value && value[0])
+        cli_print_line(name, value);
+}
+
+static void cli_print_patient(const Alma__Vault__V1__GetPatientResponse *g)
+{
+    char word[CLI_ENUM_WORD_MAX + 1];
+    cli_print_record_info(g->info);
+    cli_print_view(g->view);
+    if (g->view && g->view->pseudonymous)
+        printf("age_years: %" PRIu32 "\n", g->age_years);
+    const Alma__Vault__V1__Patient *p = g->patient;
+    if (!p)
+        return;
+    if (p->demographics) {
+        const Alma__Vault__V1__Demographics *d = p->demographics;
+        cli_print_set("family_name", d->family_name);
+        fputs("given_names: ", stdout);
+        for (size_t i = 0; i < d->n_given_names; i++) {
+            if (i)
+                fputc(' ', stdout);
+            cli_put_safe(stdout, d->given_names[i] ? d->given_names[i] : "");
+        }
+        fputs(d->n_given_names ? "\n" : "-\n", stdout);
+        cli_print_set("birth_date", d->birth_date);
+        printf("sex: %s\n", cli_enum_name(&cli_enum_sex, (int)d->sex, word, sizeof word));
+    }
+    if (p->identifiers)
+        cli_print_set("mrn", p->identifiers->mrn);
+    if (p->contact) {
+        cli_print_set("phone", p->contact->phone);
+        cli_print_set("email", p->contact->email);
+        const Alma__Vault__V1__Address *ad = p->contact->address;
+        if (ad) {
+            for (size_t i = 0; i < ad->n_lines; i++)
+                cli_print_set("address_line", ad->lines[i]);
+            cli_print_set("city", ad->city);
+            cli_print_set("state", ad->state);
+            cli_print_set("postal_code", ad->postal_code);
+            cli_print_set("country", ad->country);
+        }
+    }
+    for (size_t i = 0; i < p->n_coverage; i++) {
+        const Alma__Vault__V1__Coverage *c = p->coverage[i];
+        if (!c)
+            continue;
+        char name[48];
+#define CLI_COVERAGE_FIELD(field)                                                                            \
+    snprintf(name, sizeof name, "coverage[%zu]." #field, i);                                                 \
+    cli_print_set(name, c->field)
+        CLI_COVERAGE_FIELD(payer_id);
+        CLI_COVERAGE_FIELD(plan_name);
+        CLI_COVERAGE_FIELD(member_id);
+        CLI_COVERAGE_FIELD(group_number);
+        CLI_COVERAGE_FIELD(start_date);
+        CLI_COVERAGE_FIELD(end_date);
+#undef CLI_COVERAGE_FIELD
+    }
+}
+
+/* " (display)" of a code when it has one. */
+static void cli_put_code(const Alma__Vault__V1__Code *c)
+{
+    if (!c)
+        return;
+    cli_put_field(stdout, c->code);
+    if (c->display && c->display[0]) {
+        fputs(" (", stdout);
+        cli_put_safe(stdout, c->display);
+        fputc(')', stdout);
+    }
+}
+
+/* One item as a tab-separated line: RECORD_ID VERSION KIND CATEGORY SUMMARY. */
+static void cli_print_item_line(const Alma__Vault__V1__GetItemResponse *it)
+{
+    char word[CLI_ENUM_WORD_MAX + 1];
+    const Alma__Vault__V1__RecordInfo *info = it->info;
+    cli_put_field(stdout, info ? info->record_id : NULL);
+    printf("\tv%" PRIu32 "\t%s\t", info ? info->version : 0,
+           cli_enum_name(&cli_enum_record_kind, info ? (int)info->kind : 0, word, sizeof word));
+    const Alma__Vault__V1__Item *item = it->item;
+    if (!item) {
+        fputs("withheld\t(", stdout);
+        for (size_t i = 0; info && i < info->n_withheld; i++)
+            printf("%s%s", i ? "," : "",
+                   cli_enum_name(&cli_enum_category, (int)info->withheld[i], word, sizeof word));
+        fputs(" withheld by the view)\n", stdout);
+        return;
+    }
+    fputs(item->sensitive ? "sensitive\t" : "clinical\t", stdout);
+    switch (item->body_case) {
+    case ALMA__VAULT__V1__ITEM__BODY_PROBLEM: {
+        const Alma__Vault__V1__Problem *p = item->problem;
+        cli_put_code(p->code);
+        if (p->onset_date && p->onset_date[0]) {
+            fputs("; onset ", stdout);
+            cli_put_safe(stdout, p->onset_date);
+        }
+        printf("; %s", cli_enum_name(&cli_enum_problem_status, (int)p->status, word, sizeof word));
+        break;
+    }
+    case ALMA__VAULT__V1__ITEM__BODY_OBSERVATION: {
+        const Alma__Vault__V1__Observation *o = item->observation;
+        cli_put_code(o->code);
+        fputs(" = ", stdout);
+        if (o->value_case == ALMA__VAULT__V1__OBSERVATION__VALUE_QUANTITY) {
+            printf("%.15g ", o->quantity);
+            cli_put_field(stdout, o->unit);
+        } else {
+            cli_put_field(stdout, o->text);
+        }
+        fputs(" on ", stdout);
+        cli_put_field(stdout, o->effective_date);
+        break;
+    }
+    case ALMA__VAULT__V1__ITEM__BODY_MEDICATION: {
+        const Alma__Vault__V1__Medication *m = item->medication;
+        cli_put_field(stdout, m->name);
+        if (m->dose && m->dose[0]) {
+            fputs(", ", stdout);
+            cli_put_safe(stdout, m->dose);
+        }
+        if (m->code) {
+            fputs(" [RxNorm ", stdout);
+            cli_put_field(stdout, m->code->code);
+            fputc(']', stdout);
+        }
+        fputs("; from ", stdout);
+        cli_put_field(stdout, m->start_date);
+        if (m->end_date && m->end_date[0]) {
+            fputs(" to ", stdout);
+            cli_put_safe(stdout, m->end_date);
+        }
+        printf("; %s", cli_enum_name(&cli_enum_medication_status, (int)m->status, word, sizeof word));
+        break;
+    }
+    case ALMA__VAULT__V1__ITEM__BODY_NOTE:
+        cli_put_field(stdout, item->note->title);
+        fputs("; ", stdout);
+        cli_put_field(stdout, item->note->date);
+        printf("; %zu bytes of text", item->note->text ? strlen(item->note->text) : 0);
+        break;
+    case ALMA__VAULT__V1__ITEM__BODY_DOCUMENT:
+        cli_put_field(stdout, item->document->title);
+        fputs("; ", stdout);
+        cli_put_field(stdout, item->document->date);
+        fputs("; ", stdout);
+        cli_put_field(stdout, item->document->media_type);
+        printf(", %zu bytes", item->document->content.len);
+        break;
+    default:
+        fputs("(no body)", stdout);
+        break;
+    }
+    fputc('\n', stdout);
+}
+
+/* ---- output files: a temporary file (mode 0600) next to the target, renamed over it once complete */
+
+typedef struct cli_out_file {
+    const char *option, *path;
+    char tmp[CLI_PATH_MAX + 16];
+    int fd;
+} cli_out_file;
+
+/* Made before anything is sent, so a bad path is a usage error and no call is made. */
+static int cli_out_file_open(const cli_args *a, const char *option, const char *path, cli_out_file *o)
+{
+    *o = (cli_out_file){.option = option, .path = path, .fd = -1};
+    struct stat st;
+    if (!path[0] || path[strlen(path) - 1] == '/' || (stat(path, &st) == 0 && !S_ISREG(st.st_mode)))
+        return cli_usage_error("%s: %s must name a file (it is replaced when it exists)", a->command, option);
+    snprintf(o->tmp, sizeof o->tmp, "%s.tmp-XXXXXX", path);
+    o->fd = mkstemp(o->tmp); /* mode 0600 */
+    if (o->fd < 0) {
+        int err = errno;
+        fprintf(stderr, CLI_PROGRAM ": %s: cannot create a file next to %s ", a->command, option);
+        cli_put_safe(stderr, path);
+        fprintf(stderr, ": %s\n", strerror(err));
+        return CLI_EXIT_USAGE;
+    }
+    return CLI_EXIT_OK;
+}
+
+static bool cli_out_file_write(cli_out_file *o, const void *data, size_t len)
+{
+    const char *p = data;
+    for (size_t done = 0; done < len;) {
+        ssize_t w = write(o->fd, p + done, len - done);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w <= 0)
+            return false;
+        done += (size_t)w;
+    }
+    return true;
+}
+
+/* Remove the temporary file (an incomplete or failed output). */
+static void cli_out_file_abandon(cli_out_file *o)
+{
+    if (o->fd >= 0)
+        close(o->fd);
+    o->fd = -1;
+    if (o->tmp[0])
+        unlink(o->tmp);
+    o->tmp[0] = '\0';
+}
+
+/* fsync, close and rename over the target. False (and the temporary file removed) on failure. */
+static bool cli_out_file_commit(const cli_args *a, cli_out_file *o)
+{
+    bool ok = fsync(o->fd) == 0;
+    int err = errno;
+    if (close(o->fd) != 0 && ok) {
+        ok = false;
+        err = errno;
+    }
+    o->fd = -1;
+    if (ok && rename(o->tmp, o->path) != 0) {
+        ok = false;
+        err = errno;
+    }
+    if (!ok) {
+        fprintf(stderr, CLI_PROGRAM ": %s: cannot write %s ", a->command, o->option);
+        cli_put_safe(stderr, o->path);
+        fprintf(stderr, ": %s\n", strerror(err));
+        cli_out_file_abandon(o);
+        return false;
+    }
+    o->tmp[0] = '\0';
+    return true;
+}
+
+/* ---- vault-create-patient */
+
+static int cli_cmd_vault_create_patient(cli_args *a)
+{
+    const char *tenant = NULL, *family = NULL, *birth = NULL, *sex = NULL, *mrn = NULL, *phone = NULL,
+               *email = NULL, *city = NULL, *state = NULL, *postal = NULL, *payer = NULL, *plan = NULL,
+               *member = NULL, *cov_start = NULL;
+    const char *given_items[VAULT_GIVEN_NAMES_MAX], *line_items[VAULT_ADDRESS_LINES_MAX];
+    cli_list given = {given_items, 0, VAULT_GIVEN_NAMES_MAX};
+    cli_list lines = {line_items, 0, VAULT_ADDRESS_LINES_MAX};
+    const cli_option opts[] = {
+        {.name = "tenant", .text = &tenant, .max = CLI_TENANT_ID_MAX},
+        {.name = "family", .text = &family, .max = VAULT_NAME_MAX},
+        {.name = "given", .list = &given, .max = VAULT_NAME_MAX},
+        {.name = "birth-date", .text = &birth, .max = VAULT_DATE_LEN},
+        {.name = "sex", .text = &sex, .max = CLI_ENUM_WORD_MAX},
+        {.name = "mrn", .text = &mrn, .max = VAULT_MRN_MAX},
+        {.name = "phone", .text = &phone, .max = CLI_VAULT_PHONE_MAX},
+        {.name = "email", .text = &email, .max = VAULT_EMAIL_MAX},
+        {.name = "address-line", .list = &lines, .max = VAULT_NAME_MAX},
+        {.name = "city", .text = &city, .max = VAULT_NAME_MAX},
+        {.name = "state", .text = &state, .max = 2},
+        {.name = "postal-code", .text = &postal, .max = CLI_VAULT_POSTAL_MAX},
+        {.name = "payer-id", .text = &payer, .max = VAULT_PAYER_ID_MAX},
+        {.name = "plan-name", .text = &plan, .max = VAULT_NAME_MAX},
+        {.name = "member-id", .text = &member, .max = VAULT_MRN_MAX},
+        {.name = "coverage-start", .text = &cov_start, .max = VAULT_DATE_LEN},
+    };
+    int rc = cli_parse_command_args(a, opts, BASE_ARRAY_LEN(opts), 0, 0);
+    if (rc)
+        return rc;
+    if ((rc = cli_vault_tenant(a, tenant)))
+        return rc;
+    if (!family || given.count == 0 || !birth || !sex || !mrn)
+        return cli_usage_error("%s: --family, --given, --birth-date, --sex and --mrn are required (see %s %s "
+                               "--help)",
+                               a->command, CLI_PROGRAM, a->command);
+    int sex_value = 0;
+    if ((rc = cli_enum_option(a, "sex", &cli_enum_sex, sex, &sex_value)))
+        return rc;
+    bool any_address = lines.count || city || state || postal;
+    if (any_address && !(lines.count && city && state && postal))
+        return cli_usage_error("%s: --address-line, --city, --state and --postal-code go together",
+                               a->command);
+    bool any_coverage = payer || plan || member || cov_start;
+    if (any_coverage && !(payer && plan && member && cov_start))
+        return cli_usage_error("%s: --payer-id, --plan-name, --member-id and --coverage-start go together",
+                               a->command);
+
+    Alma__Vault__V1__Demographics demo = ALMA__VAULT__V1__DEMOGRAPHICS__INIT;
+    demo.family_name = (char *)family;
+    demo.given_names = (char **)given_items;
+    demo.n_given_names = given.count;
+    demo.birth_date = (char *)birth;
+    demo.sex = (Alma__Vault__V1__AdministrativeSex)sex_value;
+    Alma__Vault__V1__Identifiers ids = ALMA__VAULT__V1__IDENTIFIERS__INIT;
+    ids.mrn = (char *)mrn;
+    Alma__Vault__V1__Address addr = ALMA__VAULT__V1__ADDRESS__INIT;
+    Alma__Vault__V1__Contact contact = ALMA__VAULT__V1__CONTACT__INIT;
+    Alma__Vault__V1__Coverage cov = ALMA__VAULT__V1__COVERAGE__INIT;
+    Alma__Vault__V1__Coverage *covs[1] = {&cov};
+    Alma__Vault__V1__Patient patient = ALMA__VAULT__V1__PATIENT__INIT;
+    patient.demographics = &demo;
+    patient.identifiers = &ids;
+    if (any_address) {
+        addr.lines = (char **)line_items;
+        addr.n_lines = lines.count;
+        addr.city = (char *)city;
+        addr.state = (char *)state;
+        addr.postal_code = (char *)postal;
+        contact.address = &addr;
+    }
+    if (phone)
+        contact.phone = (char *)phone;
+    if (email)
+        contact.email = (char *)email;
+    if (any_address || phone || email)
+        patient.contact = &contact;
+    if (any_coverage) {
+        cov.payer_id = (char *)payer;
+        cov.plan_name = (char *)plan;
+        cov.member_id = (char *)member;
+        cov.start_date = (char *)cov_start;
+        patient.coverage = covs;
+        patient.n_coverage = 1;
+    }
+    /* The service's own rules, checked here first so a mistake is a usage error and nothing is sent. */
+    base_result r = vault_validate_patient(&patient, (int64_t)time(NULL));
+    if (!base_is_ok(r))
+        return cli_vault_invalid(a, base_error_message());
+
+    Alma__Vault__V1__CreatePatientRequest req = ALMA__VAULT__V1__CREATE_PATIENT_REQUEST__INIT;
+    req.tenant_id = (char *)tenant;
+    req.patient = &patient;
+    ProtobufCMessage *resp = NULL;
+    if ((rc = cli_vault_call(a, VAULT_RPC("CreatePatient"), &req.base,
+                             &alma__vault__v1__create_patient_response__descriptor, "patient.register",
+                             &resp)))
+        return rc;
+    const Alma__Vault__V1__CreatePatientResponse *out = (const Alma__Vault__V1__CreatePatientResponse *)resp;
+    cli_print_line("patient_ref", out->patient_ref);
+    printf("version: %" PRIu32 "\n", out->version);
+    protobuf_c_message_free_unpacked(resp, NULL);
+    return CLI_EXIT_OK;
+}
+
+/* ---- vault-get-patient */
+
+static int cli_cmd_vault_get_patient(cli_args *a)
+{
+    const char *tenant = NULL, *patient = NULL, *purpose = NULL;
+    uint32_t version = 0;
+    bool as_json = false;
+    const cli_option opts[] = {
+        {.name = "tenant", .text = &tenant, .max = CLI_TENANT_ID_MAX},
+        {.name = "patient", .text = &patient, .max = CLI_VAULT_ID_LEN},
+        {.name = "purpose", .text = &purpose, .max = CLI_ENUM_WORD_MAX},
+        {.name = "version", .number = &version, .max = UINT32_MAX},
+        {.name = "json", .flag = &as_json},
+    };
+    int rc = cli_parse_command_args(a, opts, BASE_ARRAY_LEN(opts), 0, 0);
+    if (rc)
+        return rc;
+    int pou = 0;
+    if ((rc = cli_vault_tenant(a, tenant)) || (rc = cli_vault_patient(a, patient)) ||
+        (rc = cli_vault_purpose(a, purpose, &pou)))
+        return rc;
+    Alma__Vault__V1__GetPatientRequest req = ALMA__VAULT__V1__GET_PATIENT_REQUEST__INIT;
+    req.tenant_id = (char *)tenant;
+    req.patient_ref = (char *)patient;
+    req.purpose = (Alma__Common__V1__PurposeOfUse)pou;
+    req.version = version;
+    ProtobufCMessage *resp = NULL;
+    if ((rc = cli_vault_call(a, VAULT_RPC("GetPatient"), &req.base,
+                             &alma__vault__v1__get_patient_response__descriptor, CLI_NEEDS_READ, &resp)))
+        return rc;
+    if (as_json)
+        rc = cli_print_pb_json(a, resp, true) ? CLI_EXIT_OK : CLI_EXIT_FAIL;
+    else
+        cli_print_patient((const Alma__Vault__V1__GetPatientResponse *)resp);
+    fflush(stdout);
+    protobuf_c_message_free_unpacked(resp, NULL);
+    return rc;
+}
+
+/* ---- vault-find-patients */
+
+static int cli_cmd_vault_find_patients(cli_args *a)
+{
+    const char *tenant = NULL, *mrn = NULL, *member = NULL, *family = NULL, *given = NULL, *birth = NULL;
+    const cli_option opts[] = {
+        {.name = "tenant", .text = &tenant, .max = CLI_TENANT_ID_MAX},
+        {.name = "mrn", .text = &mrn, .max = VAULT_MRN_MAX},
+        {.name = "member-id", .text = &member, .max = VAULT_MRN_MAX},
+        {.name = "family", .text = &family, .max = VAULT_NAME_MAX},
+        {.name = "given", .text = &given, .max = VAULT_NAME_MAX},
+        {.name = "birth-date", .text = &birth, .max = VAULT_DATE_LEN},
+    };
+    int rc = cli_parse_command_args(a, opts, BASE_ARRAY_LEN(opts), 0, 0);
+    if (rc)
+        return rc;
+    if ((rc = cli_vault_tenant(a, tenant)))
+        return rc;
+    bool by_name = family || given || birth;
+    if ((mrn != NULL) + (member != NULL) + by_name != 1)
+        return cli_usage_error(
+            "%s: give one of --mrn M, --member-id M, or --family F --given G --birth-date D", a->command);
+    Alma__Vault__V1__FindPatientsRequest req = ALMA__VAULT__V1__FIND_PATIENTS_REQUEST__INIT;
+    Alma__Vault__V1__NameAndBirthDate nb = ALMA__VAULT__V1__NAME_AND_BIRTH_DATE__INIT;
+    req.tenant_id = (char *)tenant;
+    if (mrn) {
+        if (!cli_is_word_of(mrn, 1, VAULT_MRN_MAX, "-", true))
+            return cli_usage_error("%s: --mrn must be 1 to %d of [A-Za-z0-9-]", a->command, VAULT_MRN_MAX);
+        req.by_case = ALMA__VAULT__V1__FIND_PATIENTS_REQUEST__BY_MRN;
+        req.mrn = (char *)mrn;
+    } else if (member) {
+        if (!cli_is_word_of(member, 1, VAULT_MRN_MAX, "-", true))
+            return cli_usage_error("%s: --member-id must be 1 to %d of [A-Za-z0-9-]", a->command,
+                                   VAULT_MRN_MAX);
+        req.by_case = ALMA__VAULT__V1__FIND_PATIENTS_REQUEST__BY_MEMBER_ID;
+        req.member_id = (char *)member;
+    } else {
+        if (!family || !given || !birth)
+            return cli_usage_error("%s: --family, --given and --birth-date go together", a->command);
+        if (!family[0] || !given[0])
+            return cli_usage_error("%s: --family and --given must not be empty", a->command);
+        if (!cli_is_calendar_date(birth))
+            return cli_usage_error("%s: --birth-date must be a calendar date YYYY-MM-DD", a->command);
+        nb.family_name = (char *)family;
+        nb.given_name = (char *)given;
+        nb.birth_date = (char *)birth;
+        req.by_case = ALMA__VAULT__V1__FIND_PATIENTS_REQUEST__BY_NAME_AND_BIRTH_DATE;
+        req.name_and_birth_date = &nb;
+    }
+    ProtobufCMessage *resp = NULL;
+    if ((rc = cli_vault_call(a, VAULT_RPC("FindPatients"), &req.base,
+                             &alma__vault__v1__find_patients_response__descriptor, "patient.search", &resp)))
+        return rc;
+    const Alma__Vault__V1__FindPatientsResponse *f = (const Alma__Vault__V1__FindPatientsResponse *)resp;
+    for (size_t i = 0; i < f->n_patient_refs; i++) {
+        cli_put_field(stdout, f->patient_refs[i]);
+        fputc('\n', stdout);
+    }
+    fflush(stdout);
+    fprintf(stderr, CLI_PROGRAM ": %s: %zu patient%s found\n", a->command, f->n_patient_refs,
+            f->n_patient_refs == 1 ? "" : "s");
+    protobuf_c_message_free_unpacked(resp, NULL);
+    return CLI_EXIT_OK;
+}
+
+/* ---- vault-put-item */
+
+/* --value: a finite decimal number ("7.1", "-0.5", "1e3"). */
+static bool cli_parse_decimal(const char *s, double *ret)
+{
+    if (!s[0] || strspn(s, "0123456789.eE+-") != strlen(s))
+        return false;
+    errno = 0;
+    char *end = NULL;
+    double v = strtod(s, &end);
+    if (errno || *end || !isfinite(v))
+        return false;
+    *ret = v;
+    return true;
+}
+
+/* An option that belongs to other kinds of item. */
+static int cli_vault_not_for(const cli_args *a, const char *option, const char *kind)
+{
+    return cli_usage_error("%s: --%s does not apply to %s (see %s %s --help)", a->command, option, kind,
+                           CLI_PROGRAM, a->command);
+}
+
+static int cli_cmd_vault_put_item(cli_args *a)
+{
+    const char *tenant = NULL, *patient = NULL, *problem = NULL, *display = NULL, *onset = NULL,
+               *status = NULL, *observation = NULL, *value = NULL, *unit = NULL, *date = NULL,
+               *medication = NULL, *rxnorm = NULL, *start = NULL, *dose = NULL, *note_file = NULL,
+               *title = NULL, *record = NULL;
+    bool sensitive = false;
+    uint32_t expected = 0;
+    const cli_option opts[] = {
+        {.name = "tenant", .text = &tenant, .max = CLI_TENANT_ID_MAX},
+        {.name = "patient", .text = &patient, .max = CLI_VAULT_ID_LEN},
+        {.name = "problem", .text = &problem, .max = VAULT_CODE_MAX},
+        {.name = "display", .text = &display, .max = VAULT_DISPLAY_MAX},
+        {.name = "onset", .text = &onset, .max = VAULT_DATE_LEN},
+        {.name = "status", .text = &status, .max = CLI_ENUM_WORD_MAX},
+        {.name = "observation", .text = &observation, .max = VAULT_CODE_MAX},
+        {.name = "value", .text = &value, .max = CLI_VAULT_NUMBER_MAX},
+        {.name = "unit", .text = &unit, .max = VAULT_UNIT_MAX},
+        {.name = "date", .text = &date, .max = VAULT_DATE_LEN},
+        {.name = "medication", .text = &medication, .max = VAULT_TITLE_MAX},
+        {.name = "rxnorm", .text = &rxnorm, .max = VAULT_CODE_MAX},
+        {.name = "start", .text = &start, .max = VAULT_DATE_LEN},
+        {.name = "dose", .text = &dose, .max = VAULT_DOSE_MAX},
+        {.name = "note-file", .text = &note_file, .max = CLI_PATH_MAX, .path = true},
+        {.name = "title", .text = &title, .max = VAULT_TITLE_MAX},
+        {.name = "sensitive", .flag = &sensitive},
+        {.name = "record", .text = &record, .max = CLI_VAULT_ID_LEN},
+        {.name = "expected-version", .number = &expected, .max = UINT32_MAX},
+    };
+    int rc = cli_parse_command_args(a, opts, BASE_ARRAY_LEN(opts), 0, 0);
+    if (rc)
+        return rc;
+    if ((rc = cli_vault_tenant(a, tenant)) || (rc = cli_vault_patient(a, patient)))
+        return rc;
+    if ((problem != NULL) + (observation != NULL) + (medication != NULL) + (note_file != NULL) != 1)
+        return cli_usage_error(
+            "%s: give exactly one of --problem, --observation, --medication and --note-file "
+            "(see %s %s --help)",
+            a->command, CLI_PROGRAM, a->command);
+    if (record && !cli_is_vault_id(record, "it_"))
+        return cli_usage_error("%s: --record must be an item id: it_ and 32 lowercase hex digits",
+                               a->command);
+    if ((record != NULL) != (expected != 0))
+        return cli_usage_error("%s: --record and --expected-version (from 1) go together: a new version of "
+                               "that item",
+                               a->command);
+
+    /* Which options each kind takes. */
+    const char *kind = problem       ? "--problem"
+                       : observation ? "--observation"
+                       : medication  ? "--medication"
+                                     : "--note-file";
+    if (onset && !problem)
+        return cli_vault_not_for(a, "onset", kind);
+    if (status && !problem && !medication)
+        return cli_vault_not_for(a, "status", kind);
+    if (display && note_file)
+        return cli_vault_not_for(a, "display", kind);
+    if ((value || unit) && !observation)
+        return cli_vault_not_for(a, value ? "value" : "unit", kind);
+    if (date && !observation && !note_file)
+        return cli_vault_not_for(a, "date", kind);
+    if ((rxnorm || start || dose) && !medication)
+        return cli_vault_not_for(a, rxnorm ? "rxnorm" : start ? "start" : "dose", kind);
+    if (title && !note_file)
+        return cli_vault_not_for(a, "title", kind);
+    if (display && medication && !rxnorm)
+        return cli_usage_error("%s: --display of a medication is the display of its --rxnorm code",
+                               a->command);
+
+    Alma__Vault__V1__Code code = ALMA__VAULT__V1__CODE__INIT;
+    code.display = (char *)(display ? display : "");
+    Alma__Vault__V1__Problem prob = ALMA__VAULT__V1__PROBLEM__INIT;
+    Alma__Vault__V1__Observation obs = ALMA__VAULT__V1__OBSERVATION__INIT;
+    Alma__Vault__V1__Medication med = ALMA__VAULT__V1__MEDICATION__INIT;
+    Alma__Vault__V1__Note note = ALMA__VAULT__V1__NOTE__INIT;
+    Alma__Vault__V1__Item item = ALMA__VAULT__V1__ITEM__INIT;
+    item.sensitive = sensitive;
+    int st = 0;
+    char *text = NULL; /* the note's text: PHI, wiped */
+    size_t text_cap = 0;
+    if (problem) {
+        st = ALMA__VAULT__V1__PROBLEM_STATUS__PROBLEM_STATUS_ACTIVE;
+        if ((rc = cli_enum_option(a, "status", &cli_enum_problem_status, status, &st)))
+            return rc;
+        code.system = VAULT_SYSTEM_ICD10CM;
+        code.code = (char *)problem;
+        prob.code = &code;
+        prob.onset_date = (char *)(onset ? onset : "");
+        prob.status = (Alma__Vault__V1__ProblemStatus)st;
+        item.body_case = ALMA__VAULT__V1__ITEM__BODY_PROBLEM;
+        item.problem = &prob;
+    } else if (observation) {
+        if (!value || !unit || !date)
+            return cli_usage_error("%s: --observation needs --value, --unit and --date", a->command);
+        double v = 0;
+        if (!cli_parse_decimal(value, &v))
+            return cli_usage_error("%s: --value must be a finite decimal number such as 7.1", a->command);
+        code.system = VAULT_SYSTEM_LOINC;
+        code.code = (char *)observation;
+        obs.code = &code;
+        obs.value_case = ALMA__VAULT__V1__OBSERVATION__VALUE_QUANTITY;
+        obs.quantity = v;
+        obs.unit = (char *)unit;
+        obs.effective_date = (char *)date;
+        item.body_case = ALMA__VAULT__V1__ITEM__BODY_OBSERVATION;
+        item.observation = &obs;
+    } else if (medication) {
+        if (!start)
+            return cli_usage_error("%s: --medication needs --start", a->command);
+        st = ALMA__VAULT__V1__MEDICATION_STATUS__MEDICATION_STATUS_ACTIVE;
+        if ((rc = cli_enum_option(a, "status", &cli_enum_medication_status, status, &st)))
+            return rc;
+        if (rxnorm) {
+            code.system = VAULT_SYSTEM_RXNORM;
+            code.code = (char *)rxnorm;
+            med.code = &code;
+        }
+        med.name = (char *)medication;
+        med.dose = (char *)(dose ? dose : "");
+        med.start_date = (char *)start;
+        med.status = (Alma__Vault__V1__MedicationStatus)st;
+        item.body_case = ALMA__VAULT__V1__ITEM__BODY_MEDICATION;
+        item.medication = &med;
+    } else {
+        if (!title || !date)
+            return cli_usage_error("%s: --note-file needs --title and --date", a->command);
+        char what[96];
+        size_t n = 0;
+        snprintf(what, sizeof what, "%s: --note-file", a->command);
+        text_cap = VAULT_NOTE_TEXT_MAX + 2;
+        text = malloc(text_cap);
+        if (!text)
+            return cli_usage_error("out of memory");
+        if (!cli_read_small(what, note_file, text, text_cap, &n)) {
+            free(text);
+            return CLI_EXIT_USAGE;
+        }
+        /* CRLF line ends become LF (a carriage return is a control character to the service). */
+        size_t k = 0;
+        for (size_t i = 0; i < n; i++)
+            if (!(text[i] == '\r' && i + 1 < n && text[i + 1] == '\n'))
+                text[k++] = text[i];
+        text[k] = '\0';
+        if (memchr(text, '\0', k)) {
+            explicit_bzero(text, text_cap);
+            free(text);
+            return cli_usage_error("%s: --note-file must hold text (it holds a NUL byte)", a->command);
+        }
+        note.title = (char *)title;
+        note.text = text;
+        note.date = (char *)date;
+        item.body_case = ALMA__VAULT__V1__ITEM__BODY_NOTE;
+        item.note = &note;
+    }
+    base_result r = vault_validate_item(&item, (int64_t)time(NULL));
+    if (!base_is_ok(r)) {
+        rc = cli_vault_invalid(a, base_error_message());
+    } else {
+        Alma__Vault__V1__PutItemRequest req = ALMA__VAULT__V1__PUT_ITEM_REQUEST__INIT;
+        req.tenant_id = (char *)tenant;
+        req.patient_ref = (char *)patient;
+        req.record_id = (char *)(record ? record : "");
+        req.expected_version = expected;
+        req.item = &item;
+        ProtobufCMessage *resp = NULL;
+        rc = cli_vault_call(
+            a, VAULT_RPC("PutItem"), &req.base, &alma__vault__v1__put_item_response__descriptor,
+            "phi.write.clinical and a care relationship with the patient (or break-glass)", &resp);
+        if (rc == CLI_EXIT_OK) {
+            const Alma__Vault__V1__PutItemResponse *out = (const Alma__Vault__V1__PutItemResponse *)resp;
+            cli_print_line("record_id", out->record_id);
+            printf("version: %" PRIu32 "\n", out->version);
+            protobuf_c_message_free_unpacked(resp, NULL);
+        }
+    }
+    if (text) {
+        explicit_bzero(text, text_cap);
+        free(text);
+    }
+    return rc;
+}
+
+/* ---- vault-list-items */
+
+static int cli_cmd_vault_list_items(cli_args *a)
+{
+    const char *tenant = NULL, *patient = NULL, *purpose = NULL, *kind = NULL, *page_token = NULL;
+    uint32_t page_size = 0;
+    bool all = false, as_json = false;
+    const cli_option opts[] = {
+        {.name = "tenant", .text = &tenant, .max = CLI_TENANT_ID_MAX},
+        {.name = "patient", .text = &patient, .max = CLI_VAULT_ID_LEN},
+        {.name = "purpose", .text = &purpose, .max = CLI_ENUM_WORD_MAX},
+        {.name = "kind", .text = &kind, .max = CLI_ENUM_WORD_MAX},
+        {.name = "page-size", .number = &page_size, .max = CLI_VAULT_PAGE_MAX},
+        {.name = "page-token", .text = &page_token, .max = CLI_PAGE_TOKEN_MAX},
+        {.name = "all", .flag = &all},
+        {.name = "json", .flag = &as_json},
+    };
+    int rc = cli_parse_command_args(a, opts, BASE_ARRAY_LEN(opts), 0, 0);
+    if (rc)
+        return rc;
+    int pou = 0, k = 0;
+    if ((rc = cli_vault_tenant(a, tenant)) || (rc = cli_vault_patient(a, patient)) ||
+        (rc = cli_vault_purpose(a, purpose, &pou)))
+        return rc;
+    if (kind && (!cli_enum_parse(&cli_enum_record_kind, kind, &k) ||
+                 k == ALMA__VAULT__V1__RECORD_KIND__RECORD_KIND_PATIENT))
+        return cli_usage_error("%s: --kind must be one of: problem, observation, medication, note, document",
+                               a->command);
+    if (page_token && !cli_is_id(page_token, CLI_PAGE_TOKEN_MAX))
+        return cli_usage_error("%s: --page-token must be a token as printed by a previous page", a->command);
+    cli_call c;
+    if ((rc = cli_connect(&c)))
+        return rc;
+    char token[CLI_PAGE_TOKEN_MAX + 1] = "";
+    if (page_token)
+        snprintf(token, sizeof token, "%s", page_token);
+    size_t shown = 0;
+    bool view_shown = false;
+    for (;;) {
+        Alma__Vault__V1__ListItemsRequest req = ALMA__VAULT__V1__LIST_ITEMS_REQUEST__INIT;
+        req.tenant_id = (char *)tenant;
+        req.patient_ref = (char *)patient;
+        req.purpose = (Alma__Common__V1__PurposeOfUse)pou;
+        req.kind = (Alma__Vault__V1__RecordKind)k;
+        req.page_size = (int32_t)(page_size ? page_size : all ? CLI_VAULT_PAGE_MAX : 0);
+        req.page_token = token;
+        ProtobufCMessage *resp = NULL;
+        rpc_status st;
+        rpc_code code =
+            rpc_call_unary(c.ch, VAULT_RPC("ListItems"), &req.base,
+                           &alma__vault__v1__list_items_response__descriptor, &c.opts, &resp, &st);
+        if (code != RPC_OK) {
+            rc = cli_vault_error(a, &st, CLI_NEEDS_READ);
+            break;
+        }
+        const Alma__Vault__V1__ListItemsResponse *page = (const Alma__Vault__V1__ListItemsResponse *)resp;
+        if (!view_shown && page->view) {
+            char cats[256] = "";
+            size_t used = 0;
+            for (size_t i = 0; i < page->view->n_categories && used < sizeof cats; i++) {
+                char word[CLI_ENUM_WORD_MAX + 1];
+                int n = snprintf(
+                    cats + used, sizeof cats - used, "%s%s", i ? "," : "",
+                    cli_enum_name(&cli_enum_category, (int)page->view->categories[i], word, sizeof word));
+                used += n > 0 ? (size_t)n : 0;
+            }
+            fprintf(stderr, CLI_PROGRAM ": %s: view ", a->command);
+            cli_put_field(stderr, page->view->view_id);
+            fprintf(stderr, " (%s%s)\n", cats[0] ? cats : "no categories",
+                    page->view->pseudonymous ? "; pseudonymous" : "");
+            view_shown = true;
+        }
+        for (size_t i = 0; i < page->n_items && rc == CLI_EXIT_OK; i++) {
+            if (!page->items[i])
+                continue;
+            if (!as_json)
+                cli_print_item_line(page->items[i]);
+            else if (!cli_print_pb_json(a, &page->items[i]->base, false))
+                rc = CLI_EXIT_FAIL;
+            shown++;
+        }
+        fflush(stdout);
+        const char *next = page->next_page_token ? page->next_page_token : "";
+        bool more = next[0] != '\0';
+        if (more && (strlen(next) > CLI_PAGE_TOKEN_MAX || strcmp(next, token) == 0)) {
+            fprintf(stderr, CLI_PROGRAM ": %s: the server sent an unusable next page token\n", a->command);
+            rc = CLI_EXIT_FAIL;
+        }
+        if (rc == CLI_EXIT_OK && more && !all) {
+            fprintf(stderr, CLI_PROGRAM ": %s: more items: --page-token ", a->command);
+            cli_put_safe(stderr, next);
+            fputc('\n', stderr);
+        }
+        if (rc == CLI_EXIT_OK && more)
+            snprintf(token, sizeof token, "%s", next);
+        protobuf_c_message_free_unpacked(resp, NULL);
+        if (rc != CLI_EXIT_OK || !more || !all)
+            break;
+    }
+    cli_disconnect(&c);
+    if (rc == CLI_EXIT_OK)
+        fprintf(stderr, CLI_PROGRAM ": %s: %zu item%s\n", a->command, shown, shown == 1 ? "" : "s");
+    return rc;
+}
+
+/* ---- vault-export-patient */
+
+static int cli_cmd_vault_export_patient(cli_args *a)
+{
+    const char *tenant = NULL, *patient = NULL, *access = NULL, *out = NULL;
+    const cli_option opts[] = {
+        {.name = "tenant", .text = &tenant, .max = CLI_TENANT_ID_MAX},
+        {.name = "patient", .text = &patient, .max = CLI_VAULT_ID_LEN},
+        {.name = "access-request", .text = &access, .max = CLI_VAULT_ACCESS_ID_MAX},
+        {.name = "out", .text = &out, .max = CLI_PATH_MAX, .path = true},
+    };
+    int rc = cli_parse_command_args(a, opts, BASE_ARRAY_LEN(opts), 0, 0);
+    if (rc)
+        return rc;
+    if ((rc = cli_vault_tenant(a, tenant)) || (rc = cli_vault_patient(a, patient)))
+        return rc;
+    if (!access || !cli_is_word_of(access, 1, CLI_VAULT_ACCESS_ID_MAX, "_-", true))
+        return cli_usage_error("%s: --access-request is required: the patient's request id, 1 to %d of "
+                               "[A-Za-z0-9_-]",
+                               a->command, CLI_VAULT_ACCESS_ID_MAX);
+    if (!out)
+        return cli_usage_error("%s: --out FILE is required", a->command);
+    acrypto_sha256_ctx *hash = NULL;
+    if (!base_is_ok(acrypto_sha256_ctx_new(&hash)))
+        return cli_usage_error("%s: cannot set up SHA-256", a->command);
+    cli_out_file of;
+    if ((rc = cli_out_file_open(a, "--out", out, &of))) {
+        acrypto_sha256_ctx_free(hash);
+        return rc;
+    }
+    cli_block_stop_signals();
+    cli_call c;
+    if ((rc = cli_connect(&c))) {
+        cli_out_file_abandon(&of);
+        acrypto_sha256_ctx_free(hash);
+        return rc;
+    }
+    c.opts.timeout_ms = CLI_WATCH_TIMEOUT_MS; /* a large chart takes its time; Ctrl-C stops it */
+    rpc_client_stream *s = NULL;
+    base_result r = rpc_client_stream_open(c.ch, VAULT_RPC("ExportPatient"), &c.opts, &s);
+    if (!base_is_ok(r)) {
+        cli_disconnect(&c);
+        cli_out_file_abandon(&of);
+        acrypto_sha256_ctx_free(hash);
+        return cli_stream_open_failed(r);
+    }
+    cli_stream_signals sig;
+    cli_signals_start(&sig, s);
+    Alma__Vault__V1__ExportPatientRequest req = ALMA__VAULT__V1__EXPORT_PATIENT_REQUEST__INIT;
+    req.tenant_id = (char *)tenant;
+    req.patient_ref = (char *)patient;
+    req.access_request_id = (char *)access;
+    const char *problem = NULL; /* a failure on this side: fixed text */
+    bool last = false;
+    uint64_t total = 0;
+    uint32_t resources = 0;
+    uint8_t sent[ACRYPTO_SHA256_LEN] = {0}, got[ACRYPTO_SHA256_LEN];
+    if (base_is_ok(rpc_client_stream_send(s, &req.base)) && base_is_ok(rpc_client_stream_close_send(s))) {
+        for (;;) {
+            ProtobufCMessage *m = NULL;
+            bool eof = false;
+            r = rpc_client_stream_recv(s, &alma__vault__v1__export_chunk__descriptor, &m, &eof);
+            if (!base_is_ok(r)) {
+                problem = "the stream failed";
+                rpc_client_stream_cancel(s);
+                break;
+            }
+            if (eof)
+                break;
+            const Alma__Vault__V1__ExportChunk *ch = (const Alma__Vault__V1__ExportChunk *)m;
+            if (last)
+                problem = "the server sent more after the last chunk";
+            else if (total + ch->data.len > CLI_VAULT_EXPORT_MAX)
+                problem = "the bundle is larger than 1 GiB";
+            else if (ch->data.len && (!base_is_ok(acrypto_sha256_update(hash, ch->data.data, ch->data.len)) ||
+                                      !cli_out_file_write(&of, ch->data.data, ch->data.len)))
+                problem = "cannot write the bundle to --out";
+            else if (ch->last && ch->sha256.len != ACRYPTO_SHA256_LEN)
+                problem = "the last chunk has no SHA-256";
+            total += ch->data.len;
+            if (!problem && ch->last) {
+                last = true;
+                memcpy(sent, ch->sha256.data, ACRYPTO_SHA256_LEN);
+                resources = ch->resource_count;
+            }
+            if (ch->data.len)
+                explicit_bzero(ch->data.data, ch->data.len); /* PHI */
+            protobuf_c_message_free_unpacked(m, NULL);
+            if (problem) {
+                rpc_client_stream_cancel(s);
+                break;
+            }
+        }
+    }
+    rpc_status st;
+    rpc_code code = rpc_client_stream_finish(s, &st);
+    bool interrupted = cli_signals_stop(&sig);
+    rpc_client_stream_free(s);
+    cli_disconnect(&c);
+    bool hashed = base_is_ok(acrypto_sha256_final(hash, got));
+    acrypto_sha256_ctx_free(hash);
+    if (interrupted) {
+        fprintf(stderr, CLI_PROGRAM ": %s: interrupted\n", a->command);
+        rc = CLI_EXIT_FAIL;
+    } else if (problem) {
+        fprintf(stderr, CLI_PROGRAM ": %s: %s\n", a->command, problem);
+        rc = CLI_EXIT_FAIL;
+    } else if (code != RPC_OK) {
+        rc = cli_vault_error(a, &st, "privacy.review");
+    } else if (!last) {
+        fprintf(stderr, CLI_PROGRAM ": %s: the server ended the export without its last chunk\n", a->command);
+        rc = CLI_EXIT_FAIL;
+    } else if (!hashed || memcmp(sent, got, sizeof got) != 0) {
+        fprintf(stderr, CLI_PROGRAM ": %s: the bundle's SHA-256 differs from the one the server sent\n",
+                a->command);
+        rc = CLI_EXIT_FAIL;
+    } else if (!cli_out_file_commit(a, &of)) {
+        rc = CLI_EXIT_FAIL;
+    } else {
+        char hex[2 * CLI_HEX_MAX + 1];
+        printf("resources: %" PRIu32 "\nbytes: %" PRIu64 "\nsha256: %s\nfile: ", resources, total,
+               cli_hex(got, sizeof got, hex));
+        cli_put_safe(stdout, out);
+        fputc('\n', stdout);
+        rc = CLI_EXIT_OK;
+    }
+    if (rc != CLI_EXIT_OK) {
+        cli_out_file_abandon(&of);
+        fprintf(stderr, CLI_PROGRAM ": %s: nothing was written to --out\n", a->command);
+    }
+    return rc;
+}
+
+/* ---- vault-destroy-patient */
+
+static int cli_cmd_vault_destroy_patient(cli_args *a)
+{
+    const char *tenant = NULL, *patient = NULL, *reason = NULL, *cert_out = NULL;
+    const cli_option opts[] = {
+        {.name = "tenant", .text = &tenant, .max = CLI_TENANT_ID_MAX},
+        {.name = "patient", .text = &patient, .max = CLI_VAULT_ID_LEN},
+        {.name = "reason", .text = &reason, .max = CLI_VAULT_REASON_MAX},
+        {.name = "certificate-out", .text = &cert_out, .max = CLI_PATH_MAX, .path = true},
+    };
+    int rc = cli_parse_command_args(a, opts, BASE_ARRAY_LEN(opts), 0, 0);
+    if (rc)
+        return rc;
+    if ((rc = cli_vault_tenant(a, tenant)) || (rc = cli_vault_patient(a, patient)))
+        return rc;
+    if (!reason || !cli_is_word_of(reason, 1, CLI_VAULT_REASON_MAX, "_", false))
+        return cli_usage_error("%s: --reason is required: a reason code, 1 to %d of [a-z0-9_] such as "
+                               "retention_expired",
+                               a->command, CLI_VAULT_REASON_MAX);
+    cli_out_file of = {.fd = -1};
+    if (cert_out && (rc = cli_out_file_open(a, "--certificate-out", cert_out, &of)))
+        return rc;
+    Alma__Vault__V1__DestroyPatientRequest req = ALMA__VAULT__V1__DESTROY_PATIENT_REQUEST__INIT;
+    req.tenant_id = (char *)tenant;
+    req.patient_ref = (char *)patient;
+    req.reason_code = (char *)reason;
+    ProtobufCMessage *resp = NULL;
+    if ((rc = cli_vault_call(a, VAULT_RPC("DestroyPatient"), &req.base,
+                             &alma__vault__v1__destruction_certificate__descriptor, "vault.records.destroy",
+                             &resp))) {
+        if (cert_out)
+            cli_out_file_abandon(&of);
+        return rc;
+    }
+    const Alma__Vault__V1__DestructionCertificate *dc = (const Alma__Vault__V1__DestructionCertificate *)resp;
+    cli_print_line("certificate_id", dc->certificate_id);
+    cli_print_line("tenant_id", dc->tenant_id);
+    cli_print_line("patient_ref", dc->patient_ref);
+    cli_print_time_line("destroyed_time", dc->destroyed_time);
+    printf("records: %" PRIu32 "\nversions: %" PRIu32 "\n", dc->records, dc->versions);
+    fflush(stdout);
+    if (cert_out) {
+        json_t *o = cli_pb_json(resp);
+        char *text = o ? json_dumps(o, JSON_INDENT(2) | JSON_PRESERVE_ORDER) : NULL;
+        json_decref(o);
+        bool ok = text && cli_out_file_write(&of, text, strlen(text)) && cli_out_file_write(&of, "\n", 1);
+        free(text);
+        if (!ok) {
+            fprintf(stderr, CLI_PROGRAM ": %s: cannot write --certificate-out ", a->command);
+            cli_put_safe(stderr, cert_out);
+            fputc('\n', stderr);
+            cli_out_file_abandon(&of);
+        }
+        if (ok && (ok = cli_out_file_commit(a, &of))) {
+            fputs("certificate: ", stdout);
+            cli_put_safe(stdout, cert_out);
+            fputc('\n', stdout);
+        }
+        if (!ok) {
+            fprintf(stderr,
+                    CLI_PROGRAM ": %s: the patient WAS destroyed; the certificate id above fetches the "
+                                "certificate again (GetDestructionCertificate)\n",
+                    a->command);
+            rc = CLI_EXIT_FAIL;
+        }
+    }
+    protobuf_c_message_free_unpacked(resp, NULL);
+    return rc;
+}
+
+/* ---- vault-key-status, vault-rotate-key */
+
+static int cli_vault_key_command(cli_args *a, bool rotate)
+{
+    const char *tenant = NULL;
+    const cli_option opts[] = {{.name = "tenant", .text = &tenant, .max = CLI_TENANT_ID_MAX}};
+    int rc = cli_parse_command_args(a, opts, BASE_ARRAY_LEN(opts), 0, 0);
+    if (rc)
+        return rc;
+    if ((rc = cli_vault_tenant(a, tenant)))
+        return rc;
+    ProtobufCMessage *resp = NULL;
+    if (rotate) {
+        Alma__Vault__V1__RotateTenantKeyRequest req = ALMA__VAULT__V1__ROTATE_TENANT_KEY_REQUEST__INIT;
+        req.tenant_id = (char *)tenant;
+        rc = cli_vault_call(a, VAULT_RPC("RotateTenantKey"), &req.base,
+                            &alma__vault__v1__tenant_key_status__descriptor, "vault.keys.manage", &resp);
+    } else {
+        Alma__Vault__V1__GetTenantKeyStatusRequest req = ALMA__VAULT__V1__GET_TENANT_KEY_STATUS_REQUEST__INIT;
+        req.tenant_id = (char *)tenant;
+        rc = cli_vault_call(a, VAULT_RPC("GetTenantKeyStatus"), &req.base,
+                            &alma__vault__v1__tenant_key_status__descriptor, "vault.keys.manage", &resp);
+    }
+    if (rc)
+        return rc;
+    const Alma__Vault__V1__TenantKeyStatus *k = (const Alma__Vault__V1__TenantKeyStatus *)resp;
+    cli_print_line("tenant_id", k->tenant_id);
+    printf("current_version: %" PRIu32 "\nmin_decrypt_version: %" PRIu32 "\n", k->current_version,
+           k->min_decrypt_version);
+    for (size_t i = 0; i < k->n_wrapped; i++)
+        if (k->wrapped[i])
+            printf("wrapped: version %" PRIu32 ": %" PRIu64 " data key%s\n", k->wrapped[i]->version,
+                   k->wrapped[i]->data_keys, k->wrapped[i]->data_keys == 1 ? "" : "s");
+    if (rotate)
+        fprintf(stderr,
+                CLI_PROGRAM ": %s: new data keys are wrapped by version %" PRIu32 " now; existing ones move "
+                            "with alma-vault-admin rewrap\n",
+                a->command, k->current_version);
+    protobuf_c_message_free_unpacked(resp, NULL);
+    return CLI_EXIT_OK;
+}
+
+static int cli_cmd_vault_key_status(cli_args *a)
+{
+    return cli_vault_key_command(a, false);
+}
+
+static int cli_cmd_vault_rotate_key(cli_args *a)
+{
+    return cli_vault_key_command(a, true);
+}
+
+/* ---- help of the vault commands */
+
+static void cli_help_vault_common(FILE *out)
+{
+    fputs("Needs an access token (--token-file F or ALMA_CLI_TOKEN) and --addr of the vault. Every read and\n"
+          "write is recorded in the audit log. Error messages name options and fields, never their values.\n",
+          out);
+}
+
+static void cli_help_vault_create_patient(FILE *out)
+{
+    fprintf(out,
+            "  --tenant T                 the tenant id, required\n"
+            "  --family F                 family name, 1 to %d bytes, required\n"
+            "  --given G                  given name, repeatable (1 to %d), required\n"
+            "  --birth-date YYYY-MM-DD    a calendar date from 1900-01-01 to today, required\n"
+            "  --sex S                    required: female, male, other or unknown\n"
+            "  --mrn M                    medical record number, 1 to %d of [A-Za-z0-9-], required\n"
+            "  --phone P                  E.164, e.g. +15555550123\n"
+            "  --email E                  local@domain\n"
+            "  --address-line L           repeatable (at most %d); with --city C --state S (two-letter US\n"
+            "                             code) --postal-code Z (12345 or 12345-6789): all four together\n"
+            "  --payer-id X --plan-name N --member-id M --coverage-start YYYY-MM-DD\n"
+            "                             one health-plan coverage: all four together\n"
+            "Checked with the vault's own rules before anything is sent. Prints patient_ref: and version:.\n"
+            "Needs patient.register (pcp_clinician, specialist_clinician, care_coordinator, scheduler). The\n"
+            "registering user is not yet in a care relationship with the patient: "
+            "identity-relationship-create.\n",
+            VAULT_NAME_MAX, VAULT_GIVEN_NAMES_MAX, VAULT_MRN_MAX, VAULT_ADDRESS_LINES_MAX);
+    cli_help_vault_common(out);
+}
+
+static void cli_help_vault_get_patient(FILE *out)
+{
+    fputs("  --tenant T                 the tenant id, required\n"
+          "  --patient pt_<32 hex>      the patient, required\n",
+          out);
+    cli_help_enum(out, "purpose P", "required, one of", &cli_enum_purpose);
+    fputs("  --version N                an earlier version of the record (default: the latest)\n"
+          "  --json                     the GetPatientResponse as JSON (proto field names) instead of lines\n"
+          "Prints record_id:, patient_ref:, kind:, version:, create_time:, created_by:, withheld: (the "
+          "record's\n"
+          "categories the view left out), view_id:, view_categories:, pseudonymous: and the fields the view\n"
+          "returned (family_name:, given_names:, birth_date:, sex:, mrn:, phone:, ..., coverage[i].*);\n"
+          "age_years: instead of the birth date under a pseudonymous view. The view comes from the caller's\n"
+          "roles and the purpose; patient data also needs a care relationship or a break-glass grant.\n",
+          out);
+    cli_help_vault_common(out);
+}
+
+static void cli_help_vault_find_patients(FILE *out)
+{
+    fputs(
+        "  --tenant T                 the tenant id, required\n"
+        "  --mrn M                    by medical record number, or\n"
+        "  --member-id M              by health-plan member id, or\n"
+        "  --family F --given G --birth-date YYYY-MM-DD\n"
+        "                             by family name, first given name and birth date\n"
+        "Prints the matching patient refs one per line (at most 20; the count goes to stderr; none found is\n"
+        "not an error). Searches blind indexes: the values never reach the database in clear.\n"
+        "Needs patient.search.\n",
+        out);
+    cli_help_vault_common(out);
+}
+
+static void cli_help_vault_put_item(FILE *out)
+{
+    fputs("  --tenant T, --patient pt_<32 hex>   required\n"
+          "One kind of item:\n"
+          "  --problem ICD10 [--display D] [--onset YYYY-MM-DD] [--status active|resolved|inactive]\n"
+          "                             a problem coded in ICD-10-CM, e.g. E11.9 (status default active)\n"
+          "  --observation LOINC --value NUM --unit UCUM --date YYYY-MM-DD [--display D]\n"
+          "                             a LOINC-coded result, e.g. 4548-4 7.1 %\n"
+          "  --medication NAME --start YYYY-MM-DD [--dose TEXT] [--rxnorm CODE [--display D]]\n"
+          "                             [--status active|completed|stopped] (default active)\n"
+          "  --note-file F --title T --date YYYY-MM-DD\n"
+          "                             a note: the text of F (UTF-8, at most 65536 bytes; CRLF becomes LF)\n"
+          "  --sensitive                sensitive clinical category (behavioural health, substance use,\n"
+          "                             reproductive, HIV); ICD-10-CM F01-F99 problems are so anyway\n"
+          "  --record it_... --expected-version N\n"
+          "                             a new version of that item, based on version N\n"
+          "Checked with the vault's own rules (code formats and check digits, dates) before anything is\n"
+          "sent. Prints record_id: and version:. Needs phi.write.clinical and a care relationship with the\n"
+          "patient.\n",
+          out);
+    cli_help_vault_common(out);
+}
+
+static void cli_help_vault_list_items(FILE *out)
+{
+    fputs("  --tenant T, --patient pt_<32 hex>   required\n", out);
+    cli_help_enum(out, "purpose P", "required, one of", &cli_enum_purpose);
+    fprintf(
+        out,
+        "  --kind K                   problem, observation, medication, note or document (default: all)\n"
+        "  --page-size N              items per call, 1 to %d (default: the server's, 50)\n"
+        "  --page-token X             continue after a previous page (its token is printed on stderr)\n"
+        "  --all                      follow the page tokens to the last item\n"
+        "  --json                     one GetItemResponse as JSON per line instead of text\n"
+        "Text lines, tab-separated: RECORD_ID VERSION KIND CATEGORY SUMMARY (CATEGORY clinical, sensitive\n"
+        "or withheld; a note's text and a document's content are not shown). The view goes to stderr.\n",
+        CLI_VAULT_PAGE_MAX);
+    cli_help_vault_common(out);
+}
+
+static void cli_help_vault_export_patient(FILE *out)
+{
+    fputs("  --tenant T, --patient pt_<32 hex>   required\n"
+          "  --access-request ID        the patient's right-of-access request (your reference), required\n"
+          "  --out FILE                 where the FHIR R4 Bundle (JSON) goes, required: written to a\n"
+          "                             temporary file (mode 600) next to it, renamed over FILE once the\n"
+          "                             whole bundle arrived and its SHA-256 matches the server's\n"
+          "Prints resources:, bytes:, sha256: and file:. No deadline (--timeout-ms does not apply); Ctrl-C\n"
+          "stops it and leaves FILE as it was. Needs privacy.review (privacy_officer, MFA). The export is a\n"
+          "disclosure to the individual, recorded in the audit log.\n",
+          out);
+    cli_help_vault_common(out);
+}
+
+static void cli_help_vault_destroy_patient(FILE *out)
+{
+    fputs(
+        "  --tenant T, --patient pt_<32 hex>   required\n"
+        "  --reason CODE              required, [a-z0-9_]{1,64}: retention_expired,\n"
+        "                             patient_request_state_law, ...\n"
+        "  --certificate-out F        also write the signed destruction certificate as JSON to F (mode\n"
+        "                             600; statement is the signed text, signature base64, verifier_key "
+        "PEM)\n"
+        "Crypto-shredding: destroys the patient's data keys, then the rows. IRREVERSIBLE. The vault refuses\n"
+        "it under a legal hold or before every category's retention has run out. Prints certificate_id:,\n"
+        "tenant_id:, patient_ref:, destroyed_time:, records: and versions:. Needs vault.records.destroy.\n",
+        out);
+    cli_help_vault_common(out);
+}
+
+static void cli_help_vault_keys(FILE *out)
+{
+    fputs("  --tenant T                 the tenant id, required\n"
+          "Prints tenant_id:, current_version:, min_decrypt_version: and one wrapped: line per tenant-key\n"
+          "version with the number of data keys it still wraps. vault-rotate-key makes a new version that\n"
+          "wraps new data keys at once; alma-vault-admin rewrap moves the existing ones. Needs\n"
+          "vault.keys.manage (security_admin, MFA).\n",
+          out);
+    cli_help_vault_common(out);
+}
+
 /* ------------------------------------------------------------------ the command table */
 
 typedef struct cli_command {
@@ -3358,6 +4933,37 @@ static const cli_command cli_commands[] = {
      cli_help_identity_check},
     {"identity-keys", "", "Identity/GetVerificationKeys: prints the JWKS", cli_cmd_identity_keys,
      cli_help_identity_keys},
+    {"vault-create-patient",
+     "--tenant T --family F --given G [--given G2] --birth-date YYYY-MM-DD --sex female|male|other|unknown "
+     "--mrn M [--phone P] [--email E] [--address-line L --city C --state S --postal-code Z] [--payer-id X "
+     "--plan-name N --member-id M --coverage-start D]",
+     "Vault/CreatePatient: registers a patient, prints its patient_ref and version",
+     cli_cmd_vault_create_patient, cli_help_vault_create_patient},
+    {"vault-get-patient", "--tenant T --patient pt_... --purpose P [--version N] [--json]",
+     "Vault/GetPatient: prints the fields the view returned, the view and the withheld categories",
+     cli_cmd_vault_get_patient, cli_help_vault_get_patient},
+    {"vault-find-patients", "--tenant T (--mrn M | --member-id M | --family F --given G --birth-date D)",
+     "Vault/FindPatients: prints the matching patient refs, one per line", cli_cmd_vault_find_patients,
+     cli_help_vault_find_patients},
+    {"vault-put-item",
+     "--tenant T --patient pt_... (--problem ICD10 | --observation LOINC --value NUM --unit U --date D | "
+     "--medication NAME --start D | --note-file F --title T --date D) [--sensitive] [--record it_... "
+     "--expected-version N]",
+     "Vault/PutItem: adds a clinical item (or a new version of one), prints its record id and version",
+     cli_cmd_vault_put_item, cli_help_vault_put_item},
+    {"vault-list-items", "--tenant T --patient pt_... --purpose P [--kind K] [--all] [--json]",
+     "Vault/ListItems: one line per item the view shows", cli_cmd_vault_list_items,
+     cli_help_vault_list_items},
+    {"vault-export-patient", "--tenant T --patient pt_... --access-request ID --out FILE",
+     "Vault/ExportPatient: writes the FHIR Bundle (right of access), checks and prints its SHA-256",
+     cli_cmd_vault_export_patient, cli_help_vault_export_patient},
+    {"vault-destroy-patient", "--tenant T --patient pt_... --reason CODE [--certificate-out F]",
+     "Vault/DestroyPatient: crypto-shreds a patient, prints the destruction certificate",
+     cli_cmd_vault_destroy_patient, cli_help_vault_destroy_patient},
+    {"vault-key-status", "--tenant T", "Vault/GetTenantKeyStatus: the tenant key versions and what they wrap",
+     cli_cmd_vault_key_status, cli_help_vault_keys},
+    {"vault-rotate-key", "--tenant T", "Vault/RotateTenantKey: a new tenant key version, prints the status",
+     cli_cmd_vault_rotate_key, cli_help_vault_keys},
 };
 
 static const cli_command *cli_find_command(const char *name)
