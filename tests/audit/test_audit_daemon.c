@@ -1259,6 +1259,28 @@ static void test_cli_export_and_verify(void **state)
     free(err);
 }
 
+/* Concurrent appenders through one client: their events travel in shared AppendEvents batches; each gets
+ * its own sequence number, and one bad event among them fails alone. */
+#define CLIENT_THREADS 24
+typedef struct client_arg {
+    audit_client *c;
+    int index;
+    bool bad;
+    base_err err;
+    uint64_t seq;
+} client_arg;
+
+static void *client_main(void *p)
+{
+    client_arg *a = p;
+    ev_holder h;
+    ev_init(&h, a->bad ? "" : "tenant-b", ALMA__AUDIT__V1__ACTION__ACTION_ADMIN, NULL);
+    h.ev.resource_type = (char *)"Role";
+    a->seq = UINT64_MAX;
+    a->err = audit_client_append(a->c, &h.ev, NULL, &a->seq).err;
+    return NULL;
+}
+
 static void test_audit_client(void **state)
 {
     (void)state;
@@ -1276,6 +1298,27 @@ static void test_audit_client(void **state)
     base_result r = audit_client_append(c, &h.ev, NULL, NULL);
     assert_int_equal(r.err, BASE_ERR_INVALID);
     assert_non_null(strstr(base_error_message(), "tenant_id"));
+    /* Many at once, one of them bad: in batches, each answered for itself. */
+    pthread_t t[CLIENT_THREADS];
+    client_arg args[CLIENT_THREADS];
+    for (int i = 0; i < CLIENT_THREADS; i++) {
+        args[i] = (client_arg){.c = c, .index = i, .bad = i == 7};
+        assert_int_equal(pthread_create(&t[i], NULL, client_main, &args[i]), 0);
+    }
+    bool seen[CLIENT_THREADS + 1] = {false};
+    for (int i = 0; i < CLIENT_THREADS; i++) {
+        pthread_join(t[i], NULL);
+        if (i == 7) {
+            assert_int_equal(args[i].err, BASE_ERR_INVALID);
+            continue;
+        }
+        assert_int_equal(args[i].err, BASE_OK);
+        assert_true(args[i].seq >= 1 && args[i].seq <= CLIENT_THREADS - 1); /* 0 is the first event */
+        assert_false(seen[args[i].seq]);
+        seen[args[i].seq] = true;
+    }
+    assert_int_equal(admin_int("SELECT count(*) FROM events WHERE tenant_id = 'tenant-b'"),
+                     CLIENT_THREADS - 1);
     audit_client_close(c);
     /* A service that may not append is told so. */
     tls = testrpc_client_tls("intruder");
@@ -1289,7 +1332,7 @@ static void test_audit_client(void **state)
     assert_int_equal(testproc_daemon_stop(&g_d), 0);
     assert_int_equal(audit_client_append(c, &h.ev, NULL, NULL).err, BASE_ERR_UNAVAILABLE);
     audit_client_close(c);
-    assert_int_equal(admin_int("SELECT count(*) FROM events"), 1);
+    assert_int_equal(admin_int("SELECT count(*) FROM events"), CLIENT_THREADS);
 }
 
 int main(void)
