@@ -18,6 +18,7 @@
 #include "testenv.h"
 #include "testproc.h"
 #include "testsuite.h"
+#include "vaultd.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -42,8 +43,7 @@
 #define A_DISCLOSE ALMA__AUDIT__V1__ACTION__ACTION_DISCLOSE
 
 static testsuite g_ts;
-static testproc_daemon g_vault;
-static char g_vault_schema[64], g_master_path[TESTPROC_PATH_MAX], g_cert_key_path[TESTPROC_PATH_MAX];
+static vaultd g_v; /* the vault under test */
 static char g_clin[64], g_priv[64];
 /* --token-file files: the clinician, the privacy officer, the security administrator. */
 static char g_clin_file[TESTPROC_PATH_MAX], g_priv_file[TESTPROC_PATH_MAX], g_sec_file[TESTPROC_PATH_MAX];
@@ -56,45 +56,6 @@ static void write_file(const char *path, const void *data, size_t len, mode_t mo
     assert_int_equal(fwrite(data, 1, len, f), len);
     assert_int_equal(fclose(f), 0);
     assert_int_equal(chmod(path, mode), 0);
-}
-
-static void write_vault_keys(void)
-{
-    uint8_t key[32];
-    MUST(acrypto_random(key, sizeof key));
-    char b64[64];
-    size_t n = 0;
-    MUST(acrypto_base64_encode(key, sizeof key, b64, sizeof b64, &n));
-    b64[n++] = '\n';
-    snprintf(g_master_path, sizeof g_master_path, "%s", testproc_work_path("vault-master.key"));
-    write_file(g_master_path, b64, n, 0600);
-    acrypto_ed25519_key *k = NULL;
-    MUST(acrypto_ed25519_generate(&k));
-    acrypto_secret *pem = NULL;
-    MUST(acrypto_ed25519_private_to_pem(k, &pem));
-    snprintf(g_cert_key_path, sizeof g_cert_key_path, "%s", testproc_work_path("vault-cert-key.pem"));
-    write_file(g_cert_key_path, acrypto_secret_bytes(pem), acrypto_secret_len(pem), 0600);
-    acrypto_secret_free(pem);
-    acrypto_ed25519_free(k);
-}
-
-static void start_vault(void)
-{
-    static char env_pg[600], env_owner[600], env_schema[100], env_redis[100], env_audit[100], env_idn[100],
-        env_master[400], env_key[400];
-    snprintf(env_pg, sizeof env_pg, "ALMA_PG_URI=%s", g_ts.app_uri);
-    snprintf(env_owner, sizeof env_owner, "ALMA_PG_OWNER_URI=%s", g_ts.owner_uri);
-    snprintf(env_schema, sizeof env_schema, "ALMA_PG_SCHEMA=%s", g_vault_schema);
-    snprintf(env_redis, sizeof env_redis, "ALMA_REDIS_ADDR=%s", g_ts.redis_addr);
-    snprintf(env_audit, sizeof env_audit, "ALMA_AUDIT_ADDR=%s", g_ts.audit.api_addr);
-    snprintf(env_idn, sizeof env_idn, "ALMA_IDENTITY_ADDR=%s", g_ts.identity.api_addr);
-    snprintf(env_master, sizeof env_master, "ALMA_MASTER_KEY=file:%s", g_master_path);
-    snprintf(env_key, sizeof env_key, "ALMA_SIGNING_KEY=%s", g_cert_key_path);
-    const char *env[] = {env_pg,  env_owner,  env_schema, env_redis, env_audit,
-                         env_idn, env_master, env_key,    NULL};
-    const char *args[] = {"--workers", "4", NULL};
-    testproc_daemon_init(&g_vault, testsuite_binary("services/vault/alma-vault"), "vault", args, env);
-    testproc_daemon_start(&g_vault);
 }
 
 /* A token of principal with one role, in a file of the work directory (mode 600), as --token-file takes it:
@@ -133,11 +94,8 @@ static int test_setup(void **state)
     if (testproc_setup(state) != 0)
         return -1;
     testsuite_start(&g_ts);
-    snprintf(g_vault_schema, sizeof g_vault_schema, "vaultcli_vlt_%d_%d", (int)getpid(), g_ts.counter);
-    write_vault_keys();
-    memset(&g_vault, 0, sizeof g_vault);
-    start_vault();
-    g_vdb = testdb_pool(g_ts.pg_uri, g_vault_schema, 1);
+    vaultd_start(&g_v, &g_ts, "vaultcli");
+    g_vdb = g_v.db;
     testsuite_user(&g_ts, "dr.cli", "pcp_clinician", g_clin);
     testsuite_user(&g_ts, "privacy.cli", "privacy_officer", g_priv);
     token_file(g_clin, "pcp_clinician", "clinician.token", g_clin_file);
@@ -148,21 +106,8 @@ static int test_setup(void **state)
 
 static int test_teardown(void **state)
 {
-    bool ok = true;
-    if (g_vault.pid) {
-        int code = testproc_daemon_stop(&g_vault);
-        char *log = testproc_daemon_log(&g_vault);
-        if (code != 0 || testsuite_sanitizer_report(log)) {
-            size_t len = strlen(log);
-            fprintf(stderr, "alma-vault exited %d; the end of its log:\n%s\n", code,
-                    log + (len > 6000 ? len - 6000 : 0));
-            ok = false;
-        }
-        free(log);
-    }
-    db_pool_destroy(g_vdb);
+    bool ok = vaultd_stop(&g_v, &g_ts);
     g_vdb = NULL;
-    testdb_drop_schema(g_ts.root, g_vault_schema);
     ok = testsuite_stop(&g_ts) && ok;
     int rc = testproc_teardown(state);
     return ok ? rc : -1;
@@ -179,8 +124,8 @@ static int cli(const char *token_path, const char *const *words, char **ret_out,
     snprintf(key, sizeof key, "%s", testenv_pki("alma-cli-key.pem"));
     snprintf(ca, sizeof ca, "%s", testenv_pki("ca.pem"));
     const char *argv[TESTPROC_MAX_ARGS + 1] = {
-        bin, "--addr",        g_vault.api_addr, "--cert",       cert,    "--key",        key,       "--ca",
-        ca,  "--server-name", "localhost",      "--timeout-ms", "20000", "--token-file", token_path};
+        bin, "--addr",        g_v.d.api_addr, "--cert",       cert,    "--key",        key,       "--ca",
+        ca,  "--server-name", "localhost",    "--timeout-ms", "20000", "--token-file", token_path};
     int n = 15;
     for (size_t i = 0; words[i] && n < TESTPROC_MAX_ARGS; i++)
         argv[n++] = words[i];

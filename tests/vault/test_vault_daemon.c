@@ -19,6 +19,7 @@
 #include "testproc.h"
 #include "testrpc.h"
 #include "testsuite.h"
+#include "vaultd.h"
 #include "vault/v1/vault.pb-c.h"
 
 #include <stdio.h>
@@ -53,76 +54,18 @@
 #define A_DISCLOSE ALMA__AUDIT__V1__ACTION__ACTION_DISCLOSE
 
 static testsuite g_ts;
-static testproc_daemon g_vault;
+static vaultd g_v; /* the vault under test; g_v.db: superuser on its schema */
 static rpc_channel *g_ch;
-static char g_vault_schema[64], g_master_path[TESTPROC_PATH_MAX], g_cert_key_path[TESTPROC_PATH_MAX];
-static char g_vkey_pem[512];
-static db_pool *g_vdb; /* superuser on the vault schema */
 /* Users of the tenant and their bearer tokens. */
 static char g_clin[64], g_sched[64], g_bill[64], g_plan[64], g_priv[64], g_other_clin[64];
 static char *g_clin_tok, *g_sched_tok, *g_bill_tok, *g_plan_tok, *g_priv_tok, *g_sec_tok, *g_other_tok;
 
 /* ---- set-up ------------------------------------------------------------------------------------------ */
 
-static void write_file(const char *path, const void *data, size_t len, mode_t mode)
+static void open_channel(void)
 {
-    FILE *f = fopen(path, "w");
-    assert_non_null(f);
-    assert_int_equal(fwrite(data, 1, len, f), len);
-    assert_int_equal(fclose(f), 0);
-    assert_int_equal(chmod(path, mode), 0);
-}
-
-static void write_vault_keys(void)
-{
-    uint8_t key[32];
-    MUST(acrypto_random(key, sizeof key));
-    char b64[64];
-    size_t n = 0;
-    MUST(acrypto_base64_encode(key, sizeof key, b64, sizeof b64, &n));
-    b64[n++] = '\n';
-    snprintf(g_master_path, sizeof g_master_path, "%s", testproc_work_path("vault-master.key"));
-    write_file(g_master_path, b64, n, 0600);
-    acrypto_ed25519_key *k = NULL;
-    MUST(acrypto_ed25519_generate(&k));
-    acrypto_secret *pem = NULL;
-    MUST(acrypto_ed25519_private_to_pem(k, &pem));
-    snprintf(g_cert_key_path, sizeof g_cert_key_path, "%s", testproc_work_path("vault-cert-key.pem"));
-    write_file(g_cert_key_path, acrypto_secret_bytes(pem), acrypto_secret_len(pem), 0600);
-    char *pub = NULL;
-    size_t pub_len = 0;
-    MUST(acrypto_ed25519_public_to_pem(k, &pub, &pub_len));
-    snprintf(g_vkey_pem, sizeof g_vkey_pem, "%s", pub);
-    free(pub);
-    acrypto_secret_free(pem);
-    acrypto_ed25519_free(k);
-}
-
-static void start_vault(void)
-{
-    static char env_pg[600], env_owner[600], env_schema[100], env_redis[100], env_audit[100], env_idn[100],
-        env_master[400], env_key[400];
-    snprintf(env_pg, sizeof env_pg, "ALMA_PG_URI=%s", g_ts.app_uri);
-    snprintf(env_owner, sizeof env_owner, "ALMA_PG_OWNER_URI=%s", g_ts.owner_uri);
-    snprintf(env_schema, sizeof env_schema, "ALMA_PG_SCHEMA=%s", g_vault_schema);
-    snprintf(env_redis, sizeof env_redis, "ALMA_REDIS_ADDR=%s", g_ts.redis_addr);
-    snprintf(env_audit, sizeof env_audit, "ALMA_AUDIT_ADDR=%s", g_ts.audit.api_addr);
-    snprintf(env_idn, sizeof env_idn, "ALMA_IDENTITY_ADDR=%s", g_ts.identity.api_addr);
-    snprintf(env_master, sizeof env_master, "ALMA_MASTER_KEY=file:%s", g_master_path);
-    snprintf(env_key, sizeof env_key, "ALMA_SIGNING_KEY=%s", g_cert_key_path);
-    const char *env[] = {env_pg,  env_owner,  env_schema, env_redis, env_audit,
-                         env_idn, env_master, env_key,    NULL};
-    char api[64];
-    const char *args[] = {"--workers", "8", NULL, NULL, NULL};
-    if (g_vault.api) { /* a restart keeps its port */
-        snprintf(api, sizeof api, "127.0.0.1:%d", g_vault.api);
-        args[2] = "--api-addr";
-        args[3] = api;
-    }
-    testproc_daemon_init(&g_vault, testsuite_binary("services/vault/alma-vault"), "vault", args, env);
-    testproc_daemon_start(&g_vault);
     rpc_client_tls tls = testrpc_client_tls("test-client");
-    MUST(rpc_channel_open(g_vault.api_addr, &tls, &g_ch));
+    MUST(rpc_channel_open(g_v.d.api_addr, &tls, &g_ch));
 }
 
 static char *token(const char *principal, const char *role)
@@ -152,11 +95,8 @@ static int test_setup(void **state)
     if (testproc_setup(state) != 0)
         return -1;
     testsuite_start(&g_ts);
-    snprintf(g_vault_schema, sizeof g_vault_schema, "vaultd_vlt_%d_%d", (int)getpid(), g_ts.counter);
-    write_vault_keys();
-    memset(&g_vault, 0, sizeof g_vault);
-    start_vault();
-    g_vdb = testdb_pool(g_ts.pg_uri, g_vault_schema, 2);
+    vaultd_start(&g_v, &g_ts, "vaultd");
+    open_channel();
     testsuite_user(&g_ts, "dr.synth", "pcp_clinician", g_clin);
     testsuite_user(&g_ts, "dr.other", "pcp_clinician", g_other_clin);
     testsuite_user(&g_ts, "front.desk", "scheduler", g_sched);
@@ -177,21 +117,7 @@ static int test_teardown(void **state)
 {
     rpc_channel_close(g_ch);
     g_ch = NULL;
-    bool ok = true;
-    if (g_vault.pid) {
-        int code = testproc_daemon_stop(&g_vault);
-        char *log = testproc_daemon_log(&g_vault);
-        if (code != 0 || testsuite_sanitizer_report(log)) {
-            size_t len = strlen(log);
-            fprintf(stderr, "alma-vault exited %d; the end of its log:\n%s\n", code,
-                    log + (len > 6000 ? len - 6000 : 0));
-            ok = false;
-        }
-        free(log);
-    }
-    db_pool_destroy(g_vdb);
-    g_vdb = NULL;
-    testdb_drop_schema(g_ts.root, g_vault_schema);
+    bool ok = vaultd_stop(&g_v, &g_ts);
     ok = testsuite_stop(&g_ts) && ok;
     free(g_clin_tok);
     free(g_other_tok);
@@ -395,7 +321,7 @@ static bool withheld_has(const VT(RecordInfo) * info, int cat)
 static int64_t vault_rows(const char *sql)
 {
     db_conn *c = NULL;
-    MUST(db_pool_acquire(g_vdb, 5000, &c));
+    MUST(db_pool_acquire(g_v.db, 5000, &c));
     db_result *res = NULL;
     base_result r = db_exec(c, sql, 0, NULL, &res);
     db_conn_release(c);
@@ -409,7 +335,7 @@ static int64_t vault_rows(const char *sql)
 static void vault_exec(const char *sql, int nparams, const char *const *params)
 {
     db_conn *c = NULL;
-    MUST(db_pool_acquire(g_vdb, 5000, &c));
+    MUST(db_pool_acquire(g_v.db, 5000, &c));
     base_result r = db_exec(c, sql, nparams, params, NULL);
     db_conn_release(c);
     MUST(r);
@@ -845,8 +771,8 @@ static void test_export_and_restart(void **state)
     /* Restart: everything is still there and readable. */
     rpc_channel_close(g_ch);
     g_ch = NULL;
-    assert_int_equal(testproc_daemon_stop(&g_vault), 0);
-    start_vault();
+    vaultd_restart(&g_v, &g_ts);
+    open_channel();
     VT(GetPatientResponse) *got = NULL;
     expect(get_patient(g_clin_tok, NULL, ref, PURPOSE(TREATMENT), &got, &st), RPC_OK, &st, "after restart");
     assert_string_equal(got->patient->identifiers->mrn, MRN);
@@ -954,9 +880,9 @@ static void test_lifecycle_and_keys(void **state)
     assert_int_equal(cert->versions, 3);
     assert_non_null(strstr(cert->statement, item));
     assert_null(strstr(cert->statement, MRN));
-    assert_string_equal(cert->verifier_key, g_vkey_pem);
+    assert_string_equal(cert->verifier_key, g_v.vkey_pem);
     acrypto_ed25519_key *vk = NULL;
-    MUST(acrypto_ed25519_public_from_pem(g_vkey_pem, strlen(g_vkey_pem), &vk));
+    MUST(acrypto_ed25519_public_from_pem(g_v.vkey_pem, strlen(g_v.vkey_pem), &vk));
     MUST(acrypto_ed25519_verify(vk, cert->statement, strlen(cert->statement), cert->signature.data,
                                 cert->signature.len));
     acrypto_ed25519_free(vk);
@@ -980,7 +906,7 @@ static void test_lifecycle_and_keys(void **state)
     expect(put_note(g_clin_tok, ref2, item, &st), RPC_OK, &st, "a note after rotation");
     const char *p[] = {item};
     db_conn *c = NULL;
-    MUST(db_pool_acquire(g_vdb, 5000, &c));
+    MUST(db_pool_acquire(g_v.db, 5000, &c));
     db_result *res = NULL;
     MUST(db_exec(c, "SELECT kek_version FROM records WHERE record_id = $1", 1, p, &res));
     db_conn_release(c);
