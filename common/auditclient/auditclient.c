@@ -24,6 +24,7 @@
 typedef struct pending {
     struct pending *next;
     Alma__Audit__V1__EventInput *ev;
+    pthread_cond_t cv; /* its own: a finished batch wakes its callers only, not every waiter */
     bool done;
     base_err err;
     char msg[MSG_MAX];
@@ -35,7 +36,6 @@ struct audit_client {
     int timeout_ms;
     pthread_mutex_t mu;
     pthread_cond_t work; /* the sender waits for events */
-    pthread_cond_t done; /* callers wait for their result */
     pending *head, *tail;
     bool stop;
     pthread_t sender;
@@ -142,9 +142,10 @@ static void *sender_main(void *arg)
         pthread_mutex_unlock(&c->mu);
         send_batch(c, batch, n);
         pthread_mutex_lock(&c->mu);
-        for (size_t i = 0; i < n; i++)
+        for (size_t i = 0; i < n; i++) {
             batch[i]->done = true;
-        pthread_cond_broadcast(&c->done);
+            pthread_cond_signal(&batch[i]->cv);
+        }
     }
     pthread_mutex_unlock(&c->mu);
     return NULL;
@@ -167,7 +168,6 @@ base_result audit_client_open(const char *target, const rpc_client_tls *tls, int
     }
     pthread_mutex_init(&c->mu, NULL);
     pthread_cond_init(&c->work, NULL);
-    pthread_cond_init(&c->done, NULL);
     if (pthread_create(&c->sender, NULL, sender_main, c) != 0) {
         audit_client_close(c);
         return base_fail(BASE_ERR_INTERNAL, "audit client: cannot start its sender thread");
@@ -189,7 +189,6 @@ void audit_client_close(audit_client *c)
         pthread_join(c->sender, NULL);
     }
     rpc_channel_close(c->ch);
-    pthread_cond_destroy(&c->done);
     pthread_cond_destroy(&c->work);
     pthread_mutex_destroy(&c->mu);
     free(c);
@@ -203,9 +202,11 @@ base_result audit_client_append(audit_client *c, Alma__Audit__V1__EventInput *ev
     if (parent && (!ev->request_id || !ev->request_id[0]))
         ev->request_id = (char *)rpc_ctx_request_id(parent);
     pending p = {.ev = ev};
+    pthread_cond_init(&p.cv, NULL);
     pthread_mutex_lock(&c->mu);
     if (c->stop) {
         pthread_mutex_unlock(&c->mu);
+        pthread_cond_destroy(&p.cv);
         ev->request_id = saved_request_id;
         return base_fail(BASE_ERR_UNAVAILABLE, "audit log unavailable (client closing)");
     }
@@ -216,8 +217,9 @@ base_result audit_client_append(audit_client *c, Alma__Audit__V1__EventInput *ev
     c->tail = &p;
     pthread_cond_signal(&c->work);
     while (!p.done)
-        pthread_cond_wait(&c->done, &c->mu);
+        pthread_cond_wait(&p.cv, &c->mu);
     pthread_mutex_unlock(&c->mu);
+    pthread_cond_destroy(&p.cv);
     ev->request_id = saved_request_id;
     if (p.err != BASE_OK)
         return base_fail(p.err, "%s", p.msg);
