@@ -8,7 +8,12 @@
  *
  * Errors: the audit service's status mapped back (INVALID_ARGUMENT -> BASE_ERR_INVALID with the service's
  * message, which names the field and never its value; UNAVAILABLE, DEADLINE_EXCEEDED and anything else ->
- * BASE_ERR_UNAVAILABLE "audit log unavailable"). Thread-safe: one client per process is enough. */
+ * BASE_ERR_UNAVAILABLE "audit log unavailable"). Thread-safe: one client per process is enough.
+ *
+ * Batching: concurrent callers' events are sent together by the client's sender thread as one AppendEvents
+ * (one group commit on the server); each caller still returns only when its own event is committed. A
+ * batch refused as invalid is re-sent event by event, so one bad event fails only its own caller. A caller's
+ * deadline does not shorten the batch's (timeout_ms). */
 #ifndef ALMA_AUDITCLIENT_H
 #define ALMA_AUDITCLIENT_H
 
