@@ -704,6 +704,10 @@ static cache_conn *g_thread_conns[THREADS];
 static void *incr_worker(void *arg)
 {
     int id = (int)(intptr_t)arg;
+    /* The key in this thread's own buffer: key()'s rotating static buffers are not for concurrent use (a
+     * thread formatting into a slot another thread was reading made one INCR land on a truncated key). */
+    char counter[128];
+    snprintf(counter, sizeof counter, "%s:%s", g_prefix, "counter");
     cache_conn *c = cache_thread_conn(&g_cfg);
     g_thread_conns[id] = c;
     /* All threads hold their connection at once, so the pointers are distinct objects. */
@@ -713,7 +717,7 @@ static void *incr_worker(void *arg)
     for (int i = 0; i < INCR_EACH; i++) {
         if (cache_thread_conn(&g_cfg) != c)
             return (void *)2;
-        if (!base_is_ok(cache_incr(cache_thread_conn(&g_cfg), key("counter"), NULL)))
+        if (!base_is_ok(cache_incr(cache_thread_conn(&g_cfg), counter, NULL)))
             return (void *)3;
     }
     return NULL; /* the connection is freed by the thread-exit destructor */
