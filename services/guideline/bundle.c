@@ -399,7 +399,7 @@ static base_result get_text(const ld *c, const char *path, json_t *obj, const ch
         *ret = NULL;
         return BASE_OK_RESULT;
     }
-    const char *s;
+    const char *s = NULL;
     BASE_GUARD(check_text(c, p, v, min, max, &s));
     char *d = arena_strdup(c->b, s);
     if (!d)
@@ -412,7 +412,7 @@ static base_result get_text(const ld *c, const char *path, json_t *obj, const ch
 static base_result get_token(const ld *c, const char *path, json_t *obj, const char *key, bool required,
                              bool (*ok)(const char *), const char *what, const char **ret)
 {
-    const char *s;
+    const char *s = NULL;
     BASE_GUARD(get_text(c, path, obj, key, required, 1, GL_MAX_TEXT, &s));
     if (s && !ok(s)) {
         char p[PATH_MAX_GL];
@@ -488,7 +488,7 @@ static base_result get_token_list(const ld *c, const char *path, json_t *obj, co
         return nomem();
     for (size_t i = 0; i < n; i++) {
         path_index(pi, p, i);
-        const char *s;
+        const char *s = NULL;
         BASE_GUARD(check_text(c, pi, json_array_get(arr, i), 1, GL_MAX_TEXT, &s));
         if (ok && !ok(s))
             return bad(c, pi, "\"%.64s\" is not %s", s, what);
@@ -843,7 +843,7 @@ static const gl_ckind crit_kind_enum[] = {GL_C_ALL,   GL_C_ANY,         GL_C_NOT
 
 static base_result parse_op(const ld *c, const char *path, json_t *obj, const char *key, gl_op *ret)
 {
-    const char *s;
+    const char *s = NULL;
     BASE_GUARD(get_text(c, path, obj, key, true, 1, 2, &s));
     static const char *const ops[] = {"<", "<=", ">", ">=", "==", "!="};
     for (size_t i = 0; i < BASE_ARRAY_LEN(ops); i++) {
@@ -1118,7 +1118,7 @@ static base_result compile_crit(ld *c, crit_ctx *cc, const char *path, json_t *v
     case GL_C_SEX: {
         static const char *const keys[] = {"sex", NULL};
         BASE_GUARD(only_keys(c, path, v, keys));
-        const char *s;
+        const char *s = NULL;
         BASE_GUARD(get_text(c, path, v, "sex", true, 1, GL_MAX_TEXT, &s));
         if (strcmp(s, "female") == 0)
             out->mask = GL_SEX_FEMALE;
