@@ -271,6 +271,27 @@ static rpc_code pseudonym_of(rpc_ctx *ctx, const char *tenant_id, const char *pa
     return base_is_ok(r) ? RPC_OK : vs_fail(ctx, r);
 }
 
+/* The READ event of one record version disclosed under a view (audit before disclosure: the caller answers
+ * only when this returns RPC_OK). */
+static rpc_code audit_record_read(rpc_ctx *ctx, const char *tenant_id, const authz_claims *claims,
+                                  int purpose, const char *patient_ref, const char *resource_type,
+                                  const char *resource_id, const vault_view *view, unsigned shown,
+                                  unsigned withheld, uint32_t version)
+{
+    vs_event ev = {.tenant_id = tenant_id,
+                   .claims = claims,
+                   .action = ALMA__AUDIT__V1__ACTION__ACTION_READ,
+                   .purpose = purpose,
+                   .patient_ref = patient_ref,
+                   .resource_type = resource_type,
+                   .resource_id = resource_id,
+                   .details = (const char *const[]){
+                       "view", view->view_id, "categories", vs_category_list(ctx, shown), "withheld",
+                       vs_category_list(ctx, withheld), "version", version_text(ctx, version), "identity",
+                       purpose_basis_detail(view), NULL}};
+    return vs_audit_disclosure(ctx, &ev);
+}
+
 rpc_code vs_h_get_patient(rpc_ctx *ctx, const void *reqp, void *respp)
 {
     const Alma__Vault__V1__GetPatientRequest *req = reqp;
@@ -311,24 +332,15 @@ rpc_code vs_h_get_patient(rpc_ctx *ctx, const void *reqp, void *respp)
     }
     unsigned shown = rec.categories & view.categories;
     unsigned withheld = rec.categories & ~view.categories;
-    const char *version = version_text(ctx, rec.version);
+    uint32_t version = rec.version;
     vault_record_clear(&rec);
     if (code != RPC_OK) {
         resp->patient = NULL;
         return code;
     }
-    vs_event ev = {.tenant_id = req->tenant_id,
-                   .claims = &claims,
-                   .action = ALMA__AUDIT__V1__ACTION__ACTION_READ,
-                   .purpose = req->purpose,
-                   .patient_ref = req->patient_ref,
-                   .resource_type = AUDIT_RESOURCE_PT,
-                   .resource_id = req->patient_ref,
-                   .details =
-                       (const char *const[]){"view", view.view_id, "categories", vs_category_list(ctx, shown),
-                                             "withheld", vs_category_list(ctx, withheld), "version", version,
-                                             "identity", purpose_basis_detail(&view), NULL}};
-    if ((code = vs_audit_disclosure(ctx, &ev)) != RPC_OK) {
+    if ((code = audit_record_read(ctx, req->tenant_id, &claims, req->purpose, req->patient_ref,
+                                  AUDIT_RESOURCE_PT, req->patient_ref, &view, shown, withheld, version)) !=
+        RPC_OK) {
         resp->patient = NULL;
         resp->info = NULL;
         return code;
@@ -527,24 +539,15 @@ rpc_code vs_h_get_item(rpc_ctx *ctx, const void *reqp, void *respp)
     if (code == RPC_OK && !(resp->view = view_out(ctx, &view)))
         code = rpc_fail(ctx, RPC_RESOURCE_EXHAUSTED, "out of memory");
     unsigned shown = rec.categories & view.categories, withheld = rec.categories & ~view.categories;
-    const char *version = version_text(ctx, rec.version);
+    uint32_t version = rec.version;
     vault_record_clear(&rec);
     if (code != RPC_OK) {
         resp->item = NULL;
         return code;
     }
-    vs_event ev = {.tenant_id = req->tenant_id,
-                   .claims = &claims,
-                   .action = ALMA__AUDIT__V1__ACTION__ACTION_READ,
-                   .purpose = req->purpose,
-                   .patient_ref = head.patient_ref,
-                   .resource_type = AUDIT_RESOURCE_IT,
-                   .resource_id = req->record_id,
-                   .details =
-                       (const char *const[]){"view", view.view_id, "categories", vs_category_list(ctx, shown),
-                                             "withheld", vs_category_list(ctx, withheld), "version", version,
-                                             "identity", purpose_basis_detail(&view), NULL}};
-    if ((code = vs_audit_disclosure(ctx, &ev)) != RPC_OK) {
+    if ((code = audit_record_read(ctx, req->tenant_id, &claims, req->purpose, head.patient_ref,
+                                  AUDIT_RESOURCE_IT, req->record_id, &view, shown, withheld, version)) !=
+        RPC_OK) {
         resp->item = NULL;
         resp->info = NULL;
         return code;
