@@ -847,6 +847,14 @@ static gl_tri eval_crit(ev *e, const gl_crit *c)
         }
         if (missing)
             val_add(&e->vals, (ev_val){.data = c->data, .kind = V_NULL});
+        else if (d->kind == GL_D_OBS) /* present: the value that made it so, for {"not": {"missing": ...}} */
+            val_point(e, &v->pts[v->n - 1]);
+        else if (d->kind == GL_D_FLAG)
+            val_add(&e->vals, (ev_val){.data = c->data, .kind = V_BOOL, .b = v->flag == GL_TRUE});
+        else if (d->kind == GL_D_FINDING && d->numeric)
+            val_add(&e->vals, (ev_val){.data = c->data, .kind = V_NUM, .num = v->fnum});
+        else if (d->kind == GL_D_FINDING)
+            val_add(&e->vals, (ev_val){.data = c->data, .kind = V_TEXT, .text = v->ftext_s});
         return tri(missing);
     }
     default:

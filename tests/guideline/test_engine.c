@@ -368,9 +368,19 @@ static void test_medication_problem_age_sex_missing(void **state)
     expect("acr present", "missing", F, NULL, NULL, "[" OBS("9318-7", "30", "mg/g", "2026-01-01") "]", NULL,
            NULL, NULL);
 
-    /* all/any: unknown beside true stays unknown in all; unknown beside false stays unknown in any. */
-    char *in = input(NULL, NULL, NULL, NULL, NULL, NULL);
+    /* {"not": {"missing": ...}} that fires reports the value that was present (it used to report none). */
+    char *in = input(NULL, NULL, "[" OBS("9318-7", "30", "mg/g", "2026-01-01") "]", NULL, NULL, NULL);
     char *json = eval_ok(in, NULL);
+    assert_true(fired(json, "missing-not"));
+    const char *entry = strstr(json, "{\"rule\":\"missing-not\",\"values\":[");
+    assert_non_null(entry);
+    assert_non_null(strstr(entry, "\"value\":30"));
+    free(json);
+    free(in);
+
+    /* all/any: unknown beside true stays unknown in all; unknown beside false stays unknown in any. */
+    in = input(NULL, NULL, NULL, NULL, NULL, NULL);
+    json = eval_ok(in, NULL);
     assert_false(fired(json, "all-unknown"));
     assert_false(fired(json, "any-unknown"));
     free(json);
