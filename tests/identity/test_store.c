@@ -160,19 +160,21 @@ static void test_migrations(void **state)
     (void)state;
     fx f;
     fx_open(&f);
-    assert_int_equal(query_int(f.pool, "SELECT count(*) FROM schema_migrations"), 5);
+    assert_int_equal(query_int(f.pool, "SELECT count(*) FROM schema_migrations"), 6);
     /* Idempotent: nothing more is applied, nothing is seeded twice. */
     MUST(identity_store_migrate(f.pool, f.schema));
     MUST(identity_store_migrate(f.pool, f.schema));
-    assert_int_equal(query_int(f.pool, "SELECT count(*) FROM schema_migrations"), 5);
+    assert_int_equal(query_int(f.pool, "SELECT count(*) FROM schema_migrations"), 6);
     /* 0004: the indexes behind break_glass_active and role_holders. */
     assert_int_equal(query_int(f.pool, "SELECT count(*) FROM pg_catalog.pg_indexes WHERE schemaname = "
                                        "current_schema() AND indexname IN ('break_glass_active', "
                                        "'grants_by_tenant_role')"),
                      2);
     assert_int_equal(query_int(f.pool, "SELECT count(*) FROM roles"), 10);
-    assert_int_equal(query_int(f.pool, "SELECT count(*) FROM role_history"), 17);     /* 10 + 7 of 0005 */
-    assert_int_equal(query_int(f.pool, "SELECT count(*) FROM role_permissions"), 54); /* 38 + 16 of 0005 */
+    assert_int_equal(query_int(f.pool, "SELECT count(*) FROM role_history"),
+                     18); /* 10 + 7 of 0005 + 1 of 0006 */
+    assert_int_equal(query_int(f.pool, "SELECT count(*) FROM role_permissions"),
+                     55); /* + 16 of 0005, 1 of 0006 */
     assert_int_equal(query_int(f.pool, "SELECT count(*) FROM pg_catalog.pg_tables WHERE schemaname = "
                                        "current_schema() AND tablename IN ('tenants', 'principals', "
                                        "'password_hashes', 'totp', 'recovery_codes', 'roles', "
@@ -209,9 +211,9 @@ static const want_role BUILTIN[] = {
     {"plan_reviewer", false, 1, {"phi.read.plan_view", "referral.read.plan"}},
     {"platform_admin",
      true,
-     1,
-     {"identity.roles.manage", "identity.roles.read", "identity.users.manage", "partners.manage",
-      "platform.tenants.manage"}},
+     2,
+     {"guideline.content.publish", "identity.roles.manage", "identity.roles.read", "identity.users.manage",
+      "partners.manage", "platform.tenants.manage"}},
     {"privacy_officer",
      true,
      2,
@@ -815,11 +817,11 @@ static void test_roles_and_grants(void **state)
     assert_true(e.requires_mfa);
     assert_false(e.totp_confirmed);
     assert_int_equal(e.state, IDENTITY_PRINCIPAL_ACTIVE);
-    const char *want[] = {"identity.roles.manage", "identity.roles.read",    "identity.users.manage",
-                          "partners.manage",       "patient.register",       "patient.search",
-                          "phi.break_glass",       "phi.read.clinical",      "phi.read.demographics",
-                          "phi.write.clinical",    "phi.write.demographics", "platform.tenants.manage",
-                          "referral.create",       "referral.review"};
+    const char *want[] = {
+        "guideline.content.publish", "identity.roles.manage", "identity.roles.read", "identity.users.manage",
+        "partners.manage",           "patient.register",      "patient.search",      "phi.break_glass",
+        "phi.read.clinical",         "phi.read.demographics", "phi.write.clinical",  "phi.write.demographics",
+        "platform.tenants.manage",   "referral.create",       "referral.review"};
     assert_strv(e.permissions, e.npermissions, want, BASE_ARRAY_LEN(want));
     identity_effective_free(&e);
 
@@ -1043,7 +1045,8 @@ static void test_break_glass(void **state)
     EXPECT_ERR(exec_sql(f.pool, "DELETE FROM role_history"), BASE_ERR_DENIED);
     EXPECT_ERR(exec_sql(f.pool, "TRUNCATE role_history"), BASE_ERR_DENIED);
     assert_int_equal(query_int(f.pool, "SELECT count(*) FROM break_glass_grants"), 2);
-    assert_int_equal(query_int(f.pool, "SELECT count(*) FROM role_history"), 17); /* 10 + 7 of 0005 */
+    assert_int_equal(query_int(f.pool, "SELECT count(*) FROM role_history"),
+                     18); /* 10 + 7 of 0005 + 1 of 0006 */
 
     /* Pages by (created_at, grant_id), within the tenant only. */
     in.tenant_id = "acme";
