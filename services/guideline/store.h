@@ -49,8 +49,10 @@ BASE_MUST_USE base_result gs_bundle_publish(db_pool *pool, const char *bundle_id
 /* The active bundle (with its text): BASE_ERR_NOT_FOUND when none. */
 BASE_MUST_USE base_result gs_bundle_active(db_pool *pool, gs_bundle *ret);
 /* One bundle by id and version (with its text). */
-BASE_MUST_USE base_result gs_bundle_get(db_pool *pool, const char *bundle_id, const char *version, gs_bundle *ret);
-/* Every bundle, newest first, at most GS_LIST_MAX, without texts. *ret malloc'd (free with gs_bundles_free). */
+BASE_MUST_USE base_result gs_bundle_get(db_pool *pool, const char *bundle_id, const char *version,
+                                        gs_bundle *ret);
+/* Every bundle, newest first, at most GS_LIST_MAX, without texts. *ret malloc'd (free with
+ * gs_bundles_free). */
 BASE_MUST_USE base_result gs_bundles_list(db_pool *pool, gs_bundle **ret, size_t *ret_n);
 void gs_bundles_free(gs_bundle *bs, size_t n);
 
@@ -71,7 +73,7 @@ typedef struct gs_review {
     char bundle_version[GS_VERSION_MAX + 1];
     char bundle_hash[GS_HASH_LEN + 1];
     char input_hash[GS_HASH_LEN + 1];
-    char *input_json;          /* the canonical input snapshot (for what-if), malloc'd */
+    char *input_json; /* the canonical input snapshot (for what-if), malloc'd */
     size_t input_len;
     char *recommendation_json; /* the engine's canonical output, malloc'd */
     size_t recommendation_len;
@@ -80,10 +82,13 @@ typedef struct gs_review {
 void gs_review_clear(gs_review *r);
 void gs_reviews_free(gs_review *rs, size_t n);
 
-/* Append a review (the caller fills every field; review_id "rv_" + 32 hex). */
+/* Append a review (the caller fills every field; review_id "rv_" + 32 hex). BASE_ERR_EXISTS for a review_id
+ * already stored; BASE_ERR_CONFLICT when (bundle_id, bundle_version, bundle_hash) is not a published
+ * bundle. */
 BASE_MUST_USE base_result gs_review_insert(db_pool *pool, const gs_review *r, int64_t *ret_created_us);
 /* One review of the tenant (BASE_ERR_NOT_FOUND otherwise). */
-BASE_MUST_USE base_result gs_review_get(db_pool *pool, const char *tenant_id, const char *review_id, gs_review *ret);
+BASE_MUST_USE base_result gs_review_get(db_pool *pool, const char *tenant_id, const char *review_id,
+                                        gs_review *ret);
 
 typedef struct gs_decision {
     char decision_id[GS_ID_BUF];
@@ -100,20 +105,28 @@ typedef struct gs_decision {
  * must exist in the tenant (BASE_ERR_NOT_FOUND). */
 BASE_MUST_USE base_result gs_decision_insert(db_pool *pool, const gs_decision *d, int64_t *ret_created_us);
 
-/* Every review and decision of a referral, oldest first (at most GS_LIST_MAX each). */
+/* Every review and decision of a referral, oldest first (at most GS_LIST_MAX each); none is not an error
+ * (both arrays are then allocated and empty). */
 BASE_MUST_USE base_result gs_referral_history(db_pool *pool, const char *tenant_id, const char *referral_id,
                                               gs_review **ret_reviews, size_t *ret_nreviews,
                                               gs_decision **ret_decisions, size_t *ret_ndecisions);
 
 /* The latest review of each referral of the tenant made in [start_us, end_us) (0 = open), or of the listed
- * referrals (n_ids > 0), at most max (1..10000), oldest first, with their input snapshots: what-if's input. */
-BASE_MUST_USE base_result gs_reviews_for_whatif(db_pool *pool, const char *tenant_id, const char *const *referral_ids,
-                                                size_t n_ids, int64_t start_us, int64_t end_us, size_t max,
-                                                gs_review **ret, size_t *ret_n);
+ * referrals (n_ids > 0), at most max (1..10000), oldest first, with their input snapshots: what-if's
+ * input. A window given with listed referrals applies to them too. */
+BASE_MUST_USE base_result gs_reviews_for_whatif(db_pool *pool, const char *tenant_id,
+                                                const char *const *referral_ids, size_t n_ids,
+                                                int64_t start_us, int64_t end_us, size_t max, gs_review **ret,
+                                                size_t *ret_n);
 
 /* Concordance: per pathway (clinician_id "") and per pathway and clinician, in [start_us, end_us), optional
- * filters (NULL or ""). Counts of reviews by outcome, decided, accepted, overridden, and overrides by reason. */
+ * filters (NULL or ""). Counts of reviews by outcome, decided, accepted, overridden, and overrides by
+ * reason. */
 #define GS_REASONS 7
+/* At most this many rows (BASE_ERR_LIMIT beyond: narrow the filters). Per-clinician rows count the reviews
+ * the clinician asked for (gs_review.clinician_id), with their decisions. Rows come ordered by pathway, the
+ * per-pathway row first, then by clinician. */
+#define GS_CONCORDANCE_MAX 50000
 typedef struct gs_concordance_row {
     char pathway_id[GS_PATHWAY_MAX + 1];
     char clinician_id[GS_ACTOR_MAX + 1];
@@ -121,8 +134,8 @@ typedef struct gs_concordance_row {
     int64_t decided, accepted, overridden;
     int64_t override_reasons[GS_REASONS]; /* index = OverrideReason */
 } gs_concordance_row;
-BASE_MUST_USE base_result gs_concordance(db_pool *pool, const char *tenant_id, int64_t start_us, int64_t end_us,
-                                         const char *pathway_id, const char *clinician_id,
+BASE_MUST_USE base_result gs_concordance(db_pool *pool, const char *tenant_id, int64_t start_us,
+                                         int64_t end_us, const char *pathway_id, const char *clinician_id,
                                          gs_concordance_row **ret, size_t *ret_n);
 
 #endif
