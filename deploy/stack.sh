@@ -499,6 +499,12 @@ svc_start() { # svc_start SVC BIN
             export ALMA_MASTER_KEY_FILE="$SECRETS/identity-master.key"
             export ALMA_AUDIT_ADDR="127.0.0.1:$(svc_api_port audit)"
         fi
+        if [ "$svc" = guideline ]; then
+            export ALMA_AUDIT_ADDR="127.0.0.1:$(svc_api_port audit)"
+            export ALMA_IDENTITY_ADDR="127.0.0.1:$(svc_api_port identity)"
+            export ALMA_VAULT_ADDR="127.0.0.1:$(svc_api_port vault)"
+            export ALMA_BUNDLE_FILE="$REPO/services/guideline/bundles/alma-referral-core-1.0.0.json"
+        fi
         if [ "$svc" = vault ]; then
             export ALMA_MASTER_KEY="file:$SECRETS/vault-master.key"
             export ALMA_SIGNING_KEY="$SECRETS/vault-certificate-key.pem"

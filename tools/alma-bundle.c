@@ -1,9 +1,9 @@
-/* alma-guideline: check a guideline bundle, or evaluate a referral input against one, with the engine's own
+/* alma-bundle: check a guideline bundle, or evaluate a referral input against one, with the engine's own
  * core library (services/guideline/bundle.h, engine.h) -- what authors run before a bundle is reviewed.
  *
- *     alma-guideline check BUNDLE.json
- *     alma-guideline evaluate BUNDLE.json INPUT.json
- *     alma-guideline canonical FILE.json
+ *     alma-bundle check BUNDLE.json
+ *     alma-bundle evaluate BUNDLE.json INPUT.json
+ *     alma-bundle canonical FILE.json
  *
  * Exit codes: 0 done, 1 the bundle or the input was refused (the message says where), 2 usage. */
 #include "bundle.h"
@@ -14,7 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define PROGRAM    "alma-guideline"
+#define PROGRAM    "alma-bundle"
 #define EXIT_OK    0
 #define EXIT_FAIL  1
 #define EXIT_USAGE 2

@@ -1,0 +1,11 @@
+# The real alma-guideline end to end over mTLS, inside the suite: a real alma-audit and alma-identity against
+# the harness PostgreSQL and Redis (tests/support/testsuite.h), the first bundle given by --bundle-file, and a
+# real alma-vault (tests/vault/vaultd.c) for reviews with from_vault. Included by CMakeLists.txt.
+if(TARGET alma-guideline AND TARGET alma-vault AND TARGET alma_testsupport_suite)
+  alma_test(test_guideline_daemon SOURCES ${CMAKE_CURRENT_LIST_DIR}/test_guideline_daemon.c
+            ${CMAKE_SOURCE_DIR}/tests/vault/vaultd.c
+            LIBS alma_testsupport_suite alma_proto_guideline alma_proto_vault alma_proto_audit alma_rpc alma_crypto
+            PkgConfig::JANSSON Threads::Threads FIXTURES pg redis pki TIMEOUT 900)
+  target_include_directories(test_guideline_daemon PRIVATE ${CMAKE_SOURCE_DIR}/tests/vault)
+  add_dependencies(test_guideline_daemon alma-guideline alma-vault alma-identity alma-audit alma-admin)
+endif()
