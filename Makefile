@@ -4,7 +4,7 @@ ASAN_BUILD ?= build-asan
 JOBS       ?= $(shell nproc)
 CTEST_ARGS ?=
 
-.PHONY: all deps build build-asan run stop status test test-build test-asan check bench bench-audit bench-identity bench-vault clean help
+.PHONY: all deps build build-asan run stop status test test-build test-asan check bench bench-audit bench-identity bench-vault bench-guideline clean help
 
 all: build
 
@@ -17,6 +17,7 @@ help:
 	@echo "make bench-audit     audit appends against echo and a plain INSERT (bench/audit.sh; about 3 minutes)"
 	@echo "make bench-identity  identity Check/Login against echo, and authorize() in-process (bench/identity.sh)"
 	@echo "make bench-vault     vault Put/Get against echo and a plain INSERT, AES-GCM share (bench/vault.sh)"
+	@echo "make bench-guideline guideline ReviewReferral against echo, rule evaluation in-process (bench/guideline.sh)"
 	@echo "make check   banned-function and clang-format checks only"
 	@echo "make clean   remove build trees and the local stack's state"
 
@@ -73,6 +74,10 @@ bench-identity:
 bench-vault:
 	bash deploy/deps.sh --bench
 	bash bench/vault.sh
+
+bench-guideline:
+	bash deploy/deps.sh --bench
+	bash bench/guideline.sh
 
 clean:
 	-bash deploy/stack.sh stop $(BUILD)
