@@ -849,18 +849,6 @@ static void test_offboarding(void **state)
 /* ---- group ----------------------------------------------------------------------------------------------
  */
 
-static void root_with_role(const char *sql)
-{
-    db_conn *c = NULL;
-    const char *p[] = {g_role};
-    MUST(db_pool_acquire(g_root, 5000, &c));
-    MUST(db_exec(c, "BEGIN", 0, NULL, NULL));
-    MUST(db_exec(c, "SELECT set_config('alma.test_role', $1, true)", 1, p, NULL));
-    MUST(db_exec(c, sql, 0, NULL, NULL));
-    MUST(db_exec(c, "COMMIT", 0, NULL, NULL));
-    db_conn_release(c);
-}
-
 static int group_setup(void **state)
 {
     (void)state;
@@ -879,18 +867,14 @@ static int group_setup(void **state)
     snprintf(g_rt_conninfo, sizeof g_rt_conninfo,
              "host=127.0.0.1 port=%s dbname=postgres user=%s password=" RT_PASSWD, port, g_role);
     MUST(db_pool_create(g_uri, 2, 5000, &g_root));
-    root_with_role("DO $$ BEGIN EXECUTE format('CREATE ROLE %I LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE "
-                   "PASSWORD ''" RT_PASSWD "''', current_setting('alma.test_role')); END $$");
+    testdb_role_create(g_root, g_role, RT_PASSWD, false);
     return 0;
 }
 
 static int group_teardown(void **state)
 {
     (void)state;
-    root_with_role("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                   "WHERE usename = current_setting('alma.test_role')");
-    root_with_role("DO $$ BEGIN EXECUTE format('DROP OWNED BY %I', current_setting('alma.test_role')); "
-                   "EXECUTE format('DROP ROLE %I', current_setting('alma.test_role')); END $$");
+    testdb_role_drop(g_root, g_role);
     db_pool_destroy(g_root);
     return 0;
 }

@@ -778,18 +778,6 @@ static void test_finish_after_crash(void **state)
 
 /* ---- group --------------------------------------------------------------------------------------------- */
 
-static void root_with_role(const char *role, const char *sql)
-{
-    db_conn *c = NULL;
-    const char *p[] = {role};
-    MUST(db_pool_acquire(g_root, 5000, &c));
-    MUST(db_exec(c, "BEGIN", 0, NULL, NULL));
-    MUST(db_exec(c, "SELECT set_config('alma.test_role', $1, true)", 1, p, NULL));
-    MUST(db_exec(c, sql, 0, NULL, NULL));
-    MUST(db_exec(c, "COMMIT", 0, NULL, NULL));
-    db_conn_release(c);
-}
-
 static int group_setup(void **state)
 {
     (void)state;
@@ -807,30 +795,16 @@ static int group_setup(void **state)
     snprintf(g_owner, sizeof g_owner, "%s_own", g_prefix);
     snprintf(g_runtime, sizeof g_runtime, "%s_rt", g_prefix);
     MUST(db_pool_create(g_uri, 2, 5000, &g_root));
-    root_with_role(g_owner,
-                   "DO $$ BEGIN EXECUTE format('CREATE ROLE %I LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE "
-                   "PASSWORD ''" PW "''', current_setting('alma.test_role')); "
-                   "EXECUTE format('GRANT CREATE ON DATABASE postgres TO %I', "
-                   "current_setting('alma.test_role')); END $$");
-    root_with_role(g_runtime,
-                   "DO $$ BEGIN EXECUTE format('CREATE ROLE %I LOGIN NOSUPERUSER NOCREATEDB "
-                   "NOCREATEROLE PASSWORD ''" PW "''', current_setting('alma.test_role')); END $$");
+    testdb_role_create(g_root, g_owner, PW, true);
+    testdb_role_create(g_root, g_runtime, PW, false);
     return 0;
-}
-
-static void drop_role(const char *role)
-{
-    root_with_role(role, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                         "WHERE usename = current_setting('alma.test_role')");
-    root_with_role(role, "DO $$ BEGIN EXECUTE format('DROP OWNED BY %I', current_setting('alma.test_role')); "
-                         "EXECUTE format('DROP ROLE %I', current_setting('alma.test_role')); END $$");
 }
 
 static int group_teardown(void **state)
 {
     (void)state;
-    drop_role(g_runtime);
-    drop_role(g_owner);
+    testdb_role_drop(g_root, g_runtime);
+    testdb_role_drop(g_root, g_owner);
     db_pool_destroy(g_root);
     return 0;
 }
