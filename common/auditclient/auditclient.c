@@ -8,7 +8,8 @@
  * once its event is durably committed, or with the error. */
 #include "auditclient.h"
 
-#include <pthread.h>
+#include "base/batch.h"
+
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -20,54 +21,37 @@
 #define BATCH_MAX          128 /* events per AppendEvents (the server takes up to 500) */
 #define MSG_MAX            320
 
-/* One waiting caller; lives on the caller's stack until done. */
+/* One caller's event and its answer (the sequence), the argument of its batch job. */
 typedef struct pending {
-    struct pending *next;
     Alma__Audit__V1__EventInput *ev;
-    pthread_cond_t cv; /* its own: a finished batch wakes its callers only, not every waiter */
-    bool done;
-    base_err err;
-    char msg[MSG_MAX];
     uint64_t seq;
 } pending;
 
 struct audit_client {
     rpc_channel *ch;
     int timeout_ms;
-    pthread_mutex_t mu;
-    pthread_cond_t work; /* the sender waits for events */
-    pending *head, *tail;
-    bool stop;
-    pthread_t sender;
-    bool sender_started;
+    base_batcher *batcher;
 };
 
-static void finish(pending *p, base_result r, const char *msg, uint64_t seq)
-{
-    p->err = r.err;
-    snprintf(p->msg, sizeof p->msg, "%s", msg ? msg : "");
-    p->seq = seq;
-}
-
 /* The server's status as the caller's error (auditclient.h: INVALID keeps the server's message). */
-static void fail_from(pending *p, rpc_code code, const rpc_status *st)
+static void fail_from(base_batch_job *j, rpc_code code, const rpc_status *st)
 {
+    char m[MSG_MAX];
     if (code == RPC_INVALID_ARGUMENT) {
-        char m[MSG_MAX];
         snprintf(m, sizeof m, "audit event refused: %s", st->message);
-        finish(p, base_fail(BASE_ERR_INVALID, "audit event refused"), m, 0);
+        base_batch_done(j, base_fail(BASE_ERR_INVALID, "audit event refused"), m);
     } else if (code == RPC_PERMISSION_DENIED) {
-        finish(p, base_fail(BASE_ERR_DENIED, "audit log refused this service"),
-               "audit log refused this service (its SPIFFE id is not an appender)", 0);
+        base_batch_done(j, base_fail(BASE_ERR_DENIED, "audit log refused this service"),
+                        "audit log refused this service (its SPIFFE id is not an appender)");
     } else {
-        char m[MSG_MAX];
         snprintf(m, sizeof m, "audit log unavailable (%s)", rpc_code_name(code));
-        finish(p, base_fail(BASE_ERR_UNAVAILABLE, "audit log unavailable"), m, 0);
+        base_batch_done(j, base_fail(BASE_ERR_UNAVAILABLE, "audit log unavailable"), m);
     }
 }
 
-static void send_one(audit_client *c, pending *p)
+static void send_one(audit_client *c, base_batch_job *j)
 {
+    pending *p = j->arg;
     Alma__Audit__V1__AppendEventRequest req = ALMA__AUDIT__V1__APPEND_EVENT_REQUEST__INIT;
     req.event = p->ev;
     rpc_call_opts opts = {.timeout_ms = c->timeout_ms};
@@ -76,23 +60,25 @@ static void send_one(audit_client *c, pending *p)
     rpc_code code = rpc_call_unary(c->ch, APPEND_METHOD, &req.base,
                                    &alma__audit__v1__append_event_response__descriptor, &opts, &resp, &st);
     if (code != RPC_OK) {
-        fail_from(p, code, &st);
+        fail_from(j, code, &st);
         return;
     }
-    finish(p, BASE_OK_RESULT, NULL, ((Alma__Audit__V1__AppendEventResponse *)resp)->sequence);
+    p->seq = ((Alma__Audit__V1__AppendEventResponse *)resp)->sequence;
+    base_batch_done(j, BASE_OK_RESULT, NULL);
     protobuf_c_message_free_unpacked(resp, NULL);
 }
 
-/* One AppendEvents for the batch (n >= 1), each result to its caller. */
-static void send_batch(audit_client *c, pending **batch, size_t n)
+/* One AppendEvents for the batch (n >= 1), each result to its caller (the batcher's flush function). */
+static void send_batch(void *ctx, base_batch_job *const *jobs, size_t n)
 {
+    audit_client *c = ctx;
     if (n == 1) {
-        send_one(c, batch[0]);
+        send_one(c, jobs[0]);
         return;
     }
     Alma__Audit__V1__EventInput *evs[BATCH_MAX];
     for (size_t i = 0; i < n; i++)
-        evs[i] = batch[i]->ev;
+        evs[i] = ((pending *)jobs[i]->arg)->ev;
     Alma__Audit__V1__AppendEventsRequest req = ALMA__AUDIT__V1__APPEND_EVENTS_REQUEST__INIT;
     req.events = evs;
     req.n_events = n;
@@ -104,7 +90,7 @@ static void send_batch(audit_client *c, pending **batch, size_t n)
     if (code == RPC_INVALID_ARGUMENT) {
         /* Nothing was stored (all-or-nothing): find the bad one(s) by sending each alone. */
         for (size_t i = 0; i < n; i++)
-            send_one(c, batch[i]);
+            send_one(c, jobs[i]);
         return;
     }
     Alma__Audit__V1__AppendEventsResponse *r = (Alma__Audit__V1__AppendEventsResponse *)resp;
@@ -113,42 +99,15 @@ static void send_batch(audit_client *c, pending **batch, size_t n)
         snprintf(st.message, sizeof st.message, "wrong number of results");
     }
     for (size_t i = 0; i < n; i++) {
-        if (code != RPC_OK)
-            fail_from(batch[i], code, &st);
-        else
-            finish(batch[i], BASE_OK_RESULT, NULL, r->results[i] ? r->results[i]->sequence : 0);
+        if (code != RPC_OK) {
+            fail_from(jobs[i], code, &st);
+        } else {
+            ((pending *)jobs[i]->arg)->seq = r->results[i] ? r->results[i]->sequence : 0;
+            base_batch_done(jobs[i], BASE_OK_RESULT, NULL);
+        }
     }
     if (resp)
         protobuf_c_message_free_unpacked(resp, NULL);
-}
-
-static void *sender_main(void *arg)
-{
-    audit_client *c = arg;
-    pending *batch[BATCH_MAX];
-    pthread_mutex_lock(&c->mu);
-    for (;;) {
-        while (!c->head && !c->stop)
-            pthread_cond_wait(&c->work, &c->mu);
-        if (!c->head && c->stop)
-            break;
-        size_t n = 0;
-        while (c->head && n < BATCH_MAX) {
-            batch[n++] = c->head;
-            c->head = c->head->next;
-        }
-        if (!c->head)
-            c->tail = NULL;
-        pthread_mutex_unlock(&c->mu);
-        send_batch(c, batch, n);
-        pthread_mutex_lock(&c->mu);
-        for (size_t i = 0; i < n; i++) {
-            batch[i]->done = true;
-            pthread_cond_signal(&batch[i]->cv);
-        }
-    }
-    pthread_mutex_unlock(&c->mu);
-    return NULL;
 }
 
 base_result audit_client_open(const char *target, const rpc_client_tls *tls, int timeout_ms,
@@ -166,13 +125,11 @@ base_result audit_client_open(const char *target, const rpc_client_tls *tls, int
         free(c);
         return r;
     }
-    pthread_mutex_init(&c->mu, NULL);
-    pthread_cond_init(&c->work, NULL);
-    if (pthread_create(&c->sender, NULL, sender_main, c) != 0) {
+    r = base_batcher_open(BATCH_MAX, 0, send_batch, c, &c->batcher);
+    if (!base_is_ok(r)) {
         audit_client_close(c);
-        return base_fail(BASE_ERR_INTERNAL, "audit client: cannot start its sender thread");
+        return base_fail(r.err, "audit client: cannot start its sender thread");
     }
-    c->sender_started = true;
     *ret = c;
     return BASE_OK_RESULT;
 }
@@ -181,16 +138,8 @@ void audit_client_close(audit_client *c)
 {
     if (!c)
         return;
-    if (c->sender_started) {
-        pthread_mutex_lock(&c->mu);
-        c->stop = true; /* the sender finishes what is queued first */
-        pthread_cond_signal(&c->work);
-        pthread_mutex_unlock(&c->mu);
-        pthread_join(c->sender, NULL);
-    }
+    base_batcher_close(c->batcher); /* the sender finishes what is queued first */
     rpc_channel_close(c->ch);
-    pthread_cond_destroy(&c->work);
-    pthread_mutex_destroy(&c->mu);
     free(c);
 }
 
@@ -202,27 +151,11 @@ base_result audit_client_append(audit_client *c, Alma__Audit__V1__EventInput *ev
     if (parent && (!ev->request_id || !ev->request_id[0]))
         ev->request_id = (char *)rpc_ctx_request_id(parent);
     pending p = {.ev = ev};
-    pthread_cond_init(&p.cv, NULL);
-    pthread_mutex_lock(&c->mu);
-    if (c->stop) {
-        pthread_mutex_unlock(&c->mu);
-        pthread_cond_destroy(&p.cv);
-        ev->request_id = saved_request_id;
-        return base_fail(BASE_ERR_UNAVAILABLE, "audit log unavailable (client closing)");
-    }
-    if (c->tail)
-        c->tail->next = &p;
-    else
-        c->head = &p;
-    c->tail = &p;
-    pthread_cond_signal(&c->work);
-    while (!p.done)
-        pthread_cond_wait(&p.cv, &c->mu);
-    pthread_mutex_unlock(&c->mu);
-    pthread_cond_destroy(&p.cv);
+    base_result r = base_batcher_run(c->batcher, &p, 1);
     ev->request_id = saved_request_id;
-    if (p.err != BASE_OK)
-        return base_fail(p.err, "%s", p.msg);
+    if (r.err == BASE_ERR_UNAVAILABLE && strcmp(base_error_message(), BASE_BATCH_CLOSING) == 0)
+        return base_fail(BASE_ERR_UNAVAILABLE, "audit log unavailable (client closing)");
+    BASE_GUARD(r);
     if (ret_seq)
         *ret_seq = p.seq;
     return BASE_OK_RESULT;
