@@ -719,7 +719,7 @@ rpc_code gsvc_h_review_referral(rpc_ctx *ctx, const void *vreq, void *vresp)
     code = gsvc_audit_or_fail(ctx, &ev, "no recommendation was made");
     if (code == RPC_OK) {
         int64_t created = 0;
-        r = gs_review_insert(s->pool, &rv, &created);
+        r = gs_writer_store(s->writer, &rv, &created);
         if (!base_is_ok(r)) {
             code = gsvc_audit_failed(ctx, &ev, r);
         } else {

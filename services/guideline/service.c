@@ -550,6 +550,7 @@ base_result guideline_service_init(void **ret_state)
     BASE_GUARD_GOTO(r, db_pool_create_config(&pcfg, &s->pool), fail);
     BASE_GUARD_GOTO(r, migrate(s->pool), fail);
     BASE_GUARD_GOTO(r, seed_bundle(s), fail);
+    BASE_GUARD_GOTO(r, gs_writer_open(s->pool, &s->writer), fail);
 
     rpc_client_tls tls = {.files = daemon_tls_files()};
     BASE_GUARD_GOTO(r, authz_remote_open(set_identity_addr, set_redis_addr, &tls, 5000, &s->remote), fail);
@@ -572,6 +573,7 @@ void guideline_service_fini(void *state)
     authz_remote_close(s->remote);
     audit_client_close(s->audit);
     rpc_channel_close(s->vault);
+    gs_writer_close(s->writer);
     db_pool_destroy(s->pool);
     for (size_t i = 0; i < s->n_loaded; i++)
         gl_bundle_free(s->loaded[i].bundle);

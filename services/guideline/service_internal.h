@@ -41,6 +41,7 @@ typedef struct gsvc_loaded {
 
 typedef struct gsvc_service {
     db_pool *pool;
+    gs_writer *writer; /* reviews, group-committed */
     authz_remote *remote;
     authz *az;
     audit_client *audit;

@@ -17,6 +17,8 @@
 
 #include "guideline_migrations.h"
 
+#include "base/batch.h"
+
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -62,6 +64,13 @@ static const char SQL_REVIEW_INSERT[] =
     "recommendation_json) VALUES ($1, $2, $3, $4, $5, $6::smallint, $7::smallint, $8, $9, $10, $11, $12, "
     "$13, "
     "$14, $15::text, $16::text) RETURNING " US("created_at");
+/* Many reviews in one statement (the review writer): one array per column, rows in array order. */
+static const char SQL_REVIEW_INSERT_MANY[] =
+    "INSERT INTO reviews (review_id, tenant_id, referral_id, patient_ref, clinician_id, outcome, urgency, "
+    "pathway_id, rule_id, engine_version, bundle_id, bundle_version, bundle_hash, input_hash, input_json, "
+    "recommendation_json) SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], "
+    "$6::smallint[], $7::smallint[], $8::text[], $9::text[], $10::text[], $11::text[], $12::text[], "
+    "$13::text[], $14::text[], $15::text[], $16::text[]) RETURNING " US("created_at");
 
 #define REVIEW_COLS                                                                                          \
     "r.review_id, r.tenant_id, r.referral_id, r.patient_ref, r.clinician_id, r.outcome, r.urgency, "         \
@@ -271,7 +280,7 @@ static bool valid_engine(const char *s)
 
 static bool valid_json_text(const char *s, size_t len)
 {
-    return s && len >= 2 && len <= JSON_MAX && memchr(s, '\0', len) == NULL;
+    return s && len >= 2 && len <= JSON_MAX && memchr(s, '\0', len) == NULL && s[len] == '\0';
 }
 
 #define CHECK_TENANT(t)                                                                                      \
@@ -595,7 +604,7 @@ static base_result parse_reviews(const db_result *res, gs_review **ret, size_t *
     return BASE_OK_RESULT;
 }
 
-base_result gs_review_insert(db_pool *pool, const gs_review *r, int64_t *ret_created_us)
+static base_result check_review(const gs_review *r)
 {
     BASE_ENSURE(r, BASE_ERR_INVALID, "guideline store: review: missing");
     BASE_ENSURE(in_buf(r->review_id, sizeof r->review_id) && valid_ref(r->review_id, "rv_"), BASE_ERR_INVALID,
@@ -635,6 +644,12 @@ base_result gs_review_insert(db_pool *pool, const gs_review *r, int64_t *ret_cre
                 "guideline store: input_json: must be 2 bytes to 1 MiB without NUL");
     BASE_ENSURE(valid_json_text(r->recommendation_json, r->recommendation_len), BASE_ERR_INVALID,
                 "guideline store: recommendation_json: must be 2 bytes to 1 MiB without NUL");
+    return BASE_OK_RESULT;
+}
+
+base_result gs_review_insert(db_pool *pool, const gs_review *r, int64_t *ret_created_us)
+{
+    BASE_GUARD(check_review(r));
     char obuf[INT_BUF], ubuf[INT_BUF];
     fmt_i64(obuf, r->outcome);
     fmt_i64(ubuf, r->urgency);
@@ -676,6 +691,132 @@ base_result gs_review_insert(db_pool *pool, const gs_review *r, int64_t *ret_cre
     if (ret_created_us)
         *ret_created_us = created;
     return BASE_OK_RESULT;
+}
+
+/* ---- The review writer: group commit of reviews -------------------------------------------------------- */
+
+#define WRITER_MAX_ROWS  64
+#define WRITER_MAX_BYTES ((size_t)4 << 20) /* input + recommendation JSON per statement */
+#define REVIEW_COLUMNS   16
+
+struct gs_writer {
+    db_pool *pool;
+    base_batcher *batcher;
+};
+
+typedef struct writer_job {
+    const gs_review *r;
+    int64_t created_us;
+} writer_job;
+
+static void store_one(gs_writer *w, base_batch_job *j)
+{
+    writer_job *wj = j->arg;
+    base_batch_done(j, gs_review_insert(w->pool, wj->r, &wj->created_us), NULL);
+}
+
+/* The batcher's flush: every review of the batch in one INSERT ... SELECT FROM unnest(...) and one commit.
+ * If that fails (a bad row, a conflict, the database), each review is stored alone, so each caller gets its
+ * own answer and one bad review fails only its caller. */
+static void flush_reviews(void *ctx, base_batch_job *const *jobs, size_t n)
+{
+    gs_writer *w = ctx;
+    if (n == 1) {
+        store_one(w, jobs[0]);
+        return;
+    }
+    db_array cols[REVIEW_COLUMNS];
+    memset(cols, 0, sizeof cols);
+    for (int c = 0; c < REVIEW_COLUMNS; c++)
+        db_array_begin(&cols[c]);
+    for (size_t i = 0; i < n; i++) {
+        const gs_review *r = ((writer_job *)jobs[i]->arg)->r;
+        db_array_text(&cols[0], r->review_id);
+        db_array_text(&cols[1], r->tenant_id);
+        db_array_text(&cols[2], r->referral_id);
+        db_array_text(&cols[3], r->patient_ref);
+        db_array_text(&cols[4], r->clinician_id);
+        db_array_int(&cols[5], r->outcome);
+        db_array_int(&cols[6], r->urgency);
+        db_array_text(&cols[7], r->pathway_id);
+        db_array_text(&cols[8], r->rule_id);
+        db_array_text(&cols[9], r->engine_version);
+        db_array_text(&cols[10], r->bundle_id);
+        db_array_text(&cols[11], r->bundle_version);
+        db_array_text(&cols[12], r->bundle_hash);
+        db_array_text(&cols[13], r->input_hash);
+        db_array_text(&cols[14], r->input_json);
+        db_array_text(&cols[15], r->recommendation_json);
+    }
+    base_result res = BASE_OK_RESULT;
+    const char *p[REVIEW_COLUMNS];
+    for (int c = 0; c < REVIEW_COLUMNS; c++) {
+        base_result e = db_array_end(&cols[c]);
+        if (!base_is_ok(e))
+            res = e;
+        p[c] = cols[c].text;
+    }
+    query_arg q = {.sql = SQL_REVIEW_INSERT_MANY, .n = REVIEW_COLUMNS, .params = p};
+    if (base_is_ok(res))
+        res = run(w->pool, DB_READ_COMMITTED, query_body, &q);
+    int64_t created = 0;
+    if (base_is_ok(res)) {
+        if (db_result_ntuples(q.res) != (int)n)
+            res = base_fail(BASE_ERR_INTERNAL, "review writer: wrong number of rows stored");
+        else
+            res = db_result_get_int64(q.res, 0, 0, &created); /* now(): one value per transaction */
+    }
+    db_result_free(q.res);
+    for (int c = 0; c < REVIEW_COLUMNS; c++)
+        db_array_free(&cols[c]);
+    for (size_t i = 0; i < n; i++) {
+        if (!base_is_ok(res)) {
+            store_one(w, jobs[i]);
+        } else {
+            ((writer_job *)jobs[i]->arg)->created_us = created;
+            base_batch_done(jobs[i], BASE_OK_RESULT, NULL);
+        }
+    }
+}
+
+base_result gs_writer_open(db_pool *pool, gs_writer **ret)
+{
+    BASE_ENSURE(pool && ret, BASE_ERR_INVALID, "guideline store: writer: pool required");
+    gs_writer *w = calloc(1, sizeof *w);
+    if (!w)
+        return base_fail(BASE_ERR_NOMEM, "guideline store: out of memory");
+    w->pool = pool;
+    base_result r = base_batcher_open(WRITER_MAX_ROWS, WRITER_MAX_BYTES, flush_reviews, w, &w->batcher);
+    if (!base_is_ok(r)) {
+        free(w);
+        return r;
+    }
+    *ret = w;
+    return BASE_OK_RESULT;
+}
+
+void gs_writer_close(gs_writer *w)
+{
+    if (!w)
+        return;
+    base_batcher_close(w->batcher);
+    free(w);
+}
+
+base_result gs_writer_store(gs_writer *w, const gs_review *r, int64_t *ret_created_us)
+{
+    BASE_ENSURE(w, BASE_ERR_INVALID, "guideline store: writer: missing");
+    BASE_GUARD(check_review(r)); /* a bad review never joins a batch */
+    writer_job j = {.r = r};
+    BASE_GUARD(base_batcher_run(w->batcher, &j, r->input_len + r->recommendation_len));
+    if (ret_created_us)
+        *ret_created_us = j.created_us;
+    return BASE_OK_RESULT;
+}
+
+void gs_writer_stats(gs_writer *w, size_t *ret_commits, size_t *ret_reviews)
+{
+    base_batcher_stats(w->batcher, ret_commits, ret_reviews, NULL);
 }
 
 base_result gs_review_get(db_pool *pool, const char *tenant_id, const char *review_id, gs_review *ret)

@@ -82,10 +82,23 @@ typedef struct gs_review {
 void gs_review_clear(gs_review *r);
 void gs_reviews_free(gs_review *rs, size_t n);
 
-/* Append a review (the caller fills every field; review_id "rv_" + 32 hex). BASE_ERR_EXISTS for a review_id
+/* Append a review (the caller fills every field; review_id "rv_" + 32 hex; the two JSON texts
+ * NUL-terminated at their lengths). BASE_ERR_EXISTS for a review_id
  * already stored; BASE_ERR_CONFLICT when (bundle_id, bundle_version, bundle_hash) is not a published
  * bundle. */
 BASE_MUST_USE base_result gs_review_insert(db_pool *pool, const gs_review *r, int64_t *ret_created_us);
+/* The review writer: gs_review_insert with group commit. Concurrent callers' reviews are stored together,
+ * up to 64 rows (and 4 MiB of JSON) in one INSERT and one commit, by one writer thread while each caller
+ * waits for its own answer; a lone caller is stored at once. A batch that fails is stored one review at a
+ * time, so the answers are those of gs_review_insert. input_json and recommendation_json must be
+ * NUL-terminated at their lengths (as for gs_review_insert). Close it before its pool. */
+typedef struct gs_writer gs_writer;
+BASE_MUST_USE base_result gs_writer_open(db_pool *pool, gs_writer **ret);
+void gs_writer_close(gs_writer *w); /* stores what is queued first */
+BASE_MUST_USE base_result gs_writer_store(gs_writer *w, const gs_review *r, int64_t *ret_created_us);
+/* Commits made and reviews stored through the writer so far. */
+void gs_writer_stats(gs_writer *w, size_t *ret_commits, size_t *ret_reviews);
+
 /* One review of the tenant (BASE_ERR_NOT_FOUND otherwise). */
 BASE_MUST_USE base_result gs_review_get(db_pool *pool, const char *tenant_id, const char *review_id,
                                         gs_review *ret);

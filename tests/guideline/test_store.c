@@ -379,6 +379,108 @@ static void test_reviews(void **state)
     fx_close(&f);
 }
 
+/* The review writer (group commit): 16 threads store 25 reviews each at once. JSON that array quoting must
+ * keep intact (quotes, backslashes, commas, braces, the word NULL, non-ASCII) comes back byte for byte; a
+ * review of an unpublished bundle version and a review id already stored fail only their own callers, with
+ * gs_review_insert's answers, even when they shared a batch with good reviews. */
+#define WRITER_THREADS 16
+#define WRITER_EACH    25
+static const char WRITER_INPUT[] =
+    "{\"note\":\"a \\\"quoted\\\" \\\\ back, {brace} NULL \u00e9\u00e8 \\u0000x\"}";
+
+typedef struct writer_arg {
+    fx *f;
+    gs_writer *w;
+    unsigned t;
+    base_err errs[WRITER_EACH];
+    int64_t at[WRITER_EACH];
+} writer_arg;
+
+static void *writer_thread(void *arg)
+{
+    writer_arg *a = arg;
+    for (unsigned i = 0; i < WRITER_EACH; i++) {
+        unsigned n = 10000 + a->t * 100 + i;
+        gs_review r;
+        mk_review(a->f, &r, "acme", n, "ref-w", "clinician-a", 1, "ckd");
+        r.input_json = (char *)WRITER_INPUT;
+        r.input_len = strlen(WRITER_INPUT);
+        if (i % 10 == 3)
+            snprintf(r.bundle_version, sizeof r.bundle_version, "9.9.9"); /* never published */
+        if (i % 10 == 7)
+            fake_id(r.review_id, "rv_", 1); /* stored before the threads start */
+        base_result res = gs_writer_store(a->w, &r, &a->at[i]);
+        a->errs[i] = res.err;
+    }
+    return NULL;
+}
+
+static void test_review_writer(void **state)
+{
+    (void)state;
+    fx f;
+    fx_open(&f);
+    publish1(&f);
+    gs_writer *w = NULL;
+    MUST(gs_writer_open(f.rt, &w));
+    gs_review first;
+    mk_review(&f, &first, "acme", 1, "ref-w", "clinician-a", 1, "ckd");
+    int64_t at1 = 0;
+    MUST(gs_writer_store(w, &first, &at1)); /* a lone caller */
+    assert_true(at1 > 0);
+
+    /* Checked before it joins a batch. */
+    gs_review bad;
+    mk_review(&f, &bad, "acme", 2, "ref/w", "clinician-a", 1, "ckd");
+    EXPECT_ERR(gs_writer_store(w, &bad, NULL), BASE_ERR_INVALID);
+
+    pthread_t th[WRITER_THREADS];
+    writer_arg args[WRITER_THREADS];
+    for (unsigned t = 0; t < WRITER_THREADS; t++) {
+        args[t] = (writer_arg){.f = &f, .w = w, .t = t};
+        assert_int_equal(pthread_create(&th[t], NULL, writer_thread, &args[t]), 0);
+    }
+    for (unsigned t = 0; t < WRITER_THREADS; t++)
+        pthread_join(th[t], NULL);
+    size_t commits = 0, stored = 0;
+    gs_writer_stats(w, &commits, &stored);
+    gs_writer_close(w);
+
+    size_t good = 0;
+    for (unsigned t = 0; t < WRITER_THREADS; t++) {
+        for (unsigned i = 0; i < WRITER_EACH; i++) {
+            char id[GS_ID_BUF];
+            fake_id(id, "rv_", 10000 + t * 100 + i);
+            gs_review out;
+            if (i % 10 == 3) {
+                assert_int_equal(args[t].errs[i], BASE_ERR_CONFLICT);
+                EXPECT_ERR(gs_review_get(f.rt, "acme", id, &out), BASE_ERR_NOT_FOUND);
+            } else if (i % 10 == 7) {
+                assert_int_equal(args[t].errs[i], BASE_ERR_EXISTS);
+                EXPECT_ERR(gs_review_get(f.rt, "acme", id, &out), BASE_ERR_NOT_FOUND);
+            } else {
+                assert_int_equal(args[t].errs[i], BASE_OK);
+                MUST(gs_review_get(f.rt, "acme", id, &out));
+                assert_int_equal(out.input_len, strlen(WRITER_INPUT));
+                assert_memory_equal(out.input_json, WRITER_INPUT, out.input_len);
+                assert_string_equal(out.recommendation_json, OUTPUT);
+                assert_string_equal(out.pathway_id, "ckd");
+                assert_int_equal(out.created_us, args[t].at[i]);
+                gs_review_clear(&out);
+                good++;
+            }
+        }
+    }
+    const char *p[] = {"acme"};
+    assert_int_equal(query_int(f.rt, "SELECT count(*) FROM reviews WHERE tenant_id = $1", 1, p),
+                     (int64_t)good + 1);
+    /* Every call went through the writer; some shared a commit (the stats count flushes, failed ones too). */
+    assert_int_equal(stored, 1 + WRITER_THREADS * WRITER_EACH);
+    assert_true(commits <= stored);
+    print_message("review writer: %zu reviews in %zu flushes\n", stored, commits);
+    fx_close(&f);
+}
+
 static void test_decisions(void **state)
 {
     (void)state;
@@ -755,9 +857,10 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_bundles),     cmocka_unit_test(test_concurrent_activation),
-        cmocka_unit_test(test_reviews),     cmocka_unit_test(test_decisions),
-        cmocka_unit_test(test_history),     cmocka_unit_test(test_whatif),
-        cmocka_unit_test(test_concordance), cmocka_unit_test(test_append_only),
+        cmocka_unit_test(test_reviews),     cmocka_unit_test(test_review_writer),
+        cmocka_unit_test(test_decisions),   cmocka_unit_test(test_history),
+        cmocka_unit_test(test_whatif),      cmocka_unit_test(test_concordance),
+        cmocka_unit_test(test_append_only),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }
