@@ -25,11 +25,14 @@
 #include "audit/v1/audit.pb-c.h"
 #include "echo/v1/echo.pb-c.h"
 #include "grpc/health/v1/health.pb-c.h"
+#include "guideline/v1/guideline.pb-c.h"
 #include "identity/v1/identity.pb-c.h"
 #include "vault/v1/vault.pb-c.h"
 
 #include "checkpoint.h"
+#include "bundle.h" /* services/guideline: the service's own bundle loader */
 #include "crypto/crypto.h"
+#include "engine.h" /* services/guideline: the referral input's limits */
 #include "export_file.h"
 #include "model.h" /* services/vault: the vault's own validation */
 #include "validate.h"
@@ -4847,6 +4850,1039 @@ static void cli_help_vault_keys(FILE *out)
     cli_help_vault_common(out);
 }
 
+/* ------------------------------------------------------------------ alma.guideline.v1.Guideline */
+
+#define GUIDELINE_RPC(name) "/alma.guideline.v1.Guideline/" name
+/* Bounds of the guideline commands' inputs: the service's own (services/guideline/review.c, store.h,
+ * engine.h, bundle.h), checked here first so a mistake is a usage error and nothing is sent. */
+#define CLI_GL_REFERRAL_MAX 64 /* referral_id: [A-Za-z0-9_-]{1,64} */
+#define CLI_GL_REVIEW_LEN   35 /* "rv_" and 32 lowercase hex digits */
+#define CLI_GL_SPECIALTY    64 /* [a-z0-9][a-z0-9_-]{0,63} */
+#define CLI_GL_REASONS_MAX  16 /* reason_codes: 1..16 ICD-10-CM codes */
+#define CLI_GL_ICD10_MAX    8  /* "A00.0000" */
+#define CLI_GL_NAME_MAX     64 /* a flag's or finding's name: [a-z][a-z0-9_]{0,63} */
+#define CLI_GL_FLAGS_MAX    GL_INPUT_MAX_FLAGS
+#define CLI_GL_FINDINGS_MAX GL_INPUT_MAX_FINDINGS
+#define CLI_GL_PAIR_MAX     (CLI_GL_NAME_MAX + 1 + GL_INPUT_MAX_TEXT) /* --flag N=V, --finding N=V */
+#define CLI_GL_COMMENT_MAX  1000                                      /* RecordDecision comment */
+#define CLI_GL_BUNDLE_ID    63
+#define CLI_GL_VERSION      32
+#define CLI_GL_HASH_LEN     64
+#define CLI_GL_PATHWAY_MAX  64
+#define CLI_GL_WHATIF_IDS   1000  /* WhatIf referral_ids */
+#define CLI_GL_WHATIF_MAX   10000 /* WhatIf max_referrals */
+
+static const cli_enum cli_enum_gl_outcome = {&alma__guideline__v1__outcome__descriptor, "OUTCOME_"};
+static const cli_enum cli_enum_gl_urgency = {&alma__guideline__v1__urgency__descriptor, "URGENCY_"};
+static const cli_enum cli_enum_gl_kind = {&alma__guideline__v1__decision_kind__descriptor, "DECISION_KIND_"};
+static const cli_enum cli_enum_gl_reason = {&alma__guideline__v1__override_reason__descriptor,
+                                            "OVERRIDE_REASON_"};
+
+/* ---- input checks (messages name the option and the rule, never the value) */
+
+static int cli_gl_referral(const cli_args *a, const char *option, const char *referral)
+{
+    if (!referral)
+        return cli_usage_error("%s: --%s ID is required (see %s %s --help)", a->command, option, CLI_PROGRAM,
+                               a->command);
+    if (!cli_is_word_of(referral, 1, CLI_GL_REFERRAL_MAX, "_-", true))
+        return cli_usage_error("%s: --%s must be a referral id: 1 to %d of [A-Za-z0-9_-]", a->command, option,
+                               CLI_GL_REFERRAL_MAX);
+    return CLI_EXIT_OK;
+}
+
+/* The service's ICD-10-CM shape: a letter, a digit, a letter or digit, then optionally '.' and 1 to 4
+ * letters or digits (upper case). */
+static bool cli_is_icd10(const char *s)
+{
+    size_t n = strlen(s);
+    if (n < 3 || n > CLI_GL_ICD10_MAX || !(s[0] >= 'A' && s[0] <= 'Z') || !(s[1] >= '0' && s[1] <= '9') ||
+        !((s[2] >= '0' && s[2] <= '9') || (s[2] >= 'A' && s[2] <= 'Z')))
+        return false;
+    if (n == 3)
+        return true;
+    if (s[3] != '.' || n < 5)
+        return false;
+    for (size_t i = 4; i < n; i++)
+        if (!((s[i] >= '0' && s[i] <= '9') || (s[i] >= 'A' && s[i] <= 'Z')))
+            return false;
+    return true;
+}
+
+/* [a-z0-9][a-z0-9_-]{0,63} */
+static bool cli_is_specialty(const char *s)
+{
+    return cli_is_word_of(s, 1, CLI_GL_SPECIALTY, "_-", false) && s[0] != '_' && s[0] != '-';
+}
+
+/* A flag's or finding's name: [a-z][a-z0-9_]{0,63}. */
+static bool cli_is_gl_name(const char *s, size_t n)
+{
+    if (n < 1 || n > CLI_GL_NAME_MAX || !(s[0] >= 'a' && s[0] <= 'z'))
+        return false;
+    for (size_t i = 1; i < n; i++)
+        if (!((s[i] >= 'a' && s[i] <= 'z') || (s[i] >= '0' && s[i] <= '9') || s[i] == '_'))
+            return false;
+    return true;
+}
+
+/* --bundle-id, --bundle-version, --bundle-hash into b: all absent (b untouched, *ret_named false), or id and
+ * version together, the hash optional. */
+static int cli_gl_bundle_ref(const cli_args *a, const char *id, const char *version, const char *hash,
+                             bool required, Alma__Guideline__V1__BundleRef *b, bool *ret_named)
+{
+    *ret_named = false;
+    if (!id && !version && !hash) {
+        if (required)
+            return cli_usage_error("%s: --bundle-id and --bundle-version are required (see %s %s --help)",
+                                   a->command, CLI_PROGRAM, a->command);
+        return CLI_EXIT_OK;
+    }
+    if (!id || !version)
+        return cli_usage_error("%s: --bundle-id and --bundle-version go together (--bundle-hash optional)",
+                               a->command);
+    if (!cli_is_word_of(id, 1, CLI_GL_BUNDLE_ID, "._-", false))
+        return cli_usage_error("%s: --bundle-id must be 1 to %d of [a-z0-9._-], e.g. alma-referral-core",
+                               a->command, CLI_GL_BUNDLE_ID);
+    if (!cli_is_word_of(version, 1, CLI_GL_VERSION, ".+_-", true))
+        return cli_usage_error("%s: --bundle-version must be 1 to %d of [A-Za-z0-9.+_-], e.g. 1.0.0",
+                               a->command, CLI_GL_VERSION);
+    if (hash && (strlen(hash) != CLI_GL_HASH_LEN || strspn(hash, "0123456789abcdef") != CLI_GL_HASH_LEN))
+        return cli_usage_error("%s: --bundle-hash must be 64 lowercase hex digits (the content hash)",
+                               a->command);
+    b->bundle_id = (char *)id;
+    b->version = (char *)version;
+    b->content_hash = (char *)(hash ? hash : "");
+    *ret_named = true;
+    return CLI_EXIT_OK;
+}
+
+/* The optional --start and --end of a period: RFC 3339 UTC, end after start. */
+static int cli_gl_period(const cli_args *a, const char *start, const char *end,
+                         Google__Protobuf__Timestamp *ts, Google__Protobuf__Timestamp *te)
+{
+    int rc;
+    if (start && (rc = cli_time_option(a, "start", start, ts)))
+        return rc;
+    if (end && (rc = cli_time_option(a, "end", end, te)))
+        return rc;
+    if (start && end && (te->seconds < ts->seconds || (te->seconds == ts->seconds && te->nanos <= ts->nanos)))
+        return cli_usage_error("%s: --end must be after --start", a->command);
+    return CLI_EXIT_OK;
+}
+
+/* A JSON file of at most max bytes into a malloc'd NUL-terminated buffer (*ret, *ret_len; free it wiped).
+ * The size is checked by fstat before anything is read and again while reading (a pipe has no size), so a
+ * large file is refused without reading it all. Messages name the option and the file, never the content. */
+static int cli_gl_read_file(const cli_args *a, const char *option, const char *path, size_t max, char **ret,
+                            size_t *ret_len)
+{
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    struct stat st;
+    if (fd < 0 || fstat(fd, &st) != 0) {
+        int err = errno;
+        if (fd >= 0)
+            close(fd);
+        fprintf(stderr, CLI_PROGRAM ": %s: %s: cannot read ", a->command, option);
+        cli_put_safe(stderr, path);
+        fprintf(stderr, ": %s (nothing was sent)\n", strerror(err));
+        return CLI_EXIT_USAGE;
+    }
+    if (S_ISDIR(st.st_mode) || (S_ISREG(st.st_mode) && (uint64_t)st.st_size > max)) {
+        close(fd);
+        return cli_usage_error("%s: %s must name a file of at most %zu bytes (nothing was sent)", a->command,
+                               option, max);
+    }
+    char *buf = malloc(max + 2);
+    if (!buf) {
+        close(fd);
+        return cli_usage_error("out of memory");
+    }
+    size_t n = 0;
+    bool ok = true;
+    while (n < max + 1) { /* one byte more than allowed tells a longer stream */
+        ssize_t r = read(fd, buf + n, max + 1 - n);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r < 0)
+            ok = false;
+        if (r <= 0)
+            break;
+        n += (size_t)r;
+    }
+    close(fd);
+    if (!ok || n > max || n == 0 || memchr(buf, '\0', n)) {
+        explicit_bzero(buf, max + 2);
+        free(buf);
+        return cli_usage_error("%s: %s must name a readable, non-empty text file of at most %zu bytes "
+                               "(nothing was sent)",
+                               a->command, option, max);
+    }
+    buf[n] = '\0';
+    *ret = buf;
+    *ret_len = n;
+    return CLI_EXIT_OK;
+}
+
+/* ---- calls */
+
+/* A failed guideline call: the status, what to do about a refused token, and on PERMISSION_DENIED what the
+ * call needs. The service's status messages name fields, never values. */
+static int cli_gl_error(const cli_args *a, const rpc_status *st, const char *needs)
+{
+    int rc = cli_identity_error(a, st, true);
+    if (st->code == RPC_PERMISSION_DENIED)
+        fprintf(stderr,
+                CLI_PROGRAM ": %s: this call needs %s (the guideline service takes calls from the alma-cli, "
+                            "gateway, test-client and bench certificates)\n",
+                a->command, needs);
+    return rc;
+}
+
+static int cli_gl_call(const cli_args *a, const char *method, const ProtobufCMessage *req,
+                       const ProtobufCMessageDescriptor *desc, const char *needs, ProtobufCMessage **resp)
+{
+    cli_call c;
+    int rc = cli_connect(&c);
+    if (rc)
+        return rc;
+    rpc_status st;
+    rpc_code code = rpc_call_unary(c.ch, method, req, desc, &c.opts, resp, &st);
+    cli_disconnect(&c);
+    if (code != RPC_OK)
+        return cli_gl_error(a, &st, needs);
+    return CLI_EXIT_OK;
+}
+
+#define CLI_GL_NEEDS_REVIEW                                                                                  \
+    "referral.review and phi.read.clinical for the patient (a care relationship or break-glass)"
+
+/* ---- output */
+
+static void cli_gl_print_enum_line(const char *name, const cli_enum *e, int value)
+{
+    char word[CLI_ENUM_WORD_MAX + 1];
+    printf("%s: %s\n", name, cli_enum_name(e, value, word, sizeof word));
+}
+
+static void cli_gl_print_bundle_ref(const char *name, const Alma__Guideline__V1__BundleRef *b)
+{
+    fputs(name, stdout);
+    fputs(": ", stdout);
+    if (!b || !b->bundle_id || !b->bundle_id[0]) {
+        fputs("-\n", stdout);
+        return;
+    }
+    cli_put_field(stdout, b->bundle_id);
+    fputc(' ', stdout);
+    cli_put_field(stdout, b->version);
+    fputc(' ', stdout);
+    cli_put_field(stdout, b->content_hash);
+    fputc('\n', stdout);
+}
+
+static void cli_gl_print_list(const char *name, char **items, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        cli_print_line(name, items[i]);
+}
+
+static void cli_gl_print_review(const Alma__Guideline__V1__Review *r)
+{
+    cli_print_line("review_id", r->review_id);
+    cli_print_line("tenant_id", r->tenant_id);
+    cli_print_line("referral_id", r->referral_id);
+    cli_print_line("patient_ref", r->patient_ref);
+    cli_print_line("clinician_id", r->clinician_id);
+    cli_gl_print_enum_line("outcome", &cli_enum_gl_outcome, (int)r->outcome);
+    if (r->urgency == ALMA__GUIDELINE__V1__URGENCY__URGENCY_UNSPECIFIED)
+        fputs("urgency: -\n", stdout);
+    else
+        cli_gl_print_enum_line("urgency", &cli_enum_gl_urgency, (int)r->urgency);
+    cli_print_line("pathway_id", r->pathway_id);
+    cli_print_line("rule_id", r->rule_id);
+    cli_print_line("explain", r->explain);
+    cli_gl_print_list("test", r->tests, r->n_tests);
+    cli_gl_print_list("step", r->steps, r->n_steps);
+    cli_gl_print_list("need", r->needs, r->n_needs);
+    for (size_t i = 0; i < r->n_fired; i++) {
+        if (!r->fired[i])
+            continue;
+        fputs("fired: ", stdout);
+        cli_put_field(stdout, r->fired[i]->rule_id);
+        fputc(' ', stdout);
+        cli_put_field(stdout, r->fired[i]->values_json);
+        fputc('\n', stdout);
+    }
+    for (size_t i = 0; i < r->n_citations; i++) {
+        const Alma__Guideline__V1__Citation *c = r->citations[i];
+        if (!c)
+            continue;
+        fputs("citation: ", stdout);
+        cli_put_field(stdout, c->rule_id);
+        fputs(": ", stdout);
+        cli_put_field(stdout, c->guideline);
+        printf(" %" PRId32 ", ", c->year);
+        cli_put_field(stdout, c->section);
+        fputc('\n', stdout);
+    }
+    cli_gl_print_bundle_ref("bundle", r->bundle);
+    cli_print_line("engine_version", r->engine_version);
+    cli_print_line("input_hash", r->input_hash);
+    cli_print_time_line("create_time", r->create_time);
+}
+
+/* The canonical recommendation JSON, as the engine wrote it (control characters replaced). */
+static void cli_gl_print_recommendation(const Alma__Guideline__V1__Review *r)
+{
+    const uint8_t *p = r->recommendation_json.data;
+    for (size_t i = 0; i < r->recommendation_json.len; i++)
+        fputc(p[i] < 0x20 || p[i] == 0x7f ? '?' : p[i], stdout);
+    fputc('\n', stdout);
+}
+
+static void cli_gl_print_decision(const Alma__Guideline__V1__Decision *d)
+{
+    cli_print_line("decision_id", d->decision_id);
+    cli_print_line("review_id", d->review_id);
+    cli_print_line("tenant_id", d->tenant_id);
+    cli_print_line("clinician_id", d->clinician_id);
+    cli_gl_print_enum_line("kind", &cli_enum_gl_kind, (int)d->kind);
+    if (d->reason == ALMA__GUIDELINE__V1__OVERRIDE_REASON__OVERRIDE_REASON_UNSPECIFIED)
+        fputs("reason: -\n", stdout);
+    else
+        cli_gl_print_enum_line("reason", &cli_enum_gl_reason, (int)d->reason);
+    cli_print_time_line("create_time", d->create_time);
+}
+
+/* ---- guideline-review */
+
+/* The stateless input: read (at most GL_INPUT_MAX_BYTES), a JSON object; its specialty and reason codes are
+ * the defaults of --specialty and --reason-code (the request's replace the input's in the service). */
+static int cli_gl_load_input(const cli_args *a, const char *path, char **ret_text, json_t **ret_root)
+{
+    char *text = NULL;
+    size_t n = 0;
+    int rc = cli_gl_read_file(a, "--input", path, GL_INPUT_MAX_BYTES, &text, &n);
+    if (rc)
+        return rc;
+    json_error_t jerr;
+    json_t *root = json_loadb(text, n, JSON_REJECT_DUPLICATES, &jerr);
+    if (!json_is_object(root)) {
+        /* Where, never what: jansson's text may quote the input. */
+        if (root)
+            rc = cli_usage_error("%s: --input must hold one JSON object, the referral input of "
+                                 "services/guideline/BUNDLE-FORMAT.md (nothing was sent)",
+                                 a->command);
+        else
+            rc = cli_usage_error("%s: --input is not valid JSON (line %d, column %d; nothing was sent)",
+                                 a->command, jerr.line, jerr.column);
+        json_decref(root);
+        explicit_bzero(text, n);
+        free(text);
+        return rc;
+    }
+    *ret_text = text;
+    *ret_root = root;
+    return CLI_EXIT_OK;
+}
+
+static int cli_cmd_guideline_review(cli_args *a)
+{
+    const char *tenant = NULL, *referral = NULL, *patient = NULL, *input = NULL, *specialty = NULL,
+               *bundle_id = NULL, *bundle_version = NULL, *bundle_hash = NULL;
+    const char *reason_items[CLI_GL_REASONS_MAX], *flag_items[CLI_GL_FLAGS_MAX],
+        *finding_items[CLI_GL_FINDINGS_MAX];
+    cli_list reasons = {reason_items, 0, CLI_GL_REASONS_MAX};
+    cli_list flags = {flag_items, 0, CLI_GL_FLAGS_MAX};
+    cli_list findings = {finding_items, 0, CLI_GL_FINDINGS_MAX};
+    bool from_vault = false, as_json = false;
+    const cli_option opts[] = {
+        {.name = "tenant", .text = &tenant, .max = CLI_TENANT_ID_MAX},
+        {.name = "referral", .text = &referral, .max = CLI_GL_REFERRAL_MAX},
+        {.name = "patient", .text = &patient, .max = CLI_VAULT_ID_LEN},
+        {.name = "input", .text = &input, .max = CLI_PATH_MAX, .path = true},
+        {.name = "from-vault", .flag = &from_vault},
+        {.name = "specialty", .text = &specialty, .max = CLI_GL_SPECIALTY},
+        {.name = "reason-code", .list = &reasons, .max = CLI_GL_ICD10_MAX},
+        {.name = "flag", .list = &flags, .max = CLI_GL_PAIR_MAX},
+        {.name = "finding", .list = &findings, .max = CLI_GL_PAIR_MAX},
+        {.name = "bundle-id", .text = &bundle_id, .max = CLI_GL_BUNDLE_ID},
+        {.name = "bundle-version", .text = &bundle_version, .max = CLI_GL_VERSION},
+        {.name = "bundle-hash", .text = &bundle_hash, .max = CLI_GL_HASH_LEN},
+        {.name = "json", .flag = &as_json},
+    };
+    int rc = cli_parse_command_args(a, opts, BASE_ARRAY_LEN(opts), 0, 0);
+    if (rc)
+        return rc;
+    if ((rc = cli_vault_tenant(a, tenant)) || (rc = cli_gl_referral(a, "referral", referral)) ||
+        (rc = cli_vault_patient(a, patient)))
+        return rc;
+    if ((input != NULL) == from_vault)
+        return cli_usage_error("%s: give exactly one of --input FILE (stateless) and --from-vault (see %s %s "
+                               "--help)",
+                               a->command, CLI_PROGRAM, a->command);
+    if (specialty && !cli_is_specialty(specialty))
+        return cli_usage_error("%s: --specialty must be [a-z0-9][a-z0-9_-]{0,63}, e.g. nephrology",
+                               a->command);
+    for (size_t i = 0; i < reasons.count; i++)
+        if (!cli_is_icd10(reason_items[i]))
+            return cli_usage_error("%s: --reason-code must be an ICD-10-CM code such as N18.31 (upper case)",
+                                   a->command);
+    if (from_vault && (!specialty || reasons.count == 0))
+        return cli_usage_error("%s: --from-vault needs --specialty and at least one --reason-code",
+                               a->command);
+
+    /* --flag NAME=true|false, --finding NAME=VALUE */
+    Alma__Guideline__V1__ReviewReferralRequest__FlagsEntry flag_msgs[CLI_GL_FLAGS_MAX];
+    Alma__Guideline__V1__ReviewReferralRequest__FlagsEntry *flag_ptrs[CLI_GL_FLAGS_MAX];
+    char flag_names[CLI_GL_FLAGS_MAX][CLI_GL_NAME_MAX + 1];
+    for (size_t i = 0; i < flags.count; i++) {
+        const char *eq = strchr(flag_items[i], '=');
+        size_t n = eq ? (size_t)(eq - flag_items[i]) : 0;
+        bool value = eq && strcmp(eq + 1, "true") == 0;
+        if (!eq || !cli_is_gl_name(flag_items[i], n) || (!value && strcmp(eq + 1, "false") != 0))
+            return cli_usage_error("%s: --flag must be NAME=true or NAME=false, NAME [a-z][a-z0-9_]{0,63}",
+                                   a->command);
+        for (size_t k = 0; k < i; k++)
+            if (strlen(flag_names[k]) == n && strncmp(flag_names[k], flag_items[i], n) == 0)
+                return cli_usage_error("%s: --flag names a flag twice", a->command);
+        memcpy(flag_names[i], flag_items[i], n);
+        flag_names[i][n] = '\0';
+        alma__guideline__v1__review_referral_request__flags_entry__init(&flag_msgs[i]);
+        flag_msgs[i].key = flag_names[i];
+        flag_msgs[i].value = value;
+        flag_ptrs[i] = &flag_msgs[i];
+    }
+    Alma__Guideline__V1__ReviewReferralRequest__FindingsEntry finding_msgs[CLI_GL_FINDINGS_MAX];
+    Alma__Guideline__V1__ReviewReferralRequest__FindingsEntry *finding_ptrs[CLI_GL_FINDINGS_MAX];
+    char finding_names[CLI_GL_FINDINGS_MAX][CLI_GL_NAME_MAX + 1];
+    for (size_t i = 0; i < findings.count; i++) {
+        const char *eq = strchr(finding_items[i], '=');
+        size_t n = eq ? (size_t)(eq - finding_items[i]) : 0;
+        if (!eq || !cli_is_gl_name(finding_items[i], n) || strlen(eq + 1) < 1 ||
+            strlen(eq + 1) > GL_INPUT_MAX_TEXT)
+            return cli_usage_error(
+                "%s: --finding must be NAME=VALUE, NAME [a-z][a-z0-9_]{0,63}, VALUE a number "
+                "or 1 to %d bytes of text",
+                a->command, GL_INPUT_MAX_TEXT);
+        for (size_t k = 0; k < i; k++)
+            if (strlen(finding_names[k]) == n && strncmp(finding_names[k], finding_items[i], n) == 0)
+                return cli_usage_error("%s: --finding names a finding twice", a->command);
+        memcpy(finding_names[i], finding_items[i], n);
+        finding_names[i][n] = '\0';
+        alma__guideline__v1__review_referral_request__findings_entry__init(&finding_msgs[i]);
+        finding_msgs[i].key = finding_names[i];
+        finding_msgs[i].value = (char *)(eq + 1);
+        finding_ptrs[i] = &finding_msgs[i];
+    }
+    Alma__Guideline__V1__BundleRef bref = ALMA__GUIDELINE__V1__BUNDLE_REF__INIT;
+    bool named = false;
+    if ((rc = cli_gl_bundle_ref(a, bundle_id, bundle_version, bundle_hash, false, &bref, &named)))
+        return rc;
+
+    char *text = NULL; /* the input: PHI, wiped */
+    json_t *root = NULL;
+    if (input && (rc = cli_gl_load_input(a, input, &text, &root)))
+        return rc;
+    /* Stateless: the input's specialty and reason codes unless given on the command line. */
+    if (root && !specialty) {
+        specialty = json_string_value(json_object_get(root, "specialty"));
+        if (!specialty || !cli_is_specialty(specialty))
+            rc = cli_usage_error("%s: --specialty is required: the --input has no valid \"specialty\"",
+                                 a->command);
+    }
+    if (rc == CLI_EXIT_OK && root && reasons.count == 0) {
+        json_t *codes = json_object_get(root, "reason_codes");
+        size_t n = json_array_size(codes);
+        if (n < 1 || n > CLI_GL_REASONS_MAX)
+            rc = cli_usage_error("%s: --reason-code is required: the --input has no \"reason_codes\" (1 to "
+                                 "%d)",
+                                 a->command, CLI_GL_REASONS_MAX);
+        for (size_t i = 0; rc == CLI_EXIT_OK && i < n; i++) {
+            const char *code = json_string_value(json_array_get(codes, i));
+            if (!code || !cli_is_icd10(code))
+                rc = cli_usage_error("%s: --input \"reason_codes\" must be ICD-10-CM codes such as N18.31",
+                                     a->command);
+            else
+                reason_items[reasons.count++] = code;
+        }
+    }
+    if (rc == CLI_EXIT_OK) {
+        Alma__Guideline__V1__ReviewReferralRequest req = ALMA__GUIDELINE__V1__REVIEW_REFERRAL_REQUEST__INIT;
+        req.tenant_id = (char *)tenant;
+        req.referral_id = (char *)referral;
+        req.patient_ref = (char *)patient;
+        req.specialty = (char *)specialty;
+        req.reason_codes = (char **)reason_items;
+        req.n_reason_codes = reasons.count;
+        if (from_vault) {
+            req.data_case = ALMA__GUIDELINE__V1__REVIEW_REFERRAL_REQUEST__DATA_FROM_VAULT;
+            req.from_vault = true;
+        } else {
+            req.data_case = ALMA__GUIDELINE__V1__REVIEW_REFERRAL_REQUEST__DATA_INPUT_JSON;
+            req.input_json = text;
+        }
+        req.flags = flag_ptrs;
+        req.n_flags = flags.count;
+        req.findings = finding_ptrs;
+        req.n_findings = findings.count;
+        if (named)
+            req.bundle = &bref;
+        ProtobufCMessage *resp = NULL;
+        rc = cli_gl_call(a, GUIDELINE_RPC("ReviewReferral"), &req.base,
+                         &alma__guideline__v1__review__descriptor, CLI_GL_NEEDS_REVIEW, &resp);
+        if (rc == CLI_EXIT_OK) {
+            const Alma__Guideline__V1__Review *r = (const Alma__Guideline__V1__Review *)resp;
+            if (as_json) {
+                cli_gl_print_recommendation(r);
+                fprintf(stderr, CLI_PROGRAM ": %s: review ", a->command);
+                cli_put_field(stderr, r->review_id);
+                fputc('\n', stderr);
+            } else {
+                cli_gl_print_review(r);
+            }
+            fflush(stdout);
+            protobuf_c_message_free_unpacked(resp, NULL);
+        }
+    }
+    json_decref(root);
+    if (text) {
+        explicit_bzero(text, strlen(text));
+        free(text);
+    }
+    return rc;
+}
+
+/* ---- guideline-decide */
+
+static int cli_cmd_guideline_decide(cli_args *a)
+{
+    const char *tenant = NULL, *review = NULL, *reason = NULL, *comment = NULL;
+    bool accept = false, override = false;
+    const cli_option opts[] = {
+        {.name = "tenant", .text = &tenant, .max = CLI_TENANT_ID_MAX},
+        {.name = "review", .text = &review, .max = CLI_GL_REVIEW_LEN},
+        {.name = "accept", .flag = &accept},
+        {.name = "override", .flag = &override},
+        {.name = "reason", .text = &reason, .max = CLI_ENUM_WORD_MAX},
+        {.name = "comment", .text = &comment, .max = CLI_GL_COMMENT_MAX},
+    };
+    int rc = cli_parse_command_args(a, opts, BASE_ARRAY_LEN(opts), 0, 0);
+    if (rc)
+        return rc;
+    if ((rc = cli_vault_tenant(a, tenant)))
+        return rc;
+    if (!review)
+        return cli_usage_error("%s: --review rv_... is required (see %s %s --help)", a->command, CLI_PROGRAM,
+                               a->command);
+    if (!cli_is_vault_id(review, "rv_"))
+        return cli_usage_error("%s: --review must be a review id: rv_ and 32 lowercase hex digits",
+                               a->command);
+    if (accept == override)
+        return cli_usage_error("%s: give exactly one of --accept and --override (see %s %s --help)",
+                               a->command, CLI_PROGRAM, a->command);
+    int why = 0;
+    if (override && !reason) {
+        fprintf(stderr, CLI_PROGRAM ": %s: --override needs --reason, one of: ", a->command);
+        cli_enum_choices(&cli_enum_gl_reason, stderr);
+        fputs(" (nothing was sent)\n", stderr);
+        return CLI_EXIT_USAGE;
+    }
+    if (accept && reason)
+        return cli_usage_error("%s: --reason goes with --override only", a->command);
+    if ((rc = cli_enum_option(a, "reason", &cli_enum_gl_reason, reason, &why)))
+        return rc;
+    Alma__Guideline__V1__RecordDecisionRequest req = ALMA__GUIDELINE__V1__RECORD_DECISION_REQUEST__INIT;
+    req.tenant_id = (char *)tenant;
+    req.review_id = (char *)review;
+    req.kind = accept ? ALMA__GUIDELINE__V1__DECISION_KIND__DECISION_KIND_ACCEPT
+                      : ALMA__GUIDELINE__V1__DECISION_KIND__DECISION_KIND_OVERRIDE;
+    req.reason = (Alma__Guideline__V1__OverrideReason)why;
+    req.comment = (char *)(comment ? comment : "");
+    ProtobufCMessage *resp = NULL;
+    if ((rc = cli_gl_call(a, GUIDELINE_RPC("RecordDecision"), &req.base,
+                          &alma__guideline__v1__decision__descriptor, CLI_GL_NEEDS_REVIEW, &resp)))
+        return rc;
+    cli_gl_print_decision((const Alma__Guideline__V1__Decision *)resp);
+    protobuf_c_message_free_unpacked(resp, NULL);
+    return CLI_EXIT_OK;
+}
+
+/* ---- guideline-history */
+
+static int cli_cmd_guideline_history(cli_args *a)
+{
+    const char *tenant = NULL, *referral = NULL;
+    bool as_json = false;
+    const cli_option opts[] = {
+        {.name = "tenant", .text = &tenant, .max = CLI_TENANT_ID_MAX},
+        {.name = "referral", .text = &referral, .max = CLI_GL_REFERRAL_MAX},
+        {.name = "json", .flag = &as_json},
+    };
+    int rc = cli_parse_command_args(a, opts, BASE_ARRAY_LEN(opts), 0, 0);
+    if (rc)
+        return rc;
+    if ((rc = cli_vault_tenant(a, tenant)) || (rc = cli_gl_referral(a, "referral", referral)))
+        return rc;
+    Alma__Guideline__V1__GetReferralHistoryRequest req =
+        ALMA__GUIDELINE__V1__GET_REFERRAL_HISTORY_REQUEST__INIT;
+    req.tenant_id = (char *)tenant;
+    req.referral_id = (char *)referral;
+    ProtobufCMessage *resp = NULL;
+    if ((rc = cli_gl_call(a, GUIDELINE_RPC("GetReferralHistory"), &req.base,
+                          &alma__guideline__v1__referral_history__descriptor, CLI_GL_NEEDS_REVIEW, &resp)))
+        return rc;
+    const Alma__Guideline__V1__ReferralHistory *h = (const Alma__Guideline__V1__ReferralHistory *)resp;
+    if (as_json) {
+        rc = cli_print_pb_json(a, resp, true) ? CLI_EXIT_OK : CLI_EXIT_FAIL;
+    } else {
+        char t[CLI_TIME_LEN], w1[CLI_ENUM_WORD_MAX + 1], w2[CLI_ENUM_WORD_MAX + 1];
+        for (size_t i = 0; i < h->n_reviews; i++) {
+            const Alma__Guideline__V1__Review *r = h->reviews[i];
+            if (!r)
+                continue;
+            printf("review\t%s\t", cli_format_time(r->create_time, t));
+            cli_put_field(stdout, r->review_id);
+            printf("\t%s\t%s\t", cli_enum_name(&cli_enum_gl_outcome, (int)r->outcome, w1, sizeof w1),
+                   r->urgency ? cli_enum_name(&cli_enum_gl_urgency, (int)r->urgency, w2, sizeof w2) : "-");
+            cli_put_field(stdout, r->pathway_id);
+            fputc('\t', stdout);
+            cli_put_field(stdout, r->rule_id);
+            fputc('\t', stdout);
+            cli_put_field(stdout, r->bundle ? r->bundle->bundle_id : NULL);
+            fputc('@', stdout);
+            cli_put_field(stdout, r->bundle ? r->bundle->version : NULL);
+            fputc('\t', stdout);
+            cli_put_field(stdout, r->clinician_id);
+            fputc('\n', stdout);
+        }
+        for (size_t i = 0; i < h->n_decisions; i++) {
+            const Alma__Guideline__V1__Decision *d = h->decisions[i];
+            if (!d)
+                continue;
+            printf("decision\t%s\t", cli_format_time(d->create_time, t));
+            cli_put_field(stdout, d->decision_id);
+            fputc('\t', stdout);
+            cli_put_field(stdout, d->review_id);
+            printf("\t%s\t%s\t", cli_enum_name(&cli_enum_gl_kind, (int)d->kind, w1, sizeof w1),
+                   d->reason ? cli_enum_name(&cli_enum_gl_reason, (int)d->reason, w2, sizeof w2) : "-");
+            cli_put_field(stdout, d->clinician_id);
+            fputc('\t', stdout);
+            cli_put_field(stdout, d->comment);
+            fputc('\n', stdout);
+        }
+    }
+    fflush(stdout);
+    if (rc == CLI_EXIT_OK)
+        fprintf(stderr, CLI_PROGRAM ": %s: %zu review%s, %zu decision%s\n", a->command, h->n_reviews,
+                h->n_reviews == 1 ? "" : "s", h->n_decisions, h->n_decisions == 1 ? "" : "s");
+    protobuf_c_message_free_unpacked(resp, NULL);
+    return rc;
+}
+
+/* ---- guideline-bundles, guideline-publish */
+
+static void cli_gl_print_bundle_line(const Alma__Guideline__V1__BundleInfo *b)
+{
+    char t[CLI_TIME_LEN];
+    cli_put_field(stdout, b->bundle ? b->bundle->bundle_id : NULL);
+    fputc('\t', stdout);
+    cli_put_field(stdout, b->bundle ? b->bundle->version : NULL);
+    printf("\t%s\t", b->active ? "active" : "inactive");
+    cli_put_field(stdout, b->bundle ? b->bundle->content_hash : NULL);
+    printf("\t%s\t", cli_format_time(b->publish_time, t));
+    cli_put_field(stdout, b->published_by);
+    printf("\t%zu pathways\t", b->n_pathway_ids);
+    cli_put_field(stdout, b->title);
+    fputc('\n', stdout);
+}
+
+static int cli_cmd_guideline_bundles(cli_args *a)
+{
+    bool as_json = false;
+    const cli_option opts[] = {{.name = "json", .flag = &as_json}};
+    int rc = cli_parse_command_args(a, opts, BASE_ARRAY_LEN(opts), 0, 0);
+    if (rc)
+        return rc;
+    Alma__Guideline__V1__ListBundlesRequest req = ALMA__GUIDELINE__V1__LIST_BUNDLES_REQUEST__INIT;
+    ProtobufCMessage *resp = NULL;
+    if ((rc = cli_gl_call(a, GUIDELINE_RPC("ListBundles"), &req.base,
+                          &alma__guideline__v1__list_bundles_response__descriptor, "an access token", &resp)))
+        return rc;
+    const Alma__Guideline__V1__ListBundlesResponse *l =
+        (const Alma__Guideline__V1__ListBundlesResponse *)resp;
+    for (size_t i = 0; i < l->n_bundles && rc == CLI_EXIT_OK; i++) {
+        if (!l->bundles[i])
+            continue;
+        if (as_json)
+            rc = cli_print_pb_json(a, &l->bundles[i]->base, false) ? CLI_EXIT_OK : CLI_EXIT_FAIL;
+        else
+            cli_gl_print_bundle_line(l->bundles[i]);
+    }
+    fflush(stdout);
+    fprintf(stderr, CLI_PROGRAM ": %s: %zu bundle%s\n", a->command, l->n_bundles,
+            l->n_bundles == 1 ? "" : "s");
+    protobuf_c_message_free_unpacked(resp, NULL);
+    return rc;
+}
+
+static int cli_cmd_guideline_publish(cli_args *a)
+{
+    const char *file = NULL;
+    bool activate = false, as_json = false;
+    const cli_option opts[] = {
+        {.name = "file", .text = &file, .max = CLI_PATH_MAX, .path = true},
+        {.name = "activate", .flag = &activate},
+        {.name = "json", .flag = &as_json},
+    };
+    int rc = cli_parse_command_args(a, opts, BASE_ARRAY_LEN(opts), 0, 0);
+    if (rc)
+        return rc;
+    if (!file)
+        return cli_usage_error("%s: --file BUNDLE.json is required (see %s %s --help)", a->command,
+                               CLI_PROGRAM, a->command);
+    char *text = NULL;
+    size_t n = 0;
+    if ((rc = cli_gl_read_file(a, "--file", file, GL_BUNDLE_MAX_BYTES, &text, &n)))
+        return rc;
+    /* The service's own loader first: a bad bundle is a usage error naming the rule, and nothing is sent.
+     * Bundles are clinical content, not PHI: the loader's message may quote them. */
+    gl_bundle *b = NULL;
+    base_result r = gl_bundle_load(text, n, &b);
+    if (!base_is_ok(r)) {
+        fprintf(stderr, CLI_PROGRAM ": %s: --file: ", a->command);
+        cli_put_safe(stderr, base_error_message());
+        fputs(" (nothing was sent)\n", stderr);
+        free(text);
+        return CLI_EXIT_USAGE;
+    }
+    gl_bundle_free(b);
+    Alma__Guideline__V1__PublishBundleRequest req = ALMA__GUIDELINE__V1__PUBLISH_BUNDLE_REQUEST__INIT;
+    req.bundle_json = text;
+    req.activate = activate;
+    ProtobufCMessage *resp = NULL;
+    rc = cli_gl_call(a, GUIDELINE_RPC("PublishBundle"), &req.base,
+                     &alma__guideline__v1__bundle_info__descriptor,
+                     "guideline.content.publish (platform_admin)", &resp);
+    free(text);
+    if (rc)
+        return rc;
+    const Alma__Guideline__V1__BundleInfo *info = (const Alma__Guideline__V1__BundleInfo *)resp;
+    if (as_json) {
+        rc = cli_print_pb_json(a, resp, true) ? CLI_EXIT_OK : CLI_EXIT_FAIL;
+    } else {
+        cli_print_line("bundle_id", info->bundle ? info->bundle->bundle_id : NULL);
+        cli_print_line("version", info->bundle ? info->bundle->version : NULL);
+        cli_print_line("content_hash", info->bundle ? info->bundle->content_hash : NULL);
+        cli_print_line("title", info->title);
+        cli_gl_print_list("pathway", info->pathway_ids, info->n_pathway_ids);
+        printf("active: %s\n", info->active ? "yes" : "no");
+        cli_print_time_line("publish_time", info->publish_time);
+        cli_print_line("published_by", info->published_by);
+    }
+    protobuf_c_message_free_unpacked(resp, NULL);
+    return rc;
+}
+
+/* ---- guideline-whatif */
+
+static int cli_cmd_guideline_whatif(cli_args *a)
+{
+    const char *tenant = NULL, *bundle_id = NULL, *bundle_version = NULL, *bundle_hash = NULL, *start = NULL,
+               *end = NULL;
+    const char **ids = calloc(CLI_GL_WHATIF_IDS, sizeof *ids);
+    if (!ids)
+        return cli_usage_error("out of memory");
+    cli_list referrals = {ids, 0, CLI_GL_WHATIF_IDS};
+    uint32_t max = 0;
+    bool as_json = false;
+    const cli_option opts[] = {
+        {.name = "tenant", .text = &tenant, .max = CLI_TENANT_ID_MAX},
+        {.name = "bundle-id", .text = &bundle_id, .max = CLI_GL_BUNDLE_ID},
+        {.name = "bundle-version", .text = &bundle_version, .max = CLI_GL_VERSION},
+        {.name = "bundle-hash", .text = &bundle_hash, .max = CLI_GL_HASH_LEN},
+        {.name = "referral", .list = &referrals, .max = CLI_GL_REFERRAL_MAX},
+        {.name = "start", .text = &start, .max = CLI_TIME_WORD_MAX},
+        {.name = "end", .text = &end, .max = CLI_TIME_WORD_MAX},
+        {.name = "max", .number = &max, .max = CLI_GL_WHATIF_MAX},
+        {.name = "json", .flag = &as_json},
+    };
+    Alma__Guideline__V1__BundleRef to = ALMA__GUIDELINE__V1__BUNDLE_REF__INIT;
+    Google__Protobuf__Timestamp ts, te;
+    bool named = false;
+    int rc = cli_parse_command_args(a, opts, BASE_ARRAY_LEN(opts), 0, 0);
+    if (!rc)
+        rc = cli_vault_tenant(a, tenant);
+    if (!rc)
+        rc = cli_gl_bundle_ref(a, bundle_id, bundle_version, bundle_hash, true, &to, &named);
+    for (size_t i = 0; !rc && i < referrals.count; i++)
+        rc = cli_gl_referral(a, "referral", ids[i]);
+    if (!rc)
+        rc = cli_gl_period(a, start, end, &ts, &te);
+    if (rc) {
+        free(ids);
+        return rc;
+    }
+    Alma__Guideline__V1__WhatIfRequest req = ALMA__GUIDELINE__V1__WHAT_IF_REQUEST__INIT;
+    req.tenant_id = (char *)tenant;
+    req.bundle = &to;
+    req.referral_ids = (char **)ids;
+    req.n_referral_ids = referrals.count;
+    req.start_time = start ? &ts : NULL;
+    req.end_time = end ? &te : NULL;
+    req.max_referrals = (int32_t)max;
+    ProtobufCMessage *resp = NULL;
+    rc = cli_gl_call(a, GUIDELINE_RPC("WhatIf"), &req.base, &alma__guideline__v1__what_if_report__descriptor,
+                     "referral.read.plan, audit.read or referral.review", &resp);
+    free(ids);
+    if (rc)
+        return rc;
+    const Alma__Guideline__V1__WhatIfReport *w = (const Alma__Guideline__V1__WhatIfReport *)resp;
+    if (as_json) {
+        rc = cli_print_pb_json(a, resp, true) ? CLI_EXIT_OK : CLI_EXIT_FAIL;
+    } else {
+        cli_gl_print_bundle_ref("from_bundle", w->from_bundle);
+        cli_gl_print_bundle_ref("to_bundle", w->to_bundle);
+        printf("compared: %" PRId32 "\nchanged: %" PRId32 "\n", w->compared, w->changed);
+        char o1[CLI_ENUM_WORD_MAX + 1], o2[CLI_ENUM_WORD_MAX + 1], u1[CLI_ENUM_WORD_MAX + 1],
+            u2[CLI_ENUM_WORD_MAX + 1];
+        for (size_t i = 0; i < w->n_changes; i++) {
+            const Alma__Guideline__V1__WhatIfChange *c = w->changes[i];
+            if (!c)
+                continue;
+            fputs("change: ", stdout);
+            cli_put_field(stdout, c->referral_id);
+            fputc(' ', stdout);
+            cli_put_field(stdout, c->review_id);
+            printf(" %s -> %s (", cli_enum_name(&cli_enum_gl_outcome, (int)c->old_outcome, o1, sizeof o1),
+                   cli_enum_name(&cli_enum_gl_outcome, (int)c->new_outcome, o2, sizeof o2));
+            cli_put_field(stdout, c->old_rule_id);
+            fputs(" -> ", stdout);
+            cli_put_field(stdout, c->new_rule_id);
+            printf("; urgency %s -> %s)\n",
+                   c->old_urgency ? cli_enum_name(&cli_enum_gl_urgency, (int)c->old_urgency, u1, sizeof u1)
+                                  : "-",
+                   c->new_urgency ? cli_enum_name(&cli_enum_gl_urgency, (int)c->new_urgency, u2, sizeof u2)
+                                  : "-");
+        }
+    }
+    protobuf_c_message_free_unpacked(resp, NULL);
+    return rc;
+}
+
+/* ---- guideline-concordance */
+
+static int cli_cmd_guideline_concordance(cli_args *a)
+{
+    const char *tenant = NULL, *start = NULL, *end = NULL, *pathway = NULL, *clinician = NULL;
+    bool as_json = false;
+    const cli_option opts[] = {
+        {.name = "tenant", .text = &tenant, .max = CLI_TENANT_ID_MAX},
+        {.name = "start", .text = &start, .max = CLI_TIME_WORD_MAX},
+        {.name = "end", .text = &end, .max = CLI_TIME_WORD_MAX},
+        {.name = "pathway", .text = &pathway, .max = CLI_GL_PATHWAY_MAX},
+        {.name = "clinician", .text = &clinician, .max = CLI_PRINCIPAL_MAX},
+        {.name = "json", .flag = &as_json},
+    };
+    int rc = cli_parse_command_args(a, opts, BASE_ARRAY_LEN(opts), 0, 0);
+    if (rc)
+        return rc;
+    Google__Protobuf__Timestamp ts, te;
+    if ((rc = cli_vault_tenant(a, tenant)) || (rc = cli_gl_period(a, start, end, &ts, &te)))
+        return rc;
+    if (pathway && !cli_is_word_of(pathway, 1, CLI_GL_PATHWAY_MAX, "_-", false))
+        return cli_usage_error(
+            "%s: --pathway must be a pathway id: 1 to %d of [a-z0-9_-], e.g. ckd-nephrology", a->command,
+            CLI_GL_PATHWAY_MAX);
+    if (clinician && (rc = cli_check_principal(a, "clinician", clinician)))
+        return rc;
+    Alma__Guideline__V1__GetConcordanceRequest req = ALMA__GUIDELINE__V1__GET_CONCORDANCE_REQUEST__INIT;
+    req.tenant_id = (char *)tenant;
+    req.start_time = start ? &ts : NULL;
+    req.end_time = end ? &te : NULL;
+    req.pathway_id = (char *)(pathway ? pathway : "");
+    req.clinician_id = (char *)(clinician ? clinician : "");
+    ProtobufCMessage *resp = NULL;
+    if ((rc = cli_gl_call(a, GUIDELINE_RPC("GetConcordance"), &req.base,
+                          &alma__guideline__v1__concordance_report__descriptor,
+                          "referral.read.plan or audit.read", &resp)))
+        return rc;
+    const Alma__Guideline__V1__ConcordanceReport *rep = (const Alma__Guideline__V1__ConcordanceReport *)resp;
+    for (size_t i = 0; i < rep->n_rows && rc == CLI_EXIT_OK; i++) {
+        const Alma__Guideline__V1__ConcordanceRow *row = rep->rows[i];
+        if (!row)
+            continue;
+        if (as_json) {
+            rc = cli_print_pb_json(a, &row->base, false) ? CLI_EXIT_OK : CLI_EXIT_FAIL;
+            continue;
+        }
+        cli_put_field(stdout, row->pathway_id);
+        fputc('\t', stdout);
+        cli_put_field(stdout, row->clinician_id);
+        printf("\treviews=%" PRId64 " refer=%" PRId64 " workup=%" PRId64 " manage=%" PRId64
+               " insufficient=%" PRId64 " decided=%" PRId64 " accepted=%" PRId64 " overridden=%" PRId64 "\t",
+               row->reviews, row->refer, row->workup, row->manage, row->insufficient, row->decided,
+               row->accepted, row->overridden);
+        if (row->n_override_reasons == 0)
+            fputc('-', stdout);
+        for (size_t k = 0; k < row->n_override_reasons; k++) {
+            const Alma__Guideline__V1__ConcordanceRow__OverrideReasonsEntry *e = row->override_reasons[k];
+            if (!e)
+                continue;
+            const ProtobufCEnumValue *v = protobuf_c_enum_descriptor_get_value_by_name(
+                &alma__guideline__v1__override_reason__descriptor, e->key);
+            char word[CLI_ENUM_WORD_MAX + 1];
+            if (k)
+                fputc(',', stdout);
+            if (v)
+                fputs(cli_enum_name(&cli_enum_gl_reason, v->value, word, sizeof word), stdout);
+            else
+                cli_put_field(stdout, e->key);
+            printf("=%" PRId64, e->value);
+        }
+        fputc('\n', stdout);
+    }
+    fflush(stdout);
+    fprintf(stderr, CLI_PROGRAM ": %s: %zu row%s\n", a->command, rep->n_rows, rep->n_rows == 1 ? "" : "s");
+    protobuf_c_message_free_unpacked(resp, NULL);
+    return rc;
+}
+
+/* ---- help of the guideline commands */
+
+static void cli_help_guideline_common(FILE *out)
+{
+    fputs(
+        "Needs an access token (--token-file F or ALMA_CLI_TOKEN) and --addr of the guideline service (the\n"
+        "local stack: 127.0.0.1:7447). Reviews, decisions and history reads are recorded in the audit log.\n"
+        "Error messages name options and fields, never their values. Exit status 2: refused before anything\n"
+        "was sent; 1: the call failed.\n",
+        out);
+}
+
+static void cli_help_guideline_review(FILE *out)
+{
+    fprintf(
+        out,
+        "  --tenant T                 the tenant id, required\n"
+        "  --referral ID              your referral id, 1 to %d of [A-Za-z0-9_-], required; reviews of one\n"
+        "                             referral share it (guideline-history)\n"
+        "  --patient pt_<32 hex>      the patient, required (a care relationship or break-glass grant)\n"
+        "One source of the clinical data:\n"
+        "  --input FILE               stateless: the referral input JSON of\n"
+        "                             services/guideline/BUNDLE-FORMAT.md (at most %d bytes; the size is\n"
+        "                             checked before it is read); tests/guideline/vignettes/ has examples\n"
+        "  --from-vault               the patient's problems, observations and medications in the vault\n"
+        "  --specialty S              nephrology, endocrinology, gastroenterology, orthopaedics, ...\n"
+        "                             (default with --input: the input's \"specialty\")\n"
+        "  --reason-code ICD10        the referral's reason, repeatable (1 to %d; default with --input: the\n"
+        "                             input's \"reason_codes\"); both required with --from-vault\n"
+        "  --flag NAME=true|false     a clinician-stated finding (red flag), repeatable (at most %d)\n"
+        "  --finding NAME=VALUE       a named value, e.g. thyroid_nodule_size_cm=1.4 (at most %d)\n"
+        "  --bundle-id ID --bundle-version V [--bundle-hash HEX]\n"
+        "                             review against that bundle (default: the active one)\n"
+        "  --json                     print the engine's canonical recommendation JSON instead (the\n"
+        "                             review id goes to stderr)\n"
+        "Prints review_id:, tenant_id:, referral_id:, patient_ref:, clinician_id:, outcome: (refer, workup,\n"
+        "manage, insufficient, no-pathway), urgency:, pathway_id:, rule_id:, explain:, test:/step:/need:\n"
+        "lines, one fired: line per rule that fired with the values it used (JSON), one citation: line per\n"
+        "citation, bundle: (id, version, content hash), engine_version:, input_hash: and create_time:.\n"
+        "Needs " CLI_GL_NEEDS_REVIEW ".\n",
+        CLI_GL_REFERRAL_MAX, GL_INPUT_MAX_BYTES, CLI_GL_REASONS_MAX, CLI_GL_FLAGS_MAX, CLI_GL_FINDINGS_MAX);
+    cli_help_guideline_common(out);
+}
+
+static void cli_help_guideline_decide(FILE *out)
+{
+    fprintf(out, "  --tenant T                 the tenant id, required\n"
+                 "  --review rv_<32 hex>       the review (guideline-review prints it), required\n"
+                 "  --accept                   accept the recommendation, or\n"
+                 "  --override --reason CODE   override it; the reason is required, one of:\n"
+                 "                             ");
+    cli_enum_choices(&cli_enum_gl_reason, out);
+    fprintf(out,
+            "\n"
+            "  --comment TEXT             optional, at most %d bytes (may hold PHI: shown only to callers\n"
+            "                             allowed to see the patient's reviews, never logged or audited)\n"
+            "Once per review (ALREADY_EXISTS after that). Prints decision_id:, review_id:, tenant_id:,\n"
+            "clinician_id:, kind:, reason: and create_time:.\nNeeds " CLI_GL_NEEDS_REVIEW ".\n",
+            CLI_GL_COMMENT_MAX);
+    cli_help_guideline_common(out);
+}
+
+static void cli_help_guideline_history(FILE *out)
+{
+    fputs("  --tenant T, --referral ID   required\n"
+          "  --json                     the ReferralHistory as JSON (recommendation_json base64)\n"
+          "Tab-separated lines, oldest first: every review\n"
+          "  review TIME REVIEW_ID OUTCOME URGENCY PATHWAY RULE BUNDLE@VERSION CLINICIAN\n"
+          "then every decision\n"
+          "  decision TIME DECISION_ID REVIEW_ID KIND REASON CLINICIAN COMMENT\n"
+          "and the counts on stderr.\nNeeds " CLI_GL_NEEDS_REVIEW ".\n",
+          out);
+    cli_help_guideline_common(out);
+}
+
+static void cli_help_guideline_bundles(FILE *out)
+{
+    fputs("  --json                     one BundleInfo as JSON per line instead of text\n"
+          "Tab-separated lines: BUNDLE_ID VERSION active|inactive CONTENT_HASH PUBLISH_TIME PUBLISHED_BY\n"
+          "N pathways TITLE. Any authenticated caller.\n",
+          out);
+    cli_help_guideline_common(out);
+}
+
+static void cli_help_guideline_publish(FILE *out)
+{
+    fprintf(
+        out,
+        "  --file BUNDLE.json         the bundle (services/guideline/BUNDLE-FORMAT.md), at most %d bytes,\n"
+        "                             required; the size is checked before it is read, then the bundle\n"
+        "                             is checked with the service's own loader before it is sent\n"
+        "  --activate                 make it the active bundle (new reviews use it)\n"
+        "  --json                     the BundleInfo as JSON\n"
+        "A published bundle is immutable: the same id and version with other content is refused. Prints\n"
+        "bundle_id:, version:, content_hash:, title:, one pathway: line per pathway, active:,\n"
+        "publish_time: and published_by:. Needs guideline.content.publish (platform_admin).\n",
+        GL_BUNDLE_MAX_BYTES);
+    cli_help_guideline_common(out);
+}
+
+static void cli_help_guideline_whatif(FILE *out)
+{
+    fprintf(out,
+            "  --tenant T                 the tenant id, required\n"
+            "  --bundle-id ID --bundle-version V [--bundle-hash HEX]\n"
+            "                             the bundle version to try, required\n"
+            "  --referral ID              only this referral, repeatable (at most %d; default: the tenant's\n"
+            "                             reviews in the period)\n"
+            "  --start TIME, --end TIME   the period (RFC 3339 UTC, e.g. 2026-11-01T00:00:00Z)\n"
+            "  --max N                    at most N referrals, 1 to %d (default: the server's, 1000)\n"
+            "  --json                     the WhatIfReport as JSON\n"
+            "Re-runs the stored inputs against the bundle without writing reviews. Prints from_bundle:,\n"
+            "to_bundle:, compared:, changed: and one change: line per referral whose recommendation changes\n"
+            "(REFERRAL REVIEW OLD -> NEW (OLD_RULE -> NEW_RULE; urgency OLD -> NEW)). Needs\n"
+            "referral.read.plan, audit.read or referral.review.\n",
+            CLI_GL_WHATIF_IDS, CLI_GL_WHATIF_MAX);
+    cli_help_guideline_common(out);
+}
+
+static void cli_help_guideline_concordance(FILE *out)
+{
+    fputs(
+        "  --tenant T                 the tenant id, required\n"
+        "  --start TIME, --end TIME   the period (RFC 3339 UTC; default: all)\n"
+        "  --pathway ID               only this pathway, e.g. ckd-nephrology\n"
+        "  --clinician usr_...        only this clinician\n"
+        "  --json                     one ConcordanceRow as JSON per line\n"
+        "Tab-separated lines: PATHWAY CLINICIAN (- in the per-pathway rows) COUNTS (reviews, refer, workup,\n"
+        "manage, insufficient, decided, accepted, overridden) OVERRIDE-REASONS (reason=count,...). Needs\n"
+        "referral.read.plan or audit.read (plan_reviewer, auditor).\n",
+        out);
+    cli_help_guideline_common(out);
+}
+
 /* ------------------------------------------------------------------ the command table */
 
 typedef struct cli_command {
@@ -4964,6 +6000,31 @@ static const cli_command cli_commands[] = {
      cli_cmd_vault_key_status, cli_help_vault_keys},
     {"vault-rotate-key", "--tenant T", "Vault/RotateTenantKey: a new tenant key version, prints the status",
      cli_cmd_vault_rotate_key, cli_help_vault_keys},
+    {"guideline-review",
+     "--tenant T --referral ID --patient pt_... (--input FILE | --from-vault) [--specialty S] [--reason-code "
+     "ICD10]... [--flag N=true|false]... [--finding N=V]... [--bundle-id ID --bundle-version V] [--json]",
+     "Guideline/ReviewReferral: reviews a referral, prints the outcome, rules fired, citations, bundle and "
+     "review id",
+     cli_cmd_guideline_review, cli_help_guideline_review},
+    {"guideline-decide", "--tenant T --review rv_... (--accept | --override --reason CODE) [--comment TEXT]",
+     "Guideline/RecordDecision: accepts or overrides a review, prints the decision", cli_cmd_guideline_decide,
+     cli_help_guideline_decide},
+    {"guideline-history", "--tenant T --referral ID [--json]",
+     "Guideline/GetReferralHistory: one line per review and decision, oldest first",
+     cli_cmd_guideline_history, cli_help_guideline_history},
+    {"guideline-bundles", "[--json]", "Guideline/ListBundles: one line per published bundle",
+     cli_cmd_guideline_bundles, cli_help_guideline_bundles},
+    {"guideline-publish", "--file BUNDLE.json [--activate] [--json]",
+     "Guideline/PublishBundle: checks and publishes a bundle, prints it", cli_cmd_guideline_publish,
+     cli_help_guideline_publish},
+    {"guideline-whatif",
+     "--tenant T --bundle-id ID --bundle-version V [--referral ID]... [--start T] [--end T] [--max N] "
+     "[--json]",
+     "Guideline/WhatIf: which stored referrals another bundle version would decide differently",
+     cli_cmd_guideline_whatif, cli_help_guideline_whatif},
+    {"guideline-concordance", "--tenant T [--start T] [--end T] [--pathway P] [--clinician P] [--json]",
+     "Guideline/GetConcordance: reviews, outcomes, accept and override rates per pathway and clinician",
+     cli_cmd_guideline_concordance, cli_help_guideline_concordance},
 };
 
 static const cli_command *cli_find_command(const char *name)
