@@ -17,6 +17,14 @@
 #          patients are registered once: only when FindPatients by their MRN finds nothing. Passwords and
 #          tokens only ever go to those files, never to the terminal. Anything missing (the vault not built or
 #          not running, oathtool, the admin's secrets): a message, and `make run` goes on.
+#   guideline  after the vault part, as dr.demo: one Referral Review from the vault for each demo patient
+#          (referral demo-ckd-a: diabetic CKD with an eGFR of 27 -> refer to nephrology; demo-ckd-b:
+#          hypertensive CKD G3a A2 -> manage in primary care), and an accept decision of the first. The first
+#          demo items did not fit a pathway of the first bundle, so the CKD problem, an eGFR and a urine ACR
+#          are added to each patient first (only when the patient has no eGFR yet). Once only: a referral
+#          whose history already holds a review is not reviewed again (its outcome is shown), and the decision
+#          is recorded only when the history has none. One line per review with its outcome. Anything missing
+#          (the guideline service, the vault part, dr.demo's token): a message, and `make run` goes on.
 set -euo pipefail
 if [ "${1:-}" = "--help" ]; then
     echo "usage: deploy/demo-data.sh   (run by deploy/stack.sh; loads synthetic demo data, idempotent)"
@@ -347,4 +355,100 @@ load_vault() {
 
 if ! load_vault; then
     skip_vault "an unexpected step failed (see above)"
+fi
+
+# ------------------------------------------------------------------------------------------------ guideline
+
+GL_REFERRAL_A=demo-ckd-a
+GL_REFERRAL_B=demo-ckd-b
+
+skip_guideline() {
+    echo "demo-data: guideline: $* - no demo reviews"
+}
+
+gl_cli() { "$cli" --addr "$ALMA_STACK_GUIDELINE_API" --cert "$pki/alma-cli.pem" --key "$pki/alma-cli-key.pem" --ca "$pki/ca.pem" --token-file "$clin_token" "$@"; }
+
+# demo_ckd_items REF PROBLEM EGFR: the CKD problem, an eGFR (30 days ago, so inside every data window) and a
+# urine ACR of 45 mg/g, as dr.demo; only when the patient has no eGFR (LOINC 33914-3) yet.
+demo_ckd_items() {
+    local ref=$1 problem=$2 egfr=$3 items day
+    items=$(vlt_cli --token-file "$clin_token" vault-list-items --tenant "$DEMO_TENANT" --patient "$ref" \
+        --purpose treatment --kind observation --all 2>/dev/null) || return 1
+    if grep -q $'\t33914-3 ' <<<"$items"; then return 0; fi
+    day=$(date -u -d '30 days ago' +%Y-%m-%d) || return 1
+    put "$ref" --problem "$problem" --display "Chronic kidney disease (synthetic demo)" --onset 2023-01-10 &&
+        put "$ref" --observation 33914-3 --display "eGFR (synthetic demo)" --value "$egfr" \
+            --unit "mL/min/{1.73_m2}" --date "$day" &&
+        put "$ref" --observation 9318-7 --display "Urine albumin/creatinine ratio (synthetic demo)" --value 45 \
+            --unit mg/g --date "$day"
+}
+
+# demo_review REF REFERRAL REASON_CODE EGFR ACCEPT(yes|no) PROBLEM: one review from the vault, once; prints one
+# line with its outcome.
+demo_review() {
+    local ref=$1 referral=$2 reason=$3 egfr=$4 accept=$5 problem=$6 history out err outcome review what
+    if ! history=$(gl_cli guideline-history --tenant "$DEMO_TENANT" --referral "$referral" 2>/dev/null); then
+        echo "demo-data: guideline: cannot read the history of $referral (log: $(rel "${ALMA_STACK_DIR:-$root/.stack}")/logs/guideline.log)" >&2
+        return 1
+    fi
+    if grep -q '^review' <<<"$history"; then
+        outcome=$(grep '^review' <<<"$history" | head -n 1 | cut -f 4)
+        review=$(grep '^review' <<<"$history" | head -n 1 | cut -f 3)
+        what="already reviewed"
+    else
+        demo_ckd_items "$ref" "$problem" "$egfr" || {
+            echo "demo-data: guideline: cannot add the CKD items of $ref" >&2
+            return 1
+        }
+        if ! out=$(gl_cli guideline-review --tenant "$DEMO_TENANT" --referral "$referral" --patient "$ref" \
+            --from-vault --specialty nephrology --reason-code "$reason" 2>&1); then
+            echo "$out" | sed 's/^/demo-data: guideline: /' >&2
+            return 1
+        fi
+        outcome=$(sed -n 's/^outcome: //p' <<<"$out")
+        review=$(sed -n 's/^review_id: //p' <<<"$out")
+        what="reviewed"
+    fi
+    if [ "$accept" = yes ] && ! grep -q '^decision' <<<"$history"; then
+        if ! err=$(gl_cli guideline-decide --tenant "$DEMO_TENANT" --review "$review" --accept 2>&1 >/dev/null); then
+            echo "$err" | sed 's/^/demo-data: guideline: /' >&2
+            return 1
+        fi
+        what="$what, accepted"
+    elif [ "$accept" = yes ]; then
+        what="$what, decided"
+    fi
+    echo "demo-data: guideline: $referral ($ref, nephrology, $reason): $outcome ($what; $review)"
+}
+
+load_guideline() {
+    if [ -z "${ALMA_STACK_GUIDELINE_API:-}" ] || [ -z "${ALMA_STACK_GUIDELINE_ADMIN:-}" ]; then
+        skip_guideline "no guideline endpoint in stack.env"
+        return 0
+    fi
+    if ! "$cli" guideline-review --help >/dev/null 2>&1; then
+        skip_guideline "this alma-cli has no guideline commands (rebuild)"
+        return 0
+    fi
+    if ! "$cli" --insecure --addr "$ALMA_STACK_GUIDELINE_ADMIN" --timeout-ms 3000 health >/dev/null 2>&1; then
+        skip_guideline "the guideline service is not running"
+        return 0
+    fi
+    if [ -z "${ALMA_STACK_VAULT_API:-}" ] || [ ! -s "$clin_token" ]; then
+        skip_guideline "the vault demo data is not there (no dr.demo token)"
+        return 0
+    fi
+    local ref_a ref_b
+    if ! ref_a=$(find_patient "$VAULT_MRN_A") || ! ref_b=$(find_patient "$VAULT_MRN_B") || [ -z "$ref_a" ] ||
+        [ -z "$ref_b" ]; then
+        skip_guideline "the demo patients are not in the vault"
+        return 0
+    fi
+    demo_review "$ref_a" "$GL_REFERRAL_A" E11.22 27 yes E11.22 || true
+    demo_review "$ref_b" "$GL_REFERRAL_B" I12.9 48 no I12.9 || true
+    echo "demo-data: guideline: try: alma-cli --addr $ALMA_STACK_GUIDELINE_API ... --token-file $(rel "$clin_token") guideline-history --tenant $DEMO_TENANT --referral $GL_REFERRAL_A"
+}
+
+if ! load_guideline; then
+    skip_guideline "an unexpected step failed (see above)"
 fi
