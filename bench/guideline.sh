@@ -326,7 +326,9 @@ stop_server "$identity_pid"
 stop_server "$audit_pid"
 audit_stats=$(psql_q "SELECT count(*), round(count(*)::numeric / greatest(count(DISTINCT logged_at), 1), 1)
                       FROM $audit_schema.events" 2>/dev/null | tr '|' ' ' || echo "? ?")
-reviews=$(psql_q "SELECT count(*) FROM $gl_schema.reviews" 2>/dev/null || echo "?")
+review_stats=$(psql_q "SELECT count(*), round(count(*)::numeric / greatest(count(DISTINCT created_at), 1), 1)
+                       FROM $gl_schema.reviews" 2>/dev/null | tr '|' ' ' || echo "? ?")
+read -r reviews reviews_per_commit <<<"$review_stats"
 read -r audit_events audit_per_commit <<<"$audit_stats"
 
 # ---- the evaluation alone ----------------------------------------------------------------------------------
@@ -428,6 +430,6 @@ echo "$runs runs, interleaved (order alternating); $concurrency calls in flight,
     "${warmup} s warmup; mTLS, 1 channel; alma-guideline, alma-identity and alma-audit with their shipped" \
     "settings, one of each for all runs (the superuser for pg-uri and pg-owner-uri; no vault); bundle" \
     "$bundle_version; the input of the vignette \"$vignette_name\" ($(wc -c <"$tmp/input.json") bytes of JSON," \
-    "request $(wc -c <"$tmp/review.bin") bytes); $reviews reviews stored; $audit_events audit events written" \
+    "request $(wc -c <"$tmp/review.bin") bytes); $reviews reviews stored ($reviews_per_commit per review commit); $audit_events audit events written" \
     "($audit_per_commit per audit commit); PostgreSQL $pg_version ($pg_settings); Redis ${redis_version:-?};" \
     "$(nproc) cores ($cpu) shared by client, servers, PostgreSQL and Redis; gRPC $grpc_version; $when."
