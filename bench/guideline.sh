@@ -26,7 +26,7 @@ order:
           tokens live 5 minutes): referral "bench-ref-1", specialty nephrology, reason N18.4, input_json the
           input of the vignette "CKD eGFR 27 (G4): refer" (tests/guideline/vignettes/ckd-nephrology.json);
           authorisation (token, referral.review, the relationship), one durable audit event (RECOMMEND)
-          before the answer, the evaluation, one review row stored
+          before the answer, the evaluation, one review row stored (group-committed)
 
 N calls in flight each. Reports calls/s, p50 and p99 per workload, the ratio review/echo per run and its
 median, and whether the issue's aim (review/echo >= 0.33) is met. Then, once, the rule evaluation alone:
