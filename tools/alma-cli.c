@@ -33,6 +33,7 @@
 #include "bundle.h" /* services/guideline: the service's own bundle loader */
 #include "crypto/crypto.h"
 #include "engine.h" /* services/guideline: the referral input's limits */
+#include "shapes.h" /* services/guideline: referral id, ICD-10-CM and name shapes */
 #include "export_file.h"
 #include "model.h" /* services/vault: the vault's own validation */
 #include "validate.h"
@@ -3431,21 +3432,20 @@ static int cli_vault_invalid(const cli_args *a, const char *msg)
 
 /* ---- calls */
 
-/* A failed vault call: the status, what to do about a refused token, and on PERMISSION_DENIED what the
- * call needs (`needs`). The vault's status messages name fields, never values. */
-static int cli_vault_error(const cli_args *a, const rpc_status *st, const char *needs)
+/* A failed call to a service that checks user tokens (the vault, the guideline service): the status, what to
+ * do about a refused token, and on PERMISSION_DENIED what the call needs (`needs`) and which certificates
+ * the service takes calls from (`peers`). Those services' status messages name fields, never values. */
+static int cli_token_call_error(const cli_args *a, const rpc_status *st, const char *needs, const char *peers)
 {
     int rc = cli_identity_error(a, st, true);
     if (st->code == RPC_PERMISSION_DENIED)
-        fprintf(stderr,
-                CLI_PROGRAM ": %s: this call needs %s (the vault takes calls from the alma-cli, gateway, "
-                            "guideline, test-client and bench certificates)\n",
-                a->command, needs);
+        fprintf(stderr, CLI_PROGRAM ": %s: this call needs %s (%s)\n", a->command, needs, peers);
     return rc;
 }
 
-static int cli_vault_call(const cli_args *a, const char *method, const ProtobufCMessage *req,
-                          const ProtobufCMessageDescriptor *desc, const char *needs, ProtobufCMessage **resp)
+static int cli_token_call(const cli_args *a, const char *method, const ProtobufCMessage *req,
+                          const ProtobufCMessageDescriptor *desc, const char *needs, const char *peers,
+                          ProtobufCMessage **resp)
 {
     cli_call c;
     int rc = cli_connect(&c);
@@ -3455,8 +3455,17 @@ static int cli_vault_call(const cli_args *a, const char *method, const ProtobufC
     rpc_code code = rpc_call_unary(c.ch, method, req, desc, &c.opts, resp, &st);
     cli_disconnect(&c);
     if (code != RPC_OK)
-        return cli_vault_error(a, &st, needs);
+        return cli_token_call_error(a, &st, needs, peers);
     return CLI_EXIT_OK;
+}
+
+#define CLI_VAULT_PEERS                                                                                      \
+    "the vault takes calls from the alma-cli, gateway, guideline, test-client and bench certificates"
+
+static int cli_vault_call(const cli_args *a, const char *method, const ProtobufCMessage *req,
+                          const ProtobufCMessageDescriptor *desc, const char *needs, ProtobufCMessage **resp)
+{
+    return cli_token_call(a, method, req, desc, needs, CLI_VAULT_PEERS, resp);
 }
 
 #define CLI_NEEDS_READ                                                                                       \
@@ -4395,7 +4404,7 @@ static int cli_cmd_vault_list_items(cli_args *a)
             rpc_call_unary(c.ch, VAULT_RPC("ListItems"), &req.base,
                            &alma__vault__v1__list_items_response__descriptor, &c.opts, &resp, &st);
         if (code != RPC_OK) {
-            rc = cli_vault_error(a, &st, CLI_NEEDS_READ);
+            rc = cli_token_call_error(a, &st, CLI_NEEDS_READ, CLI_VAULT_PEERS);
             break;
         }
         const Alma__Vault__V1__ListItemsResponse *page = (const Alma__Vault__V1__ListItemsResponse *)resp;
@@ -4556,7 +4565,7 @@ static int cli_cmd_vault_export_patient(cli_args *a)
         fprintf(stderr, CLI_PROGRAM ": %s: %s\n", a->command, problem);
         rc = CLI_EXIT_FAIL;
     } else if (code != RPC_OK) {
-        rc = cli_vault_error(a, &st, "privacy.review");
+        rc = cli_token_call_error(a, &st, "privacy.review", CLI_VAULT_PEERS);
     } else if (!last) {
         fprintf(stderr, CLI_PROGRAM ": %s: the server ended the export without its last chunk\n", a->command);
         rc = CLI_EXIT_FAIL;
@@ -4855,12 +4864,12 @@ static void cli_help_vault_keys(FILE *out)
 #define GUIDELINE_RPC(name) "/alma.guideline.v1.Guideline/" name
 /* Bounds of the guideline commands' inputs: the service's own (services/guideline/review.c, store.h,
  * engine.h, bundle.h), checked here first so a mistake is a usage error and nothing is sent. */
-#define CLI_GL_REFERRAL_MAX 64 /* referral_id: [A-Za-z0-9_-]{1,64} */
-#define CLI_GL_REVIEW_LEN   35 /* "rv_" and 32 lowercase hex digits */
-#define CLI_GL_SPECIALTY    64 /* [a-z0-9][a-z0-9_-]{0,63} */
+#define CLI_GL_REFERRAL_MAX GL_REFERRAL_ID_MAX /* shapes.h: the id shapes themselves */
+#define CLI_GL_REVIEW_LEN   35                 /* "rv_" and 32 lowercase hex digits */
+#define CLI_GL_SPECIALTY    GL_NAME_MAX
 #define CLI_GL_REASONS_MAX  16 /* reason_codes: 1..16 ICD-10-CM codes */
-#define CLI_GL_ICD10_MAX    8  /* "A00.0000" */
-#define CLI_GL_NAME_MAX     64 /* a flag's or finding's name: [a-z][a-z0-9_]{0,63} */
+#define CLI_GL_ICD10_MAX    GL_ICD10_MAX
+#define CLI_GL_NAME_MAX     GL_NAME_MAX
 #define CLI_GL_FLAGS_MAX    GL_INPUT_MAX_FLAGS
 #define CLI_GL_FINDINGS_MAX GL_INPUT_MAX_FINDINGS
 #define CLI_GL_PAIR_MAX     (CLI_GL_NAME_MAX + 1 + GL_INPUT_MAX_TEXT) /* --flag N=V, --finding N=V */
@@ -4885,45 +4894,21 @@ static int cli_gl_referral(const cli_args *a, const char *option, const char *re
     if (!referral)
         return cli_usage_error("%s: --%s ID is required (see %s %s --help)", a->command, option, CLI_PROGRAM,
                                a->command);
-    if (!cli_is_word_of(referral, 1, CLI_GL_REFERRAL_MAX, "_-", true))
+    if (!gl_valid_referral_id(referral))
         return cli_usage_error("%s: --%s must be a referral id: 1 to %d of [A-Za-z0-9_-]", a->command, option,
                                CLI_GL_REFERRAL_MAX);
     return CLI_EXIT_OK;
 }
 
-/* The service's ICD-10-CM shape: a letter, a digit, a letter or digit, then optionally '.' and 1 to 4
- * letters or digits (upper case). */
-static bool cli_is_icd10(const char *s)
-{
-    size_t n = strlen(s);
-    if (n < 3 || n > CLI_GL_ICD10_MAX || !(s[0] >= 'A' && s[0] <= 'Z') || !(s[1] >= '0' && s[1] <= '9') ||
-        !((s[2] >= '0' && s[2] <= '9') || (s[2] >= 'A' && s[2] <= 'Z')))
-        return false;
-    if (n == 3)
-        return true;
-    if (s[3] != '.' || n < 5)
-        return false;
-    for (size_t i = 4; i < n; i++)
-        if (!((s[i] >= '0' && s[i] <= '9') || (s[i] >= 'A' && s[i] <= 'Z')))
-            return false;
-    return true;
-}
-
-/* [a-z0-9][a-z0-9_-]{0,63} */
-static bool cli_is_specialty(const char *s)
-{
-    return cli_is_word_of(s, 1, CLI_GL_SPECIALTY, "_-", false) && s[0] != '_' && s[0] != '-';
-}
-
-/* A flag's or finding's name: [a-z][a-z0-9_]{0,63}. */
+/* A flag's or finding's name (the n bytes before '='), in the service's shape (shapes.h). */
 static bool cli_is_gl_name(const char *s, size_t n)
 {
-    if (n < 1 || n > CLI_GL_NAME_MAX || !(s[0] >= 'a' && s[0] <= 'z'))
+    char name[GL_NAME_MAX + 1];
+    if (n < 1 || n > GL_NAME_MAX)
         return false;
-    for (size_t i = 1; i < n; i++)
-        if (!((s[i] >= 'a' && s[i] <= 'z') || (s[i] >= '0' && s[i] <= '9') || s[i] == '_'))
-            return false;
-    return true;
+    memcpy(name, s, n);
+    name[n] = '\0';
+    return gl_valid_name(name, GL_NAME_MAX, false, false);
 }
 
 /* --bundle-id, --bundle-version, --bundle-hash into b: all absent (b untouched, *ret_named false), or id and
@@ -5026,32 +5011,13 @@ static int cli_gl_read_file(const cli_args *a, const char *option, const char *p
 
 /* ---- calls */
 
-/* A failed guideline call: the status, what to do about a refused token, and on PERMISSION_DENIED what the
- * call needs. The service's status messages name fields, never values. */
-static int cli_gl_error(const cli_args *a, const rpc_status *st, const char *needs)
-{
-    int rc = cli_identity_error(a, st, true);
-    if (st->code == RPC_PERMISSION_DENIED)
-        fprintf(stderr,
-                CLI_PROGRAM ": %s: this call needs %s (the guideline service takes calls from the alma-cli, "
-                            "gateway, test-client and bench certificates)\n",
-                a->command, needs);
-    return rc;
-}
+#define CLI_GL_PEERS                                                                                         \
+    "the guideline service takes calls from the alma-cli, gateway, test-client and bench certificates"
 
 static int cli_gl_call(const cli_args *a, const char *method, const ProtobufCMessage *req,
                        const ProtobufCMessageDescriptor *desc, const char *needs, ProtobufCMessage **resp)
 {
-    cli_call c;
-    int rc = cli_connect(&c);
-    if (rc)
-        return rc;
-    rpc_status st;
-    rpc_code code = rpc_call_unary(c.ch, method, req, desc, &c.opts, resp, &st);
-    cli_disconnect(&c);
-    if (code != RPC_OK)
-        return cli_gl_error(a, &st, needs);
-    return CLI_EXIT_OK;
+    return cli_token_call(a, method, req, desc, needs, CLI_GL_PEERS, resp);
 }
 
 #define CLI_GL_NEEDS_REVIEW                                                                                  \
@@ -5222,11 +5188,11 @@ static int cli_cmd_guideline_review(cli_args *a)
         return cli_usage_error("%s: give exactly one of --input FILE (stateless) and --from-vault (see %s %s "
                                "--help)",
                                a->command, CLI_PROGRAM, a->command);
-    if (specialty && !cli_is_specialty(specialty))
+    if (specialty && !gl_valid_name(specialty, GL_NAME_MAX, true, true))
         return cli_usage_error("%s: --specialty must be [a-z0-9][a-z0-9_-]{0,63}, e.g. nephrology",
                                a->command);
     for (size_t i = 0; i < reasons.count; i++)
-        if (!cli_is_icd10(reason_items[i]))
+        if (!gl_valid_icd10(reason_items[i]))
             return cli_usage_error("%s: --reason-code must be an ICD-10-CM code such as N18.31 (upper case)",
                                    a->command);
     if (from_vault && (!specialty || reasons.count == 0))
@@ -5288,7 +5254,7 @@ static int cli_cmd_guideline_review(cli_args *a)
     /* Stateless: the input's specialty and reason codes unless given on the command line. */
     if (root && !specialty) {
         specialty = json_string_value(json_object_get(root, "specialty"));
-        if (!specialty || !cli_is_specialty(specialty))
+        if (!specialty || !gl_valid_name(specialty, GL_NAME_MAX, true, true))
             rc = cli_usage_error("%s: --specialty is required: the --input has no valid \"specialty\"",
                                  a->command);
     }
@@ -5301,7 +5267,7 @@ static int cli_cmd_guideline_review(cli_args *a)
                                  a->command, CLI_GL_REASONS_MAX);
         for (size_t i = 0; rc == CLI_EXIT_OK && i < n; i++) {
             const char *code = json_string_value(json_array_get(codes, i));
-            if (!code || !cli_is_icd10(code))
+            if (!code || !gl_valid_icd10(code))
                 rc = cli_usage_error("%s: --input \"reason_codes\" must be ICD-10-CM codes such as N18.31",
                                      a->command);
             else

@@ -6,6 +6,7 @@
  * the audit appends an ERROR event for the same review. So no recommendation leaves unaudited, and an audit
  * log that is down means UNAVAILABLE with nothing stored and nothing returned. */
 #include "service_internal.h"
+#include "shapes.h"
 
 #include "base/log.h"
 #include "vault/v1/vault.pb-c.h"
@@ -26,54 +27,6 @@
 #define WHATIF_MAX_IDS      1000
 
 /* ---- Checks -------------------------------------------------------------------------------------------- */
-
-static bool valid_referral_id(const char *s)
-{
-    size_t n = s ? strlen(s) : 0;
-    if (n < 1 || n > GS_REFERRAL_MAX)
-        return false;
-    for (size_t i = 0; i < n; i++) {
-        char c = s[i];
-        if (!((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_' ||
-              c == '-'))
-            return false;
-    }
-    return true;
-}
-
-/* [first][rest]{0,max-1}: first from [a-z] (or [a-z0-9] when digit_first), rest [a-z0-9_] (+ '-' if dash). */
-static bool valid_name(const char *s, size_t max, bool digit_first, bool dash)
-{
-    size_t n = s ? strlen(s) : 0;
-    if (n < 1 || n > max)
-        return false;
-    for (size_t i = 0; i < n; i++) {
-        char c = s[i];
-        bool ok = (c >= 'a' && c <= 'z') || ((i > 0 || digit_first) && c >= '0' && c <= '9') ||
-                  (i > 0 && (c == '_' || (dash && c == '-')));
-        if (!ok)
-            return false;
-    }
-    return true;
-}
-
-/* ICD-10-CM syntax: a letter, a digit, a letter or digit, then optionally '.' and 1..4 letters or digits. */
-static bool valid_icd10(const char *s)
-{
-    size_t n = s ? strlen(s) : 0;
-    if (n < 3 || n > 8 || !(s[0] >= 'A' && s[0] <= 'Z') || !(s[1] >= '0' && s[1] <= '9'))
-        return false;
-    if (!((s[2] >= '0' && s[2] <= '9') || (s[2] >= 'A' && s[2] <= 'Z')))
-        return false;
-    if (n == 3)
-        return true;
-    if (s[3] != '.' || n < 5)
-        return false;
-    for (size_t i = 4; i < n; i++)
-        if (!((s[i] >= '0' && s[i] <= '9') || (s[i] >= 'A' && s[i] <= 'Z')))
-            return false;
-    return true;
-}
 
 static bool valid_utf8(const char *s, size_t n)
 {
@@ -465,7 +418,7 @@ static void vault_item(const VT(Item) * it, const char *as_of, json_t *problems,
     if (it->body_case == ALMA__VAULT__V1__ITEM__BODY_PROBLEM && it->problem && it->problem->code) {
         const VT(Problem) *p = it->problem;
         static const char *const status[] = {NULL, "active", "resolved", "inactive"};
-        if (strcmp(p->code->system, ICD10_SYSTEM) != 0 || !valid_icd10(p->code->code) || p->status < 1 ||
+        if (strcmp(p->code->system, ICD10_SYSTEM) != 0 || !gl_valid_icd10(p->code->code) || p->status < 1 ||
             p->status > 3 || json_array_size(problems) >= GL_INPUT_MAX_PROBLEMS)
             return;
         json_array_append_new(problems,
@@ -583,27 +536,27 @@ static rpc_code check_review_request(rpc_ctx *ctx, const Alma__Guideline__V1__Re
     rpc_code code = gsvc_check_tenant(ctx, req->tenant_id);
     if (code != RPC_OK)
         return code;
-    if (!valid_referral_id(req->referral_id))
+    if (!gl_valid_referral_id(req->referral_id))
         return rpc_fail(ctx, RPC_INVALID_ARGUMENT, "referral_id: required, 1..64 of [A-Za-z0-9_-]");
     if (!req->patient_ref || !authz_valid_patient_ref(req->patient_ref))
         return rpc_fail(ctx, RPC_INVALID_ARGUMENT,
                         "patient_ref: required, \"pt_\" + 32 lowercase hex digits");
-    if (!valid_name(req->specialty, 64, true, true))
+    if (!gl_valid_name(req->specialty, GL_NAME_MAX, true, true))
         return rpc_fail(ctx, RPC_INVALID_ARGUMENT, "specialty: required, [a-z0-9][a-z0-9_-]{0,63}");
     if (req->n_reason_codes < 1 || req->n_reason_codes > MAX_REASON_CODES)
         return rpc_fail(ctx, RPC_INVALID_ARGUMENT, "reason_codes: 1..%d ICD-10-CM codes", MAX_REASON_CODES);
     for (size_t i = 0; i < req->n_reason_codes; i++)
-        if (!valid_icd10(req->reason_codes[i]))
+        if (!gl_valid_icd10(req->reason_codes[i]))
             return rpc_fail(ctx, RPC_INVALID_ARGUMENT, "reason_codes[%zu]: not an ICD-10-CM code", i);
     if (req->n_flags > MAX_FLAGS)
         return rpc_fail(ctx, RPC_INVALID_ARGUMENT, "flags: at most %d", MAX_FLAGS);
     for (size_t i = 0; i < req->n_flags; i++)
-        if (!valid_name(req->flags[i]->key, 64, false, false))
+        if (!gl_valid_name(req->flags[i]->key, GL_NAME_MAX, false, false))
             return rpc_fail(ctx, RPC_INVALID_ARGUMENT, "flags: names are [a-z][a-z0-9_]{0,63}");
     if (req->n_findings > MAX_FINDINGS)
         return rpc_fail(ctx, RPC_INVALID_ARGUMENT, "findings: at most %d", MAX_FINDINGS);
     for (size_t i = 0; i < req->n_findings; i++) {
-        if (!valid_name(req->findings[i]->key, 64, false, false))
+        if (!gl_valid_name(req->findings[i]->key, GL_NAME_MAX, false, false))
             return rpc_fail(ctx, RPC_INVALID_ARGUMENT, "findings: names are [a-z][a-z0-9_]{0,63}");
         size_t n = req->findings[i]->value ? strlen(req->findings[i]->value) : 0;
         if (n < 1 || n > GL_INPUT_MAX_TEXT || !valid_utf8(req->findings[i]->value, n))
@@ -838,7 +791,7 @@ rpc_code gsvc_h_referral_history(rpc_ctx *ctx, const void *vreq, void *vresp)
     rpc_code code = gsvc_check_tenant(ctx, req->tenant_id);
     if (code != RPC_OK)
         return code;
-    if (!valid_referral_id(req->referral_id))
+    if (!gl_valid_referral_id(req->referral_id))
         return rpc_fail(ctx, RPC_INVALID_ARGUMENT, "referral_id: required, 1..64 of [A-Za-z0-9_-]");
     authz_claims claims;
     if ((code = gsvc_require(ctx, req->tenant_id, REVIEW_PERMISSION, NULL, &claims)) != RPC_OK)
@@ -921,7 +874,7 @@ rpc_code gsvc_h_what_if(rpc_ctx *ctx, const void *vreq, void *vresp)
     if (req->n_referral_ids > WHATIF_MAX_IDS)
         return rpc_fail(ctx, RPC_INVALID_ARGUMENT, "referral_ids: at most %d", WHATIF_MAX_IDS);
     for (size_t i = 0; i < req->n_referral_ids; i++)
-        if (!valid_referral_id(req->referral_ids[i]))
+        if (!gl_valid_referral_id(req->referral_ids[i]))
             return rpc_fail(ctx, RPC_INVALID_ARGUMENT, "referral_ids[%zu]: 1..64 of [A-Za-z0-9_-]", i);
     int64_t start = gsvc_timestamp_us(req->start_time), end = gsvc_timestamp_us(req->end_time);
     if (start && end && end <= start)

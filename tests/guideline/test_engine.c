@@ -5,6 +5,7 @@
  * criterion's three-valued result: `x` fired = true, `x-not` fired = false, neither = unknown. */
 #include "bundle.h"
 #include "engine.h"
+#include "shapes.h"
 
 #include <pthread.h>
 #include <setjmp.h>
@@ -719,6 +720,38 @@ static void test_input_errors(void **state)
     free(buf);
 }
 
+/* The identifier shapes the service and alma-cli share (shapes.h). */
+static void test_shapes(void **state)
+{
+    (void)state;
+    assert_true(gl_valid_referral_id("ref-1_A"));
+    assert_true(gl_valid_referral_id("0123456789012345678901234567890123456789012345678901234567890123"));
+    assert_false(gl_valid_referral_id("01234567890123456789012345678901234567890123456789012345678901234"));
+    assert_false(gl_valid_referral_id(""));
+    assert_false(gl_valid_referral_id("ref/1"));
+    assert_false(gl_valid_referral_id(NULL));
+    assert_true(gl_valid_icd10("N18"));
+    assert_true(gl_valid_icd10("N18.4"));
+    assert_true(gl_valid_icd10("M54.50"));
+    assert_true(gl_valid_icd10("Q61.11"));
+    assert_true(gl_valid_icd10("Z3A.1234")); /* a letter in the third place */
+    assert_false(gl_valid_icd10("N18."));
+    assert_false(gl_valid_icd10("N18.12345"));
+    assert_false(gl_valid_icd10("n18.4"));
+    assert_false(gl_valid_icd10("1N8"));
+    assert_false(gl_valid_icd10("N184"));
+    assert_false(gl_valid_icd10("N18-4"));
+    assert_true(gl_valid_name("nephrology", GL_NAME_MAX, true, true));
+    assert_true(gl_valid_name("spine-surgery", GL_NAME_MAX, true, true));
+    assert_true(gl_valid_name("3d", GL_NAME_MAX, true, true));
+    assert_false(gl_valid_name("3d", GL_NAME_MAX, false, false));
+    assert_false(gl_valid_name("-a", GL_NAME_MAX, true, true));
+    assert_false(gl_valid_name("red-flag", GL_NAME_MAX, false, false));
+    assert_true(gl_valid_name("red_flag", GL_NAME_MAX, false, false));
+    assert_false(gl_valid_name("Red_flag", GL_NAME_MAX, false, false));
+    assert_false(gl_valid_name("abc", 2, false, false));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -727,6 +760,7 @@ int main(void)
         cmocka_unit_test(test_flags_findings), cmocka_unit_test(test_medication_problem_age_sex_missing),
         cmocka_unit_test(test_decision),       cmocka_unit_test(test_determinism),
         cmocka_unit_test(test_concurrent),     cmocka_unit_test(test_input_errors),
+        cmocka_unit_test(test_shapes),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
