@@ -70,41 +70,13 @@ static void write_file(const char *path, const void *data, size_t len, mode_t mo
     assert_int_equal(chmod(path, mode), 0);
 }
 
-/* A token of principal with one role in a file of the work directory (mode 600): the token alone on a line.
- */
-static void token_file(const char *principal, const char *role, const char *name,
-                       char path[TESTPROC_PATH_MAX])
-{
-    char *bearer = malloc(TESTSUITE_BEARER_MAX);
-    assert_non_null(bearer);
-    testsuite_token(&g_ts, NULL, principal, (const char *const[]){role, NULL}, bearer);
-    assert_true(strncmp(bearer, "Bearer ", 7) == 0);
-    size_t n = strlen(bearer + 7);
-    bearer[7 + n] = '\n';
-    snprintf(path, TESTPROC_PATH_MAX, "%s", testproc_work_path(name));
-    write_file(path, bearer + 7, n + 1, 0600);
-    explicit_bzero(bearer, TESTSUITE_BEARER_MAX);
-    free(bearer);
-}
-
 static void launch(void)
 {
-    char env_pg[600], env_owner[600], env_schema[100], env_redis[100], env_audit[100], env_idn[100],
-        env_bundle[600];
-    snprintf(env_pg, sizeof env_pg, "ALMA_PG_URI=%s", g_ts.app_uri);
-    snprintf(env_owner, sizeof env_owner, "ALMA_PG_OWNER_URI=%s", g_ts.owner_uri);
-    snprintf(env_schema, sizeof env_schema, "ALMA_PG_SCHEMA=%s", g_schema);
-    snprintf(env_redis, sizeof env_redis, "ALMA_REDIS_ADDR=%s", g_ts.redis_addr);
-    snprintf(env_audit, sizeof env_audit, "ALMA_AUDIT_ADDR=%s", g_ts.audit.api_addr);
-    snprintf(env_idn, sizeof env_idn, "ALMA_IDENTITY_ADDR=%s", g_ts.identity.api_addr);
+    char env_bundle[600], env_vault[100];
     snprintf(env_bundle, sizeof env_bundle, "ALMA_BUNDLE_FILE=%s", testenv_source_path(BUNDLE_FILE));
-    char env_vault[100];
     snprintf(env_vault, sizeof env_vault, "ALMA_VAULT_ADDR=%s", g_with_vault ? g_v.d.api_addr : "");
-    const char *env[] = {env_pg,  env_owner,  env_schema, env_redis, env_audit,
-                         env_idn, env_bundle, env_vault,  NULL};
-    const char *args[] = {"--workers", "4", NULL};
-    testproc_daemon_init(&g_d, testsuite_binary("services/guideline/alma-guideline"), "guideline", args, env);
-    testproc_daemon_start(&g_d);
+    testsuite_daemon_start(&g_ts, &g_d, "services/guideline/alma-guideline", "guideline", g_schema, 4,
+                           (const char *const[]){env_bundle, env_vault, NULL});
 }
 
 static int group_setup(void **state)
@@ -135,29 +107,18 @@ static int test_setup(void **state)
     g_gdb = testdb_pool(g_ts.pg_uri, g_schema, 1);
     testsuite_user(&g_ts, "dr.glcli", "pcp_clinician", g_clin);
     testsuite_user(&g_ts, "plan.glcli", "plan_reviewer", g_plan);
-    token_file(g_clin, "pcp_clinician", "clinician.token", g_clin_file);
-    token_file(g_plan, "plan_reviewer", "plan.token", g_plan_file);
-    token_file(g_ts.admin_id, "platform_admin", "admin.token", g_admin_file);
+    testsuite_token_file(&g_ts, g_clin, "pcp_clinician", "clinician.token", g_clin_file);
+    testsuite_token_file(&g_ts, g_plan, "plan_reviewer", "plan.token", g_plan_file);
+    testsuite_token_file(&g_ts, g_ts.admin_id, "platform_admin", "admin.token", g_admin_file);
     testsuite_relationship(&g_ts, g_clin, PATIENT, NULL);
     return 0;
 }
 
 static int test_teardown(void **state)
 {
-    bool ok = true;
     db_pool_destroy(g_gdb);
     g_gdb = NULL;
-    if (g_d.pid) {
-        int code = testproc_daemon_stop(&g_d);
-        char *log = testproc_daemon_log(&g_d);
-        if (code != 0 || testsuite_sanitizer_report(log)) {
-            size_t len = strlen(log);
-            fprintf(stderr, "alma-guideline exited %d; the end of its log:\n%s\n", code,
-                    log + (len > 6000 ? len - 6000 : 0));
-            ok = false;
-        }
-        free(log);
-    }
+    bool ok = testsuite_daemon_stop(&g_d, "alma-guideline");
     testdb_drop_schema(g_ts.root, g_schema);
     if (g_with_vault)
         ok = vaultd_stop(&g_v, &g_ts) && ok;

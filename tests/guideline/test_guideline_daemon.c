@@ -65,28 +65,11 @@ static char *g_clin_tok, *g_other_tok, *g_plan_tok, *g_admin_tok;
 
 static void launch(void)
 {
-    char env_pg[600], env_owner[600], env_schema[100], env_redis[100], env_audit[100], env_idn[100],
-        env_bundle[600];
-    snprintf(env_pg, sizeof env_pg, "ALMA_PG_URI=%s", g_ts.app_uri);
-    snprintf(env_owner, sizeof env_owner, "ALMA_PG_OWNER_URI=%s", g_ts.owner_uri);
-    snprintf(env_schema, sizeof env_schema, "ALMA_PG_SCHEMA=%s", g_schema);
-    snprintf(env_redis, sizeof env_redis, "ALMA_REDIS_ADDR=%s", g_ts.redis_addr);
-    snprintf(env_audit, sizeof env_audit, "ALMA_AUDIT_ADDR=%s", g_ts.audit.api_addr);
-    snprintf(env_idn, sizeof env_idn, "ALMA_IDENTITY_ADDR=%s", g_ts.identity.api_addr);
+    char env_bundle[600], env_vault[100];
     snprintf(env_bundle, sizeof env_bundle, "ALMA_BUNDLE_FILE=%s", testenv_source_path(BUNDLE_FILE));
-    char env_vault[100];
     snprintf(env_vault, sizeof env_vault, "ALMA_VAULT_ADDR=%s", g_vault_addr);
-    const char *env[] = {env_pg,  env_owner,  env_schema, env_redis, env_audit,
-                         env_idn, env_bundle, env_vault,  NULL};
-    char api[64];
-    const char *args[] = {"--workers", "8", NULL, NULL, NULL};
-    if (g_d.api) { /* a restart keeps its port */
-        snprintf(api, sizeof api, "127.0.0.1:%d", g_d.api);
-        args[2] = "--api-addr";
-        args[3] = api;
-    }
-    testproc_daemon_init(&g_d, testsuite_binary("services/guideline/alma-guideline"), "guideline", args, env);
-    testproc_daemon_start(&g_d);
+    testsuite_daemon_start(&g_ts, &g_d, "services/guideline/alma-guideline", "guideline", g_schema, 8,
+                           (const char *const[]){env_bundle, env_vault, NULL});
 }
 
 static void open_channel(void)
@@ -153,18 +136,7 @@ static int test_teardown(void **state)
 {
     rpc_channel_close(g_ch);
     g_ch = NULL;
-    bool ok = true;
-    if (g_d.pid) {
-        int code = testproc_daemon_stop(&g_d);
-        char *log = testproc_daemon_log(&g_d);
-        if (code != 0 || testsuite_sanitizer_report(log)) {
-            size_t len = strlen(log);
-            fprintf(stderr, "alma-guideline exited %d; the end of its log:\n%s\n", code,
-                    log + (len > 6000 ? len - 6000 : 0));
-            ok = false;
-        }
-        free(log);
-    }
+    bool ok = testsuite_daemon_stop(&g_d, "alma-guideline");
     testdb_drop_schema(g_ts.root, g_schema);
     ok = testsuite_stop(&g_ts) && ok;
     free(g_clin_tok);

@@ -15,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -450,4 +451,72 @@ int testsuite_audit_count(testsuite *ts, int action, const char *patient_ref)
     db_result_free(res);
     db_pool_destroy(p);
     return (int)n;
+}
+
+void testsuite_token_file(testsuite *ts, const char *principal, const char *role, const char *name,
+                          char path[TESTPROC_PATH_MAX])
+{
+    char *bearer = malloc(TESTSUITE_BEARER_MAX);
+    assert_non_null(bearer);
+    testsuite_token(ts, NULL, principal, (const char *const[]){role, NULL}, bearer);
+    assert_true(strncmp(bearer, "Bearer ", 7) == 0);
+    size_t n = strlen(bearer + 7);
+    bearer[7 + n] = '\n';
+    snprintf(path, TESTPROC_PATH_MAX, "%s", testproc_work_path(name));
+    FILE *f = fopen(path, "w");
+    assert_non_null(f);
+    assert_int_equal(fwrite(bearer + 7, 1, n + 1, f), n + 1);
+    assert_int_equal(fclose(f), 0);
+    assert_int_equal(chmod(path, 0600), 0);
+    explicit_bzero(bearer, TESTSUITE_BEARER_MAX);
+    free(bearer);
+}
+
+#define DAEMON_EXTRA_ENV 8
+
+void testsuite_daemon_start(testsuite *ts, testproc_daemon *d, const char *binary, const char *name,
+                            const char *schema, int workers, const char *const *extra_env)
+{
+    char env_pg[600], env_owner[600], env_schema[100], env_redis[100], env_audit[100], env_idn[100];
+    snprintf(env_pg, sizeof env_pg, "ALMA_PG_URI=%s", ts->app_uri);
+    snprintf(env_owner, sizeof env_owner, "ALMA_PG_OWNER_URI=%s", ts->owner_uri);
+    snprintf(env_schema, sizeof env_schema, "ALMA_PG_SCHEMA=%s", schema);
+    snprintf(env_redis, sizeof env_redis, "ALMA_REDIS_ADDR=%s", ts->redis_addr);
+    snprintf(env_audit, sizeof env_audit, "ALMA_AUDIT_ADDR=%s", ts->audit.api_addr);
+    snprintf(env_idn, sizeof env_idn, "ALMA_IDENTITY_ADDR=%s", ts->identity.api_addr);
+    const char *env[6 + DAEMON_EXTRA_ENV + 1] = {env_pg,    env_owner, env_schema,
+                                                 env_redis, env_audit, env_idn};
+    size_t n = 6;
+    for (size_t i = 0; extra_env && extra_env[i]; i++) {
+        assert_true(i < DAEMON_EXTRA_ENV);
+        env[n++] = extra_env[i];
+    }
+    env[n] = NULL;
+    char api[64], nworkers[16];
+    snprintf(nworkers, sizeof nworkers, "%d", workers);
+    const char *args[] = {"--workers", nworkers, NULL, NULL, NULL};
+    if (d->api) { /* a restart keeps its port */
+        snprintf(api, sizeof api, "127.0.0.1:%d", d->api);
+        args[2] = "--api-addr";
+        args[3] = api;
+    }
+    testproc_daemon_init(d, testsuite_binary(binary), name, args, env);
+    testproc_daemon_start(d);
+}
+
+bool testsuite_daemon_stop(testproc_daemon *d, const char *name)
+{
+    if (!d->pid)
+        return true;
+    bool ok = true;
+    int code = testproc_daemon_stop(d);
+    char *log = testproc_daemon_log(d);
+    if (code != 0 || testsuite_sanitizer_report(log)) {
+        size_t len = strlen(log);
+        fprintf(stderr, "%s exited %d; the end of its log:\n%s\n", name, code,
+                log + (len > 6000 ? len - 6000 : 0));
+        ok = false;
+    }
+    free(log);
+    return ok;
 }

@@ -70,6 +70,19 @@ void testsuite_break_glass(testsuite *ts, const char *bearer, const char *patien
 /* Events in the audit log (superuser SQL on its schema) matching action (audit.proto number) and
  * patient_ref (NULL: any). */
 int testsuite_audit_count(testsuite *ts, int action, const char *patient_ref);
+/* A --token-file file for principal with one role (testsuite_token, tenant ts->tenant): the token alone on
+ * one line, in the work directory under `name`, mode 600; its path in *path. */
+void testsuite_token_file(testsuite *ts, const char *principal, const char *role, const char *name,
+                          char path[TESTPROC_PATH_MAX]);
+/* Start a service of the suite: `binary` below the build tree, TLS identity `name`, the suite's PostgreSQL
+ * (ALMA_PG_URI as the app role, ALMA_PG_OWNER_URI, ALMA_PG_SCHEMA=schema), Redis, audit and identity, plus
+ * extra_env ("K=V", NULL-terminated, at most 8, may be NULL) and --workers workers. When d->api is set (a
+ * stopped daemon), it restarts on that port. */
+void testsuite_daemon_start(testsuite *ts, testproc_daemon *d, const char *binary, const char *name,
+                            const char *schema, int workers, const char *const *extra_env);
+/* Stop it; false, with the end of its log on stderr, when it exited uncleanly or its log holds a sanitizer
+ * report. A daemon never started (pid 0) is fine. */
+bool testsuite_daemon_stop(testproc_daemon *d, const char *name);
 /* A path to a binary below the build tree (a few rotating static buffers). */
 const char *testsuite_binary(const char *rel);
 /* Whether a log holds a sanitizer report. */

@@ -49,32 +49,6 @@ static char g_clin[64], g_priv[64];
 static char g_clin_file[TESTPROC_PATH_MAX], g_priv_file[TESTPROC_PATH_MAX], g_sec_file[TESTPROC_PATH_MAX];
 static db_pool *g_vdb;
 
-static void write_file(const char *path, const void *data, size_t len, mode_t mode)
-{
-    FILE *f = fopen(path, "w");
-    assert_non_null(f);
-    assert_int_equal(fwrite(data, 1, len, f), len);
-    assert_int_equal(fclose(f), 0);
-    assert_int_equal(chmod(path, mode), 0);
-}
-
-/* A token of principal with one role, in a file of the work directory (mode 600), as --token-file takes it:
- * the token alone on one line. */
-static void token_file(const char *principal, const char *role, const char *name,
-                       char path[TESTPROC_PATH_MAX])
-{
-    char *bearer = malloc(TESTSUITE_BEARER_MAX);
-    assert_non_null(bearer);
-    testsuite_token(&g_ts, NULL, principal, (const char *const[]){role, NULL}, bearer);
-    assert_true(strncmp(bearer, "Bearer ", 7) == 0);
-    size_t n = strlen(bearer + 7);
-    bearer[7 + n] = '\n';
-    snprintf(path, TESTPROC_PATH_MAX, "%s", testproc_work_path(name));
-    write_file(path, bearer + 7, n + 1, 0600);
-    explicit_bzero(bearer, TESTSUITE_BEARER_MAX);
-    free(bearer);
-}
-
 static int group_setup(void **state)
 {
     (void)state;
@@ -98,9 +72,9 @@ static int test_setup(void **state)
     g_vdb = g_v.db;
     testsuite_user(&g_ts, "dr.cli", "pcp_clinician", g_clin);
     testsuite_user(&g_ts, "privacy.cli", "privacy_officer", g_priv);
-    token_file(g_clin, "pcp_clinician", "clinician.token", g_clin_file);
-    token_file(g_priv, "privacy_officer", "privacy.token", g_priv_file);
-    token_file(g_ts.admin_id, "security_admin", "security.token", g_sec_file);
+    testsuite_token_file(&g_ts, g_clin, "pcp_clinician", "clinician.token", g_clin_file);
+    testsuite_token_file(&g_ts, g_priv, "privacy_officer", "privacy.token", g_priv_file);
+    testsuite_token_file(&g_ts, g_ts.admin_id, "security_admin", "security.token", g_sec_file);
     return 0;
 }
 

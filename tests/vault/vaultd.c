@@ -60,27 +60,11 @@ static void write_keys(vaultd *v)
 
 static void launch(vaultd *v, testsuite *ts)
 {
-    char env_pg[600], env_owner[600], env_schema[100], env_redis[100], env_audit[100], env_idn[100],
-        env_master[400], env_key[400];
-    snprintf(env_pg, sizeof env_pg, "ALMA_PG_URI=%s", ts->app_uri);
-    snprintf(env_owner, sizeof env_owner, "ALMA_PG_OWNER_URI=%s", ts->owner_uri);
-    snprintf(env_schema, sizeof env_schema, "ALMA_PG_SCHEMA=%s", v->schema);
-    snprintf(env_redis, sizeof env_redis, "ALMA_REDIS_ADDR=%s", ts->redis_addr);
-    snprintf(env_audit, sizeof env_audit, "ALMA_AUDIT_ADDR=%s", ts->audit.api_addr);
-    snprintf(env_idn, sizeof env_idn, "ALMA_IDENTITY_ADDR=%s", ts->identity.api_addr);
+    char env_master[400], env_key[400];
     snprintf(env_master, sizeof env_master, "ALMA_MASTER_KEY=file:%s", v->master_path);
     snprintf(env_key, sizeof env_key, "ALMA_SIGNING_KEY=%s", v->cert_key_path);
-    const char *env[] = {env_pg,  env_owner,  env_schema, env_redis, env_audit,
-                         env_idn, env_master, env_key,    NULL};
-    char api[64];
-    const char *args[] = {"--workers", "8", NULL, NULL, NULL};
-    if (v->d.api) { /* a restart keeps its port */
-        snprintf(api, sizeof api, "127.0.0.1:%d", v->d.api);
-        args[2] = "--api-addr";
-        args[3] = api;
-    }
-    testproc_daemon_init(&v->d, testsuite_binary("services/vault/alma-vault"), "vault", args, env);
-    testproc_daemon_start(&v->d);
+    testsuite_daemon_start(ts, &v->d, "services/vault/alma-vault", "vault", v->schema, 8,
+                           (const char *const[]){env_master, env_key, NULL});
 }
 
 void vaultd_start(vaultd *v, testsuite *ts, const char *tag)
@@ -102,18 +86,7 @@ void vaultd_restart(vaultd *v, testsuite *ts)
 
 bool vaultd_stop(vaultd *v, testsuite *ts)
 {
-    bool ok = true;
-    if (v->d.pid) {
-        int code = testproc_daemon_stop(&v->d);
-        char *log = testproc_daemon_log(&v->d);
-        if (code != 0 || testsuite_sanitizer_report(log)) {
-            size_t len = strlen(log);
-            fprintf(stderr, "alma-vault exited %d; the end of its log:\n%s\n", code,
-                    log + (len > 6000 ? len - 6000 : 0));
-            ok = false;
-        }
-        free(log);
-    }
+    bool ok = testsuite_daemon_stop(&v->d, "alma-vault");
     db_pool_destroy(v->db);
     v->db = NULL;
     testdb_drop_schema(ts->root, v->schema);
