@@ -9,6 +9,7 @@
 #include "auditclient.h"
 
 #include "base/batch.h"
+#include "base/log.h"
 
 #include <stdbool.h>
 #include <stdio.h>
@@ -199,5 +200,28 @@ base_result audit_client_record(audit_client *c, const audit_client_event *e, co
     }
     ev.details = ptrs;
     ev.n_details = n;
+    ev.guideline = (Alma__Audit__V1__GuidelineRef *)e->guideline;
     return audit_client_append(c, &ev, parent, ret_seq);
+}
+
+rpc_code audit_client_require(audit_client *c, const audit_client_event *e, rpc_ctx *ctx, const char *what)
+{
+    base_result r = audit_client_record(c, e, ctx, NULL);
+    if (base_is_ok(r))
+        return RPC_OK;
+    log_emit(LOG_ERROR, rpc_ctx_request_id(ctx), "audit append failed", "error", base_error_message(), NULL);
+    return rpc_fail(ctx, RPC_UNAVAILABLE, "audit log unavailable: %s", what);
+}
+
+void audit_client_record_error(audit_client *c, const audit_client_event *intent, const char *change,
+                               base_err err, rpc_ctx *ctx)
+{
+    audit_client_event ev = *intent;
+    ev.outcome = ALMA__AUDIT__V1__OUTCOME__OUTCOME_ERROR;
+    ev.details =
+        (const char *const[]){"change", change ? change : "failed", "error", base_err_name(err), NULL};
+    if (!base_is_ok(audit_client_record(c, &ev, ctx, NULL)))
+        log_emit(LOG_ERROR, rpc_ctx_request_id(ctx),
+                 "a change audited beforehand did not happen, and its ERROR event could not be written",
+                 "change", ev.details[1], NULL);
 }

@@ -58,9 +58,25 @@ typedef struct audit_client_event {
     const char *recipient_name;
     Alma__Audit__V1__DisclosureBasis basis;
     const char *phi_description;
+    /* recommendations (ACTION_RECOMMEND, the guideline engine) */
+    const Alma__Audit__V1__GuidelineRef *guideline;
 } audit_client_event;
 
 BASE_MUST_USE base_result audit_client_record(audit_client *c, const audit_client_event *e,
                                               const rpc_ctx *parent, uint64_t *ret_seq);
+
+/* The two halves of "audit first" every service's handlers use.
+ *
+ * audit_client_require: record e, which must be durable before the call goes on (a change's intent, a
+ * disclosure): RPC_OK, or the call fails with UNAVAILABLE "audit log unavailable: <what>" (what the caller
+ * therefore did not do, e.g. "nothing was changed"), logged.
+ *
+ * audit_client_record_error: a change whose intent was recorded did not happen: the same event again with
+ * outcome ERROR and the details change=<change> (NULL: "failed") and error=<base_err_name(err)>. Best effort
+ * (the call is failing anyway): logged when this append fails too. Map the failure to the call's status
+ * before calling it: the append replaces the thread's error message. */
+rpc_code audit_client_require(audit_client *c, const audit_client_event *e, rpc_ctx *ctx, const char *what);
+void audit_client_record_error(audit_client *c, const audit_client_event *intent, const char *change,
+                               base_err err, rpc_ctx *ctx);
 
 #endif

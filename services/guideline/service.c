@@ -230,43 +230,39 @@ rpc_code gsvc_bundle(rpc_ctx *ctx, const char *bundle_id, const char *version, c
 
 /* ---- Audit --------------------------------------------------------------------------------------------- */
 
+/* A gsvc_event as the audit client's event; the roles live in *rec. */
+typedef struct gsvc_record {
+    audit_client_event ev;
+    const char *roles[AUTHZ_MAX_ROLES];
+} gsvc_record;
+
+static const audit_client_event *to_record(const gsvc_event *e, gsvc_record *rec)
+{
+    size_t nroles = 0;
+    for (size_t i = 0; e->claims && i < e->claims->role_count && i < AUTHZ_MAX_ROLES; i++)
+        rec->roles[nroles++] = e->claims->roles[i];
+    rec->ev = (audit_client_event){
+        .tenant_id = e->tenant_id,
+        .actor = e->claims && e->claims->sub[0] ? e->claims->sub : GSVC_SYSTEM_ACTOR,
+        .roles = rec->roles,
+        .role_count = nroles,
+        .action = e->action,
+        .purpose = (Alma__Common__V1__PurposeOfUse)e->purpose,
+        .outcome = e->outcome,
+        .severity = e->severity,
+        .patient_ref = e->patient_ref,
+        .resource_type = e->resource_type,
+        .resource_id = e->resource_id,
+        .details = e->details,
+        .guideline = e->guideline,
+    };
+    return &rec->ev;
+}
+
 base_result gsvc_audit(rpc_ctx *ctx, const gsvc_event *e)
 {
-    char *roles[AUTHZ_MAX_ROLES];
-    size_t nroles = 0;
-    for (size_t i = 0; e->claims && i < e->claims->role_count && i < AUTHZ_MAX_ROLES && i < 16; i++)
-        roles[nroles++] = (char *)e->claims->roles[i];
-    Alma__Audit__V1__Actor actor = ALMA__AUDIT__V1__ACTOR__INIT;
-    actor.principal_id = (char *)(e->claims && e->claims->sub[0] ? e->claims->sub : GSVC_SYSTEM_ACTOR);
-    actor.roles = roles;
-    actor.n_roles = nroles;
-    Alma__Audit__V1__EventInput ev = ALMA__AUDIT__V1__EVENT_INPUT__INIT;
-    ev.tenant_id = (char *)(e->tenant_id ? e->tenant_id : "");
-    ev.actor = &actor;
-    ev.action = e->action;
-    ev.purpose = e->purpose ? (Alma__Common__V1__PurposeOfUse)e->purpose
-                            : ALMA__COMMON__V1__PURPOSE_OF_USE__PURPOSE_OF_USE_OPERATIONS;
-    ev.outcome = e->outcome ? e->outcome : ALMA__AUDIT__V1__OUTCOME__OUTCOME_SUCCESS;
-    ev.severity = e->severity ? e->severity : ALMA__AUDIT__V1__SEVERITY__SEVERITY_INFO;
-    ev.patient_ref = (char *)(e->patient_ref ? e->patient_ref : "");
-    ev.resource_type = (char *)(e->resource_type ? e->resource_type : "");
-    ev.resource_id = (char *)(e->resource_id ? e->resource_id : "");
-    ev.guideline = (Alma__Audit__V1__GuidelineRef *)e->guideline;
-    Alma__Audit__V1__EventInput__DetailsEntry entries[AUDIT_CLIENT_MAX_DETAILS];
-    Alma__Audit__V1__EventInput__DetailsEntry *ptrs[AUDIT_CLIENT_MAX_DETAILS];
-    char values[AUDIT_CLIENT_MAX_DETAILS][257];
-    size_t n = 0;
-    for (size_t i = 0; e->details && e->details[i] && e->details[i + 1] && n < AUDIT_CLIENT_MAX_DETAILS;
-         i += 2, n++) {
-        alma__audit__v1__event_input__details_entry__init(&entries[n]);
-        entries[n].key = (char *)e->details[i];
-        snprintf(values[n], sizeof values[n], "%s", e->details[i + 1]);
-        entries[n].value = values[n];
-        ptrs[n] = &entries[n];
-    }
-    ev.details = ptrs;
-    ev.n_details = n;
-    base_result r = audit_client_append(gsvc_of(ctx)->audit, &ev, ctx, NULL);
+    gsvc_record rec;
+    base_result r = audit_client_record(gsvc_of(ctx)->audit, to_record(e, &rec), ctx, NULL);
     if (!base_is_ok(r))
         log_emit(LOG_ERROR, rpc_ctx_request_id(ctx), "audit append failed", "error", base_error_message(),
                  NULL);
@@ -275,21 +271,15 @@ base_result gsvc_audit(rpc_ctx *ctx, const gsvc_event *e)
 
 rpc_code gsvc_audit_or_fail(rpc_ctx *ctx, const gsvc_event *ev, const char *what)
 {
-    if (!base_is_ok(gsvc_audit(ctx, ev)))
-        return rpc_fail(ctx, RPC_UNAVAILABLE, "audit log unavailable: %s", what);
-    return RPC_OK;
+    gsvc_record rec;
+    return audit_client_require(gsvc_of(ctx)->audit, to_record(ev, &rec), ctx, what);
 }
 
 rpc_code gsvc_audit_failed(rpc_ctx *ctx, const gsvc_event *intent, base_result r)
 {
     rpc_code code = gsvc_fail(ctx, r);
-    gsvc_event ev = *intent;
-    ev.outcome = ALMA__AUDIT__V1__OUTCOME__OUTCOME_ERROR;
-    ev.details = (const char *const[]){"change", "failed", "error", base_err_name(r.err), NULL};
-    if (!base_is_ok(gsvc_audit(ctx, &ev)))
-        log_emit(LOG_ERROR, rpc_ctx_request_id(ctx),
-                 "a change audited beforehand did not happen, and its ERROR event could not be written",
-                 NULL);
+    gsvc_record rec;
+    audit_client_record_error(gsvc_of(ctx)->audit, to_record(intent, &rec), NULL, r.err, ctx);
     return code;
 }
 

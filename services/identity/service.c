@@ -180,25 +180,35 @@ base_result idn_issue_token(idn_service *s, const char *tenant_id, const char *p
     return BASE_OK_RESULT;
 }
 
-base_result idn_audit(rpc_ctx *ctx, const idn_audit_event *e)
-{
-    idn_service *s = idn_of(ctx);
+/* An idn_audit_event as the audit client's event; the roles live in *rec. */
+typedef struct idn_record {
+    audit_client_event ev;
     const char *roles[AUTHZ_MAX_ROLES];
+} idn_record;
+
+static const audit_client_event *to_record(const idn_audit_event *e, idn_record *rec)
+{
     size_t nroles = 0;
     for (size_t i = 0; e->claims && i < e->claims->role_count && i < AUTHZ_MAX_ROLES; i++)
-        roles[nroles++] = e->claims->roles[i];
-    audit_client_event ev = {.tenant_id = e->tenant_id,
-                             .actor = e->actor,
-                             .roles = roles,
-                             .role_count = nroles,
-                             .action = e->action,
-                             .outcome = e->outcome,
-                             .severity = e->severity,
-                             .patient_ref = e->patient_ref,
-                             .resource_type = e->resource_type,
-                             .resource_id = e->resource_id,
-                             .details = e->details};
-    base_result r = audit_client_record(s->audit, &ev, ctx, NULL);
+        rec->roles[nroles++] = e->claims->roles[i];
+    rec->ev = (audit_client_event){.tenant_id = e->tenant_id,
+                                   .actor = e->actor,
+                                   .roles = rec->roles,
+                                   .role_count = nroles,
+                                   .action = e->action,
+                                   .outcome = e->outcome,
+                                   .severity = e->severity,
+                                   .patient_ref = e->patient_ref,
+                                   .resource_type = e->resource_type,
+                                   .resource_id = e->resource_id,
+                                   .details = e->details};
+    return &rec->ev;
+}
+
+base_result idn_audit(rpc_ctx *ctx, const idn_audit_event *e)
+{
+    idn_record rec;
+    base_result r = audit_client_record(idn_of(ctx)->audit, to_record(e, &rec), ctx, NULL);
     if (!base_is_ok(r))
         log_emit(LOG_ERROR, rpc_ctx_request_id(ctx), "audit append failed", "error", base_error_message(),
                  NULL);
@@ -215,22 +225,16 @@ static void revoke_one(void *arg, const char *sid)
 
 rpc_code idn_audit_intent(rpc_ctx *ctx, const idn_audit_event *ev)
 {
-    if (!base_is_ok(idn_audit(ctx, ev)))
-        return rpc_fail(ctx, RPC_UNAVAILABLE, "audit log unavailable: nothing was changed");
-    return RPC_OK;
+    idn_record rec;
+    return audit_client_require(idn_of(ctx)->audit, to_record(ev, &rec), ctx, "nothing was changed");
 }
 
 void idn_audit_error(rpc_ctx *ctx, const idn_audit_event *intent, const char *what, base_err err)
 {
     char change[128];
     snprintf(change, sizeof change, "%s failed", what);
-    idn_audit_event ev = *intent;
-    ev.outcome = ALMA__AUDIT__V1__OUTCOME__OUTCOME_ERROR;
-    ev.details = (const char *const[]){"change", change, "error", base_err_name(err), NULL};
-    if (!base_is_ok(idn_audit(ctx, &ev)))
-        log_emit(LOG_ERROR, rpc_ctx_request_id(ctx),
-                 "a change audited beforehand did not happen, and its ERROR event could not be written",
-                 "change", change, NULL);
+    idn_record rec;
+    audit_client_record_error(idn_of(ctx)->audit, to_record(intent, &rec), change, err, ctx);
 }
 
 rpc_code idn_audit_failed(rpc_ctx *ctx, const idn_audit_event *intent, const char *what, base_result r)

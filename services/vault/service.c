@@ -133,16 +133,21 @@ const char *vs_category_list(rpc_ctx *ctx, unsigned mask)
 
 /* ---- Audit --------------------------------------------------------------------------------------------- */
 
-base_result vs_audit(rpc_ctx *ctx, const vs_event *e)
-{
+/* A vs_event as the audit client's event; the roles live in *rec. */
+typedef struct vs_record {
+    audit_client_event ev;
     const char *roles[AUTHZ_MAX_ROLES];
+} vs_record;
+
+static const audit_client_event *to_record(const vs_event *e, vs_record *rec)
+{
     size_t nroles = 0;
     for (size_t i = 0; e->claims && i < e->claims->role_count && i < AUTHZ_MAX_ROLES; i++)
-        roles[nroles++] = e->claims->roles[i];
-    audit_client_event ev = {
+        rec->roles[nroles++] = e->claims->roles[i];
+    rec->ev = (audit_client_event){
         .tenant_id = e->tenant_id,
         .actor = e->claims && e->claims->sub[0] ? e->claims->sub : SYSTEM_ACTOR,
-        .roles = roles,
+        .roles = rec->roles,
         .role_count = nroles,
         .action = e->action,
         .purpose = (Alma__Common__V1__PurposeOfUse)e->purpose,
@@ -156,7 +161,13 @@ base_result vs_audit(rpc_ctx *ctx, const vs_event *e)
         .basis = e->basis,
         .phi_description = e->phi_description,
     };
-    base_result r = audit_client_record(vs_of(ctx)->audit, &ev, ctx, NULL);
+    return &rec->ev;
+}
+
+base_result vs_audit(rpc_ctx *ctx, const vs_event *e)
+{
+    vs_record rec;
+    base_result r = audit_client_record(vs_of(ctx)->audit, to_record(e, &rec), ctx, NULL);
     if (!base_is_ok(r))
         log_emit(LOG_ERROR, rpc_ctx_request_id(ctx), "audit append failed", "error", base_error_message(),
                  NULL);
@@ -165,28 +176,21 @@ base_result vs_audit(rpc_ctx *ctx, const vs_event *e)
 
 rpc_code vs_audit_intent(rpc_ctx *ctx, const vs_event *ev)
 {
-    if (!base_is_ok(vs_audit(ctx, ev)))
-        return rpc_fail(ctx, RPC_UNAVAILABLE, "audit log unavailable: nothing was changed");
-    return RPC_OK;
+    vs_record rec;
+    return audit_client_require(vs_of(ctx)->audit, to_record(ev, &rec), ctx, "nothing was changed");
 }
 
 rpc_code vs_audit_disclosure(rpc_ctx *ctx, const vs_event *ev)
 {
-    if (!base_is_ok(vs_audit(ctx, ev)))
-        return rpc_fail(ctx, RPC_UNAVAILABLE, "audit log unavailable: nothing was disclosed");
-    return RPC_OK;
+    vs_record rec;
+    return audit_client_require(vs_of(ctx)->audit, to_record(ev, &rec), ctx, "nothing was disclosed");
 }
 
 rpc_code vs_audit_failed(rpc_ctx *ctx, const vs_event *intent, base_result r)
 {
     rpc_code code = vs_fail(ctx, r);
-    vs_event ev = *intent;
-    ev.outcome = ALMA__AUDIT__V1__OUTCOME__OUTCOME_ERROR;
-    ev.details = (const char *const[]){"change", "failed", "error", base_err_name(r.err), NULL};
-    if (!base_is_ok(vs_audit(ctx, &ev)))
-        log_emit(LOG_ERROR, rpc_ctx_request_id(ctx),
-                 "a change audited beforehand did not happen, and its ERROR event could not be written",
-                 NULL);
+    vs_record rec;
+    audit_client_record_error(vs_of(ctx)->audit, to_record(intent, &rec), NULL, r.err, ctx);
     return code;
 }
 
