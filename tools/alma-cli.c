@@ -5053,6 +5053,20 @@ static void cli_gl_print_list(const char *name, char **items, size_t n)
         cli_print_line(name, items[i]);
 }
 
+/* One line per fired rule: "<label>: <rule_id> <values_json>". */
+static void cli_gl_print_fired(const char *label, Alma__Guideline__V1__FiredRule *const *fired, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        if (!fired[i])
+            continue;
+        printf("%s: ", label);
+        cli_put_field(stdout, fired[i]->rule_id);
+        fputc(' ', stdout);
+        cli_put_field(stdout, fired[i]->values_json);
+        fputc('\n', stdout);
+    }
+}
+
 static void cli_gl_print_review(const Alma__Guideline__V1__Review *r)
 {
     cli_print_line("review_id", r->review_id);
@@ -5071,15 +5085,7 @@ static void cli_gl_print_review(const Alma__Guideline__V1__Review *r)
     cli_gl_print_list("test", r->tests, r->n_tests);
     cli_gl_print_list("step", r->steps, r->n_steps);
     cli_gl_print_list("need", r->needs, r->n_needs);
-    for (size_t i = 0; i < r->n_fired; i++) {
-        if (!r->fired[i])
-            continue;
-        fputs("fired: ", stdout);
-        cli_put_field(stdout, r->fired[i]->rule_id);
-        fputc(' ', stdout);
-        cli_put_field(stdout, r->fired[i]->values_json);
-        fputc('\n', stdout);
-    }
+    cli_gl_print_fired("fired", r->fired, r->n_fired);
     for (size_t i = 0; i < r->n_citations; i++) {
         const Alma__Guideline__V1__Citation *c = r->citations[i];
         if (!c)
@@ -5631,6 +5637,25 @@ static int cli_cmd_guideline_whatif(cli_args *a)
                                   : "-",
                    c->new_urgency ? cli_enum_name(&cli_enum_gl_urgency, (int)c->new_urgency, u2, sizeof u2)
                                   : "-");
+            if (strcmp(c->old_pathway_id, c->new_pathway_id) != 0) {
+                fputs("  pathway: ", stdout);
+                cli_put_field(stdout, c->old_pathway_id[0] ? c->old_pathway_id : "-");
+                fputs(" -> ", stdout);
+                cli_put_field(stdout, c->new_pathway_id[0] ? c->new_pathway_id : "-");
+                fputc('\n', stdout);
+            }
+            if (c->new_error[0]) {
+                fputs("  refused by the version tried: ", stdout);
+                cli_put_field(stdout, c->new_error);
+                fputc('\n', stdout);
+            }
+            cli_gl_print_fired("  was fired", c->old_fired, c->n_old_fired);
+            cli_gl_print_fired("  now fired", c->new_fired, c->n_new_fired);
+            if (c->new_explain[0]) {
+                fputs("  now: ", stdout);
+                cli_put_field(stdout, c->new_explain);
+                fputc('\n', stdout);
+            }
         }
     }
     protobuf_c_message_free_unpacked(resp, NULL);

@@ -169,6 +169,48 @@ static char *canonical_of(rpc_ctx *ctx, json_t *v)
     return out;
 }
 
+/* The "fired" array of a recommendation as FiredRules (arena); NULL only when out of memory. */
+static Alma__Guideline__V1__FiredRule **fired_rules(rpc_ctx *ctx, json_t *fired, size_t *ret_n)
+{
+    size_t nf = json_is_array(fired) ? json_array_size(fired) : 0;
+    Alma__Guideline__V1__FiredRule **out = rpc_ctx_alloc(ctx, (nf ? nf : 1) * sizeof *out);
+    *ret_n = 0;
+    if (!out)
+        return NULL;
+    for (size_t i = 0; i < nf; i++) {
+        json_t *f = json_array_get(fired, i);
+        Alma__Guideline__V1__FiredRule *fr = rpc_ctx_alloc(ctx, sizeof *fr);
+        if (!fr)
+            break;
+        alma__guideline__v1__fired_rule__init(fr);
+        fr->rule_id = rpc_ctx_strdup(ctx, jstr(f, "rule"));
+        json_t *values = json_object_get(f, "values");
+        fr->values_json = values ? canonical_of(ctx, values) : rpc_ctx_strdup(ctx, "[]");
+        out[(*ret_n)++] = fr;
+    }
+    return out;
+}
+
+/* A stored review's details from its recommendation JSON into a what-if change: the pathway is a column, the
+ * fired rules come from the JSON; new_* from the version tried. */
+static bool whatif_fired(rpc_ctx *ctx, const char *json, size_t len, Alma__Guideline__V1__FiredRule ***ret,
+                         size_t *ret_n, char **ret_explain)
+{
+    json_error_t jerr;
+    json_t *root = json_loadb(json, len, 0, &jerr);
+    *ret_n = 0;
+    if (!json_is_object(root)) {
+        json_decref(root);
+        *ret = rpc_ctx_alloc(ctx, sizeof **ret);
+        return *ret != NULL;
+    }
+    *ret = fired_rules(ctx, json_object_get(root, "fired"), ret_n);
+    if (ret_explain)
+        *ret_explain = rpc_ctx_strdup(ctx, jstr(root, "explain"));
+    json_decref(root);
+    return *ret != NULL && (!ret_explain || *ret_explain);
+}
+
 /* A stored review as the API's Review: the summary columns, and the details from its recommendation. */
 static rpc_code fill_review(rpc_ctx *ctx, const gs_review *r, Alma__Guideline__V1__Review *out)
 {
@@ -205,24 +247,12 @@ static rpc_code fill_review(rpc_ctx *ctx, const gs_review *r, Alma__Guideline__V
     out->steps = string_list(ctx, json_object_get(root, "steps"), &out->n_steps);
     out->needs = string_list(ctx, json_object_get(root, "needs"), &out->n_needs);
     json_t *fired = json_object_get(root, "fired"), *cites = json_object_get(root, "citations");
-    size_t nf = json_is_array(fired) ? json_array_size(fired) : 0;
     size_t nc = json_is_array(cites) ? json_array_size(cites) : 0;
-    out->fired = rpc_ctx_alloc(ctx, (nf ? nf : 1) * sizeof *out->fired);
+    out->fired = fired_rules(ctx, fired, &out->n_fired);
     out->citations = rpc_ctx_alloc(ctx, (nc ? nc : 1) * sizeof *out->citations);
     if (!out->fired || !out->citations) {
         json_decref(root);
         return rpc_fail(ctx, RPC_RESOURCE_EXHAUSTED, "out of memory");
-    }
-    for (size_t i = 0; i < nf; i++) {
-        json_t *f = json_array_get(fired, i);
-        Alma__Guideline__V1__FiredRule *fr = rpc_ctx_alloc(ctx, sizeof *fr);
-        if (!fr)
-            break;
-        alma__guideline__v1__fired_rule__init(fr);
-        fr->rule_id = rpc_ctx_strdup(ctx, jstr(f, "rule"));
-        json_t *values = json_object_get(f, "values");
-        fr->values_json = values ? canonical_of(ctx, values) : rpc_ctx_strdup(ctx, "[]");
-        out->fired[out->n_fired++] = fr;
     }
     for (size_t i = 0; i < nc; i++) {
         json_t *c = json_array_get(cites, i);
@@ -903,21 +933,33 @@ rpc_code gsvc_h_what_if(rpc_ctx *ctx, const void *vreq, void *vresp)
         const gs_review *o = &rs[i];
         one_bundle = one_bundle && strcmp(o->bundle_hash, rs[0].bundle_hash) == 0;
         gl_summary sum;
-        r = gl_evaluate(b->bundle, o->input_json, o->input_len, &sum, NULL, NULL);
-        if (!base_is_ok(r)) { /* a snapshot the other version's inputs refuse: reported as no result */
+        char *rec = NULL;
+        size_t rec_len = 0;
+        const char *refused = NULL;
+        r = gl_evaluate(b->bundle, o->input_json, o->input_len, &sum, &rec, &rec_len);
+        if (!base_is_ok(r)) { /* a snapshot the other version's input rules refuse: reported as such */
+            refused = rpc_ctx_strdup(ctx, base_error_message());
+            memset(&sum, 0, sizeof sum);
             sum.outcome = GL_NO_PATHWAY;
-            sum.urgency[0] = sum.rule[0] = '\0';
         }
         resp->compared++;
         int outcome = proto_outcome(sum.outcome), urgency = proto_urgency(sum.urgency);
-        if (outcome == o->outcome && urgency == o->urgency && strcmp(sum.rule, o->rule_id) == 0)
+        if (!refused && outcome == o->outcome && urgency == o->urgency && strcmp(sum.rule, o->rule_id) == 0) {
+            free(rec);
             continue;
+        }
         Alma__Guideline__V1__WhatIfChange *c = rpc_ctx_alloc(ctx, sizeof *c);
-        if (!c) {
+        if (c)
+            alma__guideline__v1__what_if_change__init(c);
+        bool ok = c && whatif_fired(ctx, o->recommendation_json, o->recommendation_len, &c->old_fired,
+                                    &c->n_old_fired, NULL);
+        if (ok && rec)
+            ok = whatif_fired(ctx, rec, rec_len, &c->new_fired, &c->n_new_fired, &c->new_explain);
+        free(rec);
+        if (!ok) {
             code = rpc_fail(ctx, RPC_RESOURCE_EXHAUSTED, "out of memory");
             break;
         }
-        alma__guideline__v1__what_if_change__init(c);
         c->referral_id = rpc_ctx_strdup(ctx, o->referral_id);
         c->review_id = rpc_ctx_strdup(ctx, o->review_id);
         c->old_outcome = (Alma__Guideline__V1__Outcome)o->outcome;
@@ -926,6 +968,10 @@ rpc_code gsvc_h_what_if(rpc_ctx *ctx, const void *vreq, void *vresp)
         c->new_rule_id = rpc_ctx_strdup(ctx, sum.rule);
         c->old_urgency = (Alma__Guideline__V1__Urgency)o->urgency;
         c->new_urgency = (Alma__Guideline__V1__Urgency)urgency;
+        c->old_pathway_id = rpc_ctx_strdup(ctx, o->pathway_id);
+        c->new_pathway_id = rpc_ctx_strdup(ctx, sum.pathway);
+        if (refused)
+            c->new_error = (char *)refused;
         resp->changes[resp->n_changes++] = c;
         resp->changed++;
     }

@@ -458,6 +458,8 @@ static void test_cli_round_trip(void **state)
              "routine)\n",
              rv3);
     assert_non_null(strstr(out, want));
+    assert_non_null(strstr(out, "\n  now fired: ckd-egfr-below-30 ")); /* why, with the value it used */
+    assert_null(strstr(out, "refused by the version tried"));
     assert_non_null(strstr(out, "\nto_bundle: alma-referral-core 1.0.1 "));
     free(out);
     assert_int_equal(gl_count("SELECT count(*) FROM reviews"), reviews);

@@ -496,6 +496,16 @@ static void test_publish_what_if(void **state)
     assert_string_equal(rep->changes[0]->old_rule_id, "default");
     assert_string_equal(rep->changes[0]->new_rule_id, "ckd-egfr-below-30");
     assert_int_equal(rep->changes[0]->new_urgency, GE(URGENCY__URGENCY_ROUTINE));
+    /* Why: the same pathway; under 1.0.1 the eGFR rule fires with the value it used (48 < 50). */
+    assert_string_equal(rep->changes[0]->old_pathway_id, "ckd-nephrology");
+    assert_string_equal(rep->changes[0]->new_pathway_id, "ckd-nephrology");
+    assert_string_equal(rep->changes[0]->new_error, "");
+    assert_true(rep->changes[0]->n_new_fired >= 1);
+    assert_string_equal(rep->changes[0]->new_fired[0]->rule_id, "ckd-egfr-below-30");
+    assert_non_null(strstr(rep->changes[0]->new_fired[0]->values_json, "48"));
+    for (size_t i = 0; i < rep->changes[0]->n_old_fired; i++)
+        assert_string_not_equal(rep->changes[0]->old_fired[i]->rule_id, "ckd-egfr-below-30");
+    assert_true(strlen(rep->changes[0]->new_explain) > 0);
     assert_non_null(rep->from_bundle);
     assert_string_equal(rep->from_bundle->version, "1.0.0");
     assert_string_equal(rep->to_bundle->version, "1.0.1");
