@@ -833,19 +833,6 @@ static void test_tamper_detected(void **state)
     fx_close(&f);
 }
 
-/* Run one constant statement as superuser with $1 = the test role's name available as a setting. */
-static void root_with_role(const char *role, const char *sql)
-{
-    db_conn *c = NULL;
-    const char *p[] = {role};
-    MUST(db_pool_acquire(g_root, 5000, &c));
-    MUST(db_exec(c, "BEGIN", 0, NULL, NULL));
-    MUST(db_exec(c, "SELECT set_config('alma.test_role', $1, true)", 1, p, NULL));
-    MUST(db_exec(c, sql, 0, NULL, NULL));
-    MUST(db_exec(c, "COMMIT", 0, NULL, NULL));
-    db_conn_release(c);
-}
-
 /* Backends of a role still in pg_stat_activity. */
 static int64_t backends_of(const char *role)
 {
@@ -885,17 +872,20 @@ static void test_postgres_unreachable(void **state)
     }
     snprintf(conninfo, sizeof conninfo,
              "host=127.0.0.1 port=%s dbname=postgres user=%s password=store-test-pw", port, role);
-    root_with_role(role, "DO $$ BEGIN EXECUTE format('CREATE ROLE %I LOGIN SUPERUSER PASSWORD "
-                         "''store-test-pw''', current_setting('alma.test_role')); END $$");
+    testdb_with_role(g_root, role, NULL,
+                     "DO $$ BEGIN EXECUTE format('CREATE ROLE %I LOGIN SUPERUSER PASSWORD "
+                     "''store-test-pw''', current_setting('alma.test_role')); END $$");
     fx f;
     fx_open(&f, conninfo);
     assert_int_equal(append_one(f.store, "before"), 0);
     assert_int_equal(append_one(f.store, "before"), 1);
 
-    root_with_role(role, "DO $$ BEGIN EXECUTE format('ALTER ROLE %I NOLOGIN', "
-                         "current_setting('alma.test_role')); END $$");
-    root_with_role(role, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                         "WHERE usename = current_setting('alma.test_role')");
+    testdb_with_role(g_root, role, NULL,
+                     "DO $$ BEGIN EXECUTE format('ALTER ROLE %I NOLOGIN', "
+                     "current_setting('alma.test_role')); END $$");
+    testdb_with_role(g_root, role, NULL,
+                     "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                     "WHERE usename = current_setting('alma.test_role')");
     /* pg_terminate_backend only signals: wait until the backends are gone, so the store's connections are
      * dead (not still answering) when it next uses them. Otherwise a busy machine lets one more statement
      * through and the encoder runs (a CI flake). */
@@ -916,17 +906,20 @@ static void test_postgres_unreachable(void **state)
     assert_int_equal(size, 2);
 
     /* Back up: appends continue at the next seq. */
-    root_with_role(role, "DO $$ BEGIN EXECUTE format('ALTER ROLE %I LOGIN', "
-                         "current_setting('alma.test_role')); END $$");
+    testdb_with_role(g_root, role, NULL,
+                     "DO $$ BEGIN EXECUTE format('ALTER ROLE %I LOGIN', "
+                     "current_setting('alma.test_role')); END $$");
     assert_int_equal(append_one(f.store, "after"), 2);
     audit_verify_report rep;
     MUST(audit_store_verify(f.store, 0, UINT64_MAX, &rep));
     assert_int_equal(rep.problem, AUDIT_VERIFY_OK);
     fx_close(&f);
-    root_with_role(role, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                         "WHERE usename = current_setting('alma.test_role')");
-    root_with_role(role, "DO $$ BEGIN EXECUTE format('DROP ROLE IF EXISTS %I', "
-                         "current_setting('alma.test_role')); END $$");
+    testdb_with_role(g_root, role, NULL,
+                     "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                     "WHERE usename = current_setting('alma.test_role')");
+    testdb_with_role(g_root, role, NULL,
+                     "DO $$ BEGIN EXECUTE format('DROP ROLE IF EXISTS %I', "
+                     "current_setting('alma.test_role')); END $$");
 }
 
 static int group_setup(void **state)

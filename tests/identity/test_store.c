@@ -1642,19 +1642,6 @@ static void test_signing_keys(void **state)
 
 /* ---- The runtime role ---------------------------------------------------------------------------------- */
 
-/* Run one constant statement as superuser with the test role's name available as a setting. */
-static void root_with_role(const char *role, const char *sql)
-{
-    db_conn *c = NULL;
-    const char *p[] = {role};
-    MUST(db_pool_acquire(g_root, 5000, &c));
-    MUST(db_exec(c, "BEGIN", 0, NULL, NULL));
-    MUST(db_exec(c, "SELECT set_config('alma.test_role', $1, true)", 1, p, NULL));
-    MUST(db_exec(c, sql, 0, NULL, NULL));
-    MUST(db_exec(c, "COMMIT", 0, NULL, NULL));
-    db_conn_release(c);
-}
-
 static void test_runtime_role(void **state)
 {
     (void)state;
@@ -1669,9 +1656,9 @@ static void test_runtime_role(void **state)
     }
     snprintf(conninfo, sizeof conninfo,
              "host=127.0.0.1 port=%s dbname=postgres user=%s password=identity-store-test-pw", port, role);
-    root_with_role(role,
-                   "DO $$ BEGIN EXECUTE format('CREATE ROLE %I LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE "
-                   "PASSWORD ''identity-store-test-pw''', current_setting('alma.test_role')); END $$");
+    testdb_with_role(g_root, role, NULL,
+                     "DO $$ BEGIN EXECUTE format('CREATE ROLE %I LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE "
+                     "PASSWORD ''identity-store-test-pw''', current_setting('alma.test_role')); END $$");
     {
         db_conn *c = NULL;
         const char *p[] = {f.schema, role};
@@ -1868,10 +1855,12 @@ static void test_runtime_role(void **state)
 
     db_pool_destroy(rt);
     fx_close(&f);
-    root_with_role(role, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                         "WHERE usename = current_setting('alma.test_role')");
-    root_with_role(role, "DO $$ BEGIN EXECUTE format('DROP OWNED BY %I', current_setting('alma.test_role')); "
-                         "EXECUTE format('DROP ROLE %I', current_setting('alma.test_role')); END $$");
+    testdb_with_role(g_root, role, NULL,
+                     "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                     "WHERE usename = current_setting('alma.test_role')");
+    testdb_with_role(g_root, role, NULL,
+                     "DO $$ BEGIN EXECUTE format('DROP OWNED BY %I', current_setting('alma.test_role')); "
+                     "EXECUTE format('DROP ROLE %I', current_setting('alma.test_role')); END $$");
 }
 
 static int group_setup(void **state)

@@ -36,7 +36,7 @@ void testdb_drop_schema(db_pool *admin, const char *schema)
 }
 
 /* sql (constant) in one transaction of admin, with alma.test_role (and alma.test_password) set. */
-static void with_role(db_pool *admin, const char *role, const char *password, const char *sql)
+void testdb_with_role(db_pool *admin, const char *role, const char *password, const char *sql)
 {
     db_conn *c = NULL;
     const char *p[] = {role, password ? password : ""};
@@ -58,22 +58,22 @@ static void with_role(db_pool *admin, const char *role, const char *password, co
 
 void testdb_role_create(db_pool *admin, const char *role, const char *password, bool schema_owner)
 {
-    with_role(
+    testdb_with_role(
         admin, role, password,
         "DO $$ BEGIN EXECUTE format('CREATE ROLE %I LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE PASSWORD %L', "
         "current_setting('alma.test_role'), current_setting('alma.test_password')); END $$");
     if (schema_owner)
-        with_role(admin, role, NULL,
-                  "DO $$ BEGIN EXECUTE format('GRANT CREATE ON DATABASE postgres TO %I', "
-                  "current_setting('alma.test_role')); END $$");
+        testdb_with_role(admin, role, NULL,
+                         "DO $$ BEGIN EXECUTE format('GRANT CREATE ON DATABASE postgres TO %I', "
+                         "current_setting('alma.test_role')); END $$");
 }
 
 void testdb_role_drop(db_pool *admin, const char *role)
 {
-    with_role(admin, role, NULL,
-              "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-              "WHERE usename = current_setting('alma.test_role')");
-    with_role(admin, role, NULL,
-              "DO $$ BEGIN EXECUTE format('DROP OWNED BY %I', current_setting('alma.test_role')); "
-              "EXECUTE format('DROP ROLE %I', current_setting('alma.test_role')); END $$");
+    testdb_with_role(admin, role, NULL,
+                     "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                     "WHERE usename = current_setting('alma.test_role')");
+    testdb_with_role(admin, role, NULL,
+                     "DO $$ BEGIN EXECUTE format('DROP OWNED BY %I', current_setting('alma.test_role')); "
+                     "EXECUTE format('DROP ROLE %I', current_setting('alma.test_role')); END $$");
 }

@@ -20,5 +20,9 @@ db_pool *testdb_pool(const char *conninfo, const char *schema, int size);
 void testdb_role_create(db_pool *admin, const char *role, const char *password, bool schema_owner);
 /* End the role's sessions, drop what it owns, drop it. Fails the running test on error. */
 void testdb_role_drop(db_pool *admin, const char *role);
+/* One constant statement (e.g. ALTER ROLE, pg_terminate_backend) in one transaction of admin, with the role's
+ * name as the setting alma.test_role and `password` (NULL: "") as alma.test_password, for format('%I') /
+ * current_setting() server-side. Fails the running test on error. */
+void testdb_with_role(db_pool *admin, const char *role, const char *password, const char *sql);
 
 #endif
