@@ -1057,34 +1057,27 @@ static void copy_field(char *dst, size_t cap, const char *src)
     dst[n] = '\0';
 }
 
-base_result gl_evaluate(const gl_bundle *b, const char *input, size_t len, gl_summary *ret_summary,
-                        char **ret_json, size_t *ret_len)
+/* The evaluation of a parsed input. root is consumed (decref'd); canon_max bounds its canonical text. */
+static base_result evaluate(const gl_bundle *b, json_t *root, size_t canon_max, gl_summary *ret_summary,
+                            char **ret_json, size_t *ret_len, char **ret_canon, size_t *ret_canon_len)
 {
-    if (!b || !input)
-        return base_fail(BASE_ERR_INVALID, "evaluate: missing argument");
-    if (len > GL_INPUT_MAX_BYTES)
-        return base_fail(BASE_ERR_LIMIT, "input: over the limit of %d bytes", GL_INPUT_MAX_BYTES);
     base_result r = BASE_OK_RESULT;
     ev e = {.b = b};
-    gl_buf canon = {.max = 8 * len + 64};
+    gl_buf canon = {.max = canon_max};
     gl_buf out = {.max = 16 * 1024 * 1024};
     fired_rule *fired = NULL;
     size_t nfired = 0;
     uint32_t others[GL_MAX_PATHWAYS];
     size_t nothers = 0;
     ev_input *in = malloc(sizeof *in);
-    if (!in)
+    if (!in) {
+        json_decref(root);
         return base_fail(BASE_ERR_NOMEM, "evaluate: out of memory");
+    }
     in->nreason = in->nprobs = in->nobs = in->nmeds = 0;
     in->has_problems = in->has_meds = false;
     in->flags = in->findings = NULL;
-    json_error_t jerr;
-    in->root = json_loadb(input, len, JSON_REJECT_DUPLICATES, &jerr);
-    if (!in->root) {
-        /* jerr.text may quote the input: give only the position. */
-        r = base_fail(BASE_ERR_INVALID, "input: not valid JSON (line %d, column %d)", jerr.line, jerr.column);
-        goto out;
-    }
+    in->root = root;
     e.in = in;
     BASE_GUARD_GOTO(r, parse_input(in), out);
 
@@ -1092,6 +1085,10 @@ base_result gl_evaluate(const gl_bundle *b, const char *input, size_t len, gl_su
     gl_canon_dump(in->root, &canon);
     if (canon.failed || !canon.p) {
         r = base_fail(BASE_ERR_NOMEM, "evaluate: out of memory");
+        goto out;
+    }
+    if (ret_canon && canon.len > GL_INPUT_MAX_BYTES) { /* the snapshot that is stored */
+        r = base_fail(BASE_ERR_LIMIT, "input: over the limit of %d bytes", GL_INPUT_MAX_BYTES);
         goto out;
     }
     BASE_GUARD_GOTO(r, gl_sha256_hex(canon.p, canon.len, input_hash), out);
@@ -1167,6 +1164,11 @@ base_result gl_evaluate(const gl_bundle *b, const char *input, size_t len, gl_su
             *ret_len = out.len;
         out.p = NULL;
     }
+    if (ret_canon) {
+        *ret_canon = canon.p;
+        *ret_canon_len = canon.len;
+        canon.p = NULL;
+    }
 out:
     for (size_t i = 0; i < nfired; i++)
         free(fired[i].vals);
@@ -1180,6 +1182,31 @@ out:
         json_decref(in->root);
     free(in);
     return r;
+}
+
+base_result gl_evaluate(const gl_bundle *b, const char *input, size_t len, gl_summary *ret_summary,
+                        char **ret_json, size_t *ret_len)
+{
+    if (!b || !input)
+        return base_fail(BASE_ERR_INVALID, "evaluate: missing argument");
+    if (len > GL_INPUT_MAX_BYTES)
+        return base_fail(BASE_ERR_LIMIT, "input: over the limit of %d bytes", GL_INPUT_MAX_BYTES);
+    json_error_t jerr;
+    json_t *root = json_loadb(input, len, JSON_REJECT_DUPLICATES, &jerr);
+    if (!root) /* jerr.text may quote the input: give only the position. */
+        return base_fail(BASE_ERR_INVALID, "input: not valid JSON (line %d, column %d)", jerr.line,
+                         jerr.column);
+    return evaluate(b, root, 8 * len + 64, ret_summary, ret_json, ret_len, NULL, NULL);
+}
+
+base_result gl_evaluate_tree(const gl_bundle *b, struct json_t *input, gl_summary *ret_summary,
+                             char **ret_json, size_t *ret_len, char **ret_canon, size_t *ret_canon_len)
+{
+    if (!b || !input || !ret_canon || !ret_canon_len)
+        return base_fail(BASE_ERR_INVALID, "evaluate: missing argument");
+    json_incref(input);
+    return evaluate(b, input, 8 * (size_t)GL_INPUT_MAX_BYTES + 64, ret_summary, ret_json, ret_len, ret_canon,
+                    ret_canon_len);
 }
 
 const char *gl_outcome_name(gl_outcome o)

@@ -53,6 +53,14 @@ typedef struct gl_summary {
 BASE_MUST_USE base_result gl_evaluate(const gl_bundle *b, const char *input, size_t len,
                                       gl_summary *ret_summary, char **ret_json, size_t *ret_len);
 
+/* gl_evaluate over an input already parsed (jansson's json_t; borrowed, not changed), for a caller that
+ * built or merged it: no text round trip. Also returns the input's canonical JSON (what input_hash is the
+ * SHA-256 of; malloc'd, NUL-terminated, free()), at most GL_INPUT_MAX_BYTES (else BASE_ERR_LIMIT). */
+struct json_t;
+BASE_MUST_USE base_result gl_evaluate_tree(const gl_bundle *b, struct json_t *input, gl_summary *ret_summary,
+                                           char **ret_json, size_t *ret_len, char **ret_canon,
+                                           size_t *ret_canon_len);
+
 const char *gl_outcome_name(gl_outcome o); /* "NO_PATHWAY", "REFER", "WORKUP", "MANAGE", "INSUFFICIENT" */
 
 #endif

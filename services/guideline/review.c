@@ -316,9 +316,9 @@ static const char *audit_source(rpc_ctx *ctx, const Alma__Guideline__V1__Review 
 /* The referral input (root, consumed) with the request's specialty, reason codes, flags and findings merged
  * in (the request wins: specialty and reason_codes replace the input's; flags and findings are added,
  * replacing same-named ones; a finding that reads entirely as a finite number is a number, else a text).
- * *ret: malloc'd JSON. */
+ * *ret: the merged tree (the caller's reference: json_decref it). */
 static rpc_code merge_into(rpc_ctx *ctx, const Alma__Guideline__V1__ReviewReferralRequest *req, json_t *root,
-                           char **ret)
+                           json_t **ret)
 {
     rpc_code code = RPC_OK;
     json_object_set_new(root, "specialty", json_string(req->specialty));
@@ -355,16 +355,15 @@ static rpc_code merge_into(rpc_ctx *ctx, const Alma__Guideline__V1__ReviewReferr
         }
     }
     if (code == RPC_OK) {
-        *ret = json_dumps(root, JSON_COMPACT | JSON_REAL_PRECISION(17));
-        if (!*ret)
-            code = rpc_fail(ctx, RPC_RESOURCE_EXHAUSTED, "out of memory");
+        *ret = root;
+        return RPC_OK;
     }
     json_decref(root);
     return code;
 }
 
 /* merge_into() over the request's input_json. */
-static rpc_code merge_input(rpc_ctx *ctx, const Alma__Guideline__V1__ReviewReferralRequest *req, char **ret)
+static rpc_code merge_input(rpc_ctx *ctx, const Alma__Guideline__V1__ReviewReferralRequest *req, json_t **ret)
 {
     json_error_t jerr;
     json_t *root = json_loadb(req->input_json, strlen(req->input_json), JSON_REJECT_DUPLICATES, &jerr);
@@ -487,7 +486,7 @@ static void vault_item(const VT(Item) * it, const char *as_of, json_t *problems,
  * caller's view and relationship and audits its disclosure): the patient's age and sex (GetPatient),
  * ICD-10-CM problems, LOINC quantities and medications (ListItems), as of today (UTC); then the request's
  * specialty, reason codes, flags and findings merged as for input_json. */
-static rpc_code vault_input(rpc_ctx *ctx, const Alma__Guideline__V1__ReviewReferralRequest *req, char **ret)
+static rpc_code vault_input(rpc_ctx *ctx, const Alma__Guideline__V1__ReviewReferralRequest *req, json_t **ret)
 {
     gsvc_service *s = gsvc_of(ctx);
     if (!s->vault)
@@ -629,21 +628,19 @@ rpc_code gsvc_h_review_referral(rpc_ctx *ctx, const void *vreq, void *vresp)
     const gsvc_loaded *b = NULL;
     if ((code = pick_bundle(ctx, req->bundle, &b)) != RPC_OK)
         return code;
-    char *input = NULL;
+    json_t *input = NULL;
     if (req->data_case == G(REVIEW_REFERRAL_REQUEST__DATA_FROM_VAULT))
         code = vault_input(ctx, req, &input);
     else
         code = merge_input(ctx, req, &input);
     if (code != RPC_OK)
         return code;
-    size_t input_len = strlen(input);
     gl_summary sum;
     char *rec = NULL, *canon = NULL;
     size_t rec_len = 0, canon_len = 0;
-    base_result r = gl_evaluate(b->bundle, input, input_len, &sum, &rec, &rec_len);
-    if (base_is_ok(r))
-        r = gl_canonical_json(input, input_len, GL_INPUT_MAX_BYTES, &canon, &canon_len);
-    free(input);
+    /* One pass over the merged tree: the recommendation and the canonical snapshot that is stored. */
+    base_result r = gl_evaluate_tree(b->bundle, input, &sum, &rec, &rec_len, &canon, &canon_len);
+    json_decref(input);
     if (!base_is_ok(r)) {
         free(rec);
         if (r.err == BASE_ERR_INVALID || r.err == BASE_ERR_LIMIT) /* names the field, never a value */

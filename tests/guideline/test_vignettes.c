@@ -153,6 +153,23 @@ static int run_vignette(const gl_bundle *b, const json_t *v, json_t *decided)
         fprintf(stderr, "vignette \"%s\": a second evaluation gave a different recommendation\n", name);
         bad++;
     }
+    /* The service's path (gl_evaluate_tree over the parsed input): the same bytes, and the canonical input
+     * that gl_canonical_json gives for the text. */
+    json_t *tree = json_loads(text, JSON_REJECT_DUPLICATES, NULL);
+    char *json3 = NULL, *canon3 = NULL, *canon_text = NULL;
+    size_t len3 = 0, clen3 = 0, clen = 0;
+    r = tree ? gl_evaluate_tree(b, tree, &s2, &json3, &len3, &canon3, &clen3)
+             : base_fail(BASE_ERR_INVALID, "x");
+    if (!base_is_ok(r) || len1 != len3 || memcmp(json1, json3, len1) != 0 ||
+        !base_is_ok(gl_canonical_json(text, len, GL_INPUT_MAX_BYTES, &canon_text, &clen)) || clen != clen3 ||
+        memcmp(canon_text, canon3, clen) != 0 || strcmp(s1.input_hash, s2.input_hash) != 0) {
+        fprintf(stderr, "vignette \"%s\": gl_evaluate_tree differs from gl_evaluate\n", name);
+        bad++;
+    }
+    json_decref(tree);
+    free(json3);
+    free(canon3);
+    free(canon_text);
 
     const char *want_outcome = str_or_empty(expect, "outcome");
     const char *want_pathway = str_or_empty(expect, "pathway");
