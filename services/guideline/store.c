@@ -20,6 +20,7 @@
 #include "base/batch.h"
 
 #include <inttypes.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -702,6 +703,7 @@ base_result gs_review_insert(db_pool *pool, const gs_review *r, int64_t *ret_cre
 struct gs_writer {
     db_pool *pool;
     base_batcher *batcher;
+    atomic_size_t alone; /* reviews stored one by one after their batch failed */
 };
 
 typedef struct writer_job {
@@ -716,8 +718,10 @@ static void store_one(gs_writer *w, base_batch_job *j)
 }
 
 /* The batcher's flush: every review of the batch in one INSERT ... SELECT FROM unnest(...) and one commit.
- * If that fails (a bad row, a conflict, the database), each review is stored alone, so each caller gets its
- * own answer and one bad review fails only its caller. */
+ * If a row made it fail (a conflict, a constraint), each review is stored alone, so each caller gets its own
+ * answer and one bad review fails only its caller. If the database did (down, refusing, too slow), every
+ * caller gets that answer at once: trying each row again would hold the whole queue for a connect timeout per
+ * row. */
 static void flush_reviews(void *ctx, base_batch_job *const *jobs, size_t n)
 {
     gs_writer *w = ctx;
@@ -769,12 +773,19 @@ static void flush_reviews(void *ctx, base_batch_job *const *jobs, size_t n)
     db_result_free(q.res);
     for (int c = 0; c < REVIEW_COLUMNS; c++)
         db_array_free(&cols[c]);
+    bool database =
+        res.err == BASE_ERR_UNAVAILABLE || res.err == BASE_ERR_TIMEOUT || res.err == BASE_ERR_NOMEM;
+    char msg[BASE_BATCH_MSG_MAX];
+    snprintf(msg, sizeof msg, "%s", base_is_ok(res) ? "" : base_error_message());
     for (size_t i = 0; i < n; i++) {
-        if (!base_is_ok(res)) {
-            store_one(w, jobs[i]);
-        } else {
+        if (base_is_ok(res)) {
             ((writer_job *)jobs[i]->arg)->created_us = created;
             base_batch_done(jobs[i], BASE_OK_RESULT, NULL);
+        } else if (database) {
+            base_batch_done(jobs[i], res, msg);
+        } else {
+            atomic_fetch_add(&w->alone, 1);
+            store_one(w, jobs[i]);
         }
     }
 }
@@ -814,9 +825,11 @@ base_result gs_writer_store(gs_writer *w, const gs_review *r, int64_t *ret_creat
     return BASE_OK_RESULT;
 }
 
-void gs_writer_stats(gs_writer *w, size_t *ret_commits, size_t *ret_reviews)
+void gs_writer_stats(gs_writer *w, size_t *ret_commits, size_t *ret_reviews, size_t *ret_alone)
 {
     base_batcher_stats(w->batcher, ret_commits, ret_reviews, NULL);
+    if (ret_alone)
+        *ret_alone = atomic_load(&w->alone);
 }
 
 base_result gs_review_get(db_pool *pool, const char *tenant_id, const char *review_id, gs_review *ret)

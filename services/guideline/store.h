@@ -89,15 +89,18 @@ void gs_reviews_free(gs_review *rs, size_t n);
 BASE_MUST_USE base_result gs_review_insert(db_pool *pool, const gs_review *r, int64_t *ret_created_us);
 /* The review writer: gs_review_insert with group commit. Concurrent callers' reviews are stored together,
  * up to 64 rows (and 4 MiB of JSON) in one INSERT and one commit, by one writer thread while each caller
- * waits for its own answer; a lone caller is stored at once. A batch that fails is stored one review at a
- * time, so the answers are those of gs_review_insert. input_json and recommendation_json must be
- * NUL-terminated at their lengths (as for gs_review_insert). Close it before its pool. */
+ * waits for its own answer; a lone caller is stored at once. A batch that fails on a row is stored one review
+ * at a time, so the answers are those of gs_review_insert; one that fails because of the database
+ * (BASE_ERR_UNAVAILABLE, BASE_ERR_TIMEOUT) gives every caller that answer at once. input_json and
+ * recommendation_json must be NUL-terminated at their lengths (as for gs_review_insert). Close it before its
+ * pool. */
 typedef struct gs_writer gs_writer;
 BASE_MUST_USE base_result gs_writer_open(db_pool *pool, gs_writer **ret);
 void gs_writer_close(gs_writer *w); /* stores what is queued first */
 BASE_MUST_USE base_result gs_writer_store(gs_writer *w, const gs_review *r, int64_t *ret_created_us);
-/* Commits made and reviews stored through the writer so far. */
-void gs_writer_stats(gs_writer *w, size_t *ret_commits, size_t *ret_reviews);
+/* Flushes made (a commit each, or the batch's failure), reviews that went through the writer, and reviews
+ * stored one by one after their batch failed on a row. Any pointer may be NULL. */
+void gs_writer_stats(gs_writer *w, size_t *ret_commits, size_t *ret_reviews, size_t *ret_alone);
 
 /* One review of the tenant (BASE_ERR_NOT_FOUND otherwise). */
 BASE_MUST_USE base_result gs_review_get(db_pool *pool, const char *tenant_id, const char *review_id,

@@ -442,8 +442,8 @@ static void test_review_writer(void **state)
     }
     for (unsigned t = 0; t < WRITER_THREADS; t++)
         pthread_join(th[t], NULL);
-    size_t commits = 0, stored = 0;
-    gs_writer_stats(w, &commits, &stored);
+    size_t commits = 0, stored = 0, alone = 0;
+    gs_writer_stats(w, &commits, &stored, &alone);
     gs_writer_close(w);
 
     size_t good = 0;
@@ -477,7 +477,101 @@ static void test_review_writer(void **state)
     /* Every call went through the writer; some shared a commit (the stats count flushes, failed ones too). */
     assert_int_equal(stored, 1 + WRITER_THREADS * WRITER_EACH);
     assert_true(commits <= stored);
-    print_message("review writer: %zu reviews in %zu flushes\n", stored, commits);
+    /* A bad row's batch is stored one by one: at most every call, and at least the 64 bad ones when they
+     * shared batches with others (some batch did when there were fewer flushes than calls). */
+    assert_true(alone <= stored);
+    if (commits < stored)
+        assert_true(alone > 0);
+    print_message("review writer: %zu reviews in %zu flushes, %zu stored alone\n", stored, commits, alone);
+    fx_close(&f);
+}
+
+/* The database refusing the writer (its role may not log in; its connections ended): every caller gets
+ * UNAVAILABLE, nothing is stored, and no review is tried again alone (that would hold the queue for a
+ * connect timeout per row). When the role may log in again, the writer stores again. */
+typedef struct down_arg {
+    fx *f;
+    gs_writer *w;
+    unsigned n;
+    pthread_barrier_t *go;
+    base_err err;
+} down_arg;
+
+static void *down_thread(void *arg)
+{
+    down_arg *a = arg;
+    gs_review r;
+    mk_review(a->f, &r, "acme", 20000 + a->n, "ref-down", "clinician-a", 1, "ckd");
+    pthread_barrier_wait(a->go);
+    a->err = gs_writer_store(a->w, &r, NULL).err;
+    return NULL;
+}
+
+static int64_t backends_of(const char *role)
+{
+    const char *p[] = {role};
+    return query_int(g_root, "SELECT count(*) FROM pg_stat_activity WHERE usename = $1", 1, p);
+}
+
+/* Whatever the test did: the runtime role may log in again (the other tests use it). */
+static int role_login_again(void **state)
+{
+    (void)state;
+    testdb_with_role(
+        g_root, g_runtime, NULL,
+        "DO $$ BEGIN EXECUTE format('ALTER ROLE %I LOGIN', current_setting('alma.test_role')); END $$");
+    return 0;
+}
+
+static void test_review_writer_database_down(void **state)
+{
+    (void)state;
+    fx f;
+    fx_open(&f);
+    publish1(&f);
+    gs_writer *w = NULL;
+    MUST(gs_writer_open(f.rt, &w));
+    testdb_with_role(
+        g_root, g_runtime, NULL,
+        "DO $$ BEGIN EXECUTE format('ALTER ROLE %I NOLOGIN', current_setting('alma.test_role')); END $$");
+    testdb_with_role(g_root, g_runtime, NULL,
+                     "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                     "WHERE usename = current_setting('alma.test_role')");
+    for (int i = 0; i < 100 && backends_of(g_runtime) > 0; i++) /* terminate only signals */
+        usleep(50 * 1000);
+    assert_int_equal(backends_of(g_runtime), 0);
+
+    enum { DOWN_THREADS = 16 };
+    pthread_t th[DOWN_THREADS];
+    down_arg args[DOWN_THREADS];
+    pthread_barrier_t go;
+    assert_int_equal(pthread_barrier_init(&go, NULL, DOWN_THREADS), 0);
+    for (unsigned t = 0; t < DOWN_THREADS; t++) {
+        args[t] = (down_arg){.f = &f, .w = w, .n = t, .go = &go};
+        assert_int_equal(pthread_create(&th[t], NULL, down_thread, &args[t]), 0);
+    }
+    for (unsigned t = 0; t < DOWN_THREADS; t++) {
+        pthread_join(th[t], NULL);
+        assert_int_equal(args[t].err, BASE_ERR_UNAVAILABLE);
+    }
+    pthread_barrier_destroy(&go);
+    size_t commits = 0, stored = 0, alone = 0;
+    gs_writer_stats(w, &commits, &stored, &alone);
+    assert_int_equal(stored, DOWN_THREADS);
+    assert_int_equal(alone, 0);
+    print_message("database down: %zu calls in %zu flushes\n", stored, commits);
+
+    testdb_with_role(
+        g_root, g_runtime, NULL,
+        "DO $$ BEGIN EXECUTE format('ALTER ROLE %I LOGIN', current_setting('alma.test_role')); END $$");
+    const char *p[] = {"acme"};
+    assert_int_equal(query_int(f.root, "SELECT count(*) FROM reviews WHERE tenant_id = $1", 1, p), 0);
+    gs_review r;
+    mk_review(&f, &r, "acme", 30000, "ref-up", "clinician-a", 1, "ckd");
+    int64_t at = 0;
+    MUST(gs_writer_store(w, &r, &at));
+    assert_true(at > 0);
+    gs_writer_close(w);
     fx_close(&f);
 }
 
@@ -856,10 +950,15 @@ static int group_teardown(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_bundles),     cmocka_unit_test(test_concurrent_activation),
-        cmocka_unit_test(test_reviews),     cmocka_unit_test(test_review_writer),
-        cmocka_unit_test(test_decisions),   cmocka_unit_test(test_history),
-        cmocka_unit_test(test_whatif),      cmocka_unit_test(test_concordance),
+        cmocka_unit_test(test_bundles),
+        cmocka_unit_test(test_concurrent_activation),
+        cmocka_unit_test(test_reviews),
+        cmocka_unit_test(test_review_writer),
+        cmocka_unit_test_teardown(test_review_writer_database_down, role_login_again),
+        cmocka_unit_test(test_decisions),
+        cmocka_unit_test(test_history),
+        cmocka_unit_test(test_whatif),
+        cmocka_unit_test(test_concordance),
         cmocka_unit_test(test_append_only),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
