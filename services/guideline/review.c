@@ -4,7 +4,10 @@
  * ReviewReferral: audit first, then store. The review id is made before the audit event, the RECOMMEND event
  * (with the GuidelineRef and the review id) is appended, then the review is stored; a store failure after
  * the audit appends an ERROR event for the same review. So no recommendation leaves unaudited, and an audit
- * log that is down means UNAVAILABLE with nothing stored and nothing returned. */
+ * log that is down means UNAVAILABLE with nothing stored and nothing returned. A crash between the two
+ * leaves a RECOMMEND event whose review id names no stored review (and no answer reached the caller): the
+ * log may hold an attempt the store does not, never the reverse. The review is stored by the group-commit
+ * writer (store.h, gs_writer) and answered only once its batch is committed. */
 #include "service_internal.h"
 #include "shapes.h"
 
