@@ -13,6 +13,7 @@
 #include "crypto/crypto.h"
 #include "fhir.h"
 #include "testenv.h"
+#include "testfhir.h"
 #include "testproc.h"
 
 #include <jansson.h>
@@ -971,35 +972,6 @@ static void test_coverage_status_by_date(void **state)
 /* ---------------------------------------------------------------------------------------------------------
  * FHIR R4 JSON schema (ajv), as test_audit_fhir_schema uses it. */
 
-static void write_file(const char *path, const char *text)
-{
-    FILE *out = fopen(path, "w");
-    if (!out)
-        fail_msg("cannot create %s", path);
-    if (fputs(text, out) == EOF || fclose(out) != 0)
-        fail_msg("cannot write %s", path);
-}
-
-/* node validate-fhir.js --type Bundle FILE: its exit status and stdout. Fails, never skips, when node or the
- * npm packages are missing (exit 127 from env, 2 from the validator), as test_audit_fhir_schema does. */
-static int run_validator(const char *file, char **ret_out)
-{
-    const char *validator = testenv_source_path("deploy/fhir-schema/validate-fhir.js");
-    const char *argv[] = {"/usr/bin/env", "node", validator, "--type", "Bundle", file, NULL};
-    char *out = NULL, *err = NULL;
-    int rc = testproc_run(argv, NULL, &out, &err);
-    if (rc == 127)
-        fail_msg("node is not installed: run deploy/deps.sh (it installs nodejs and the npm packages of "
-                 "deploy/fhir-schema)\n%s",
-                 err);
-    if (rc != 0 && rc != 1)
-        fail_msg("validate-fhir.js could not run (exit %d):\n%s%s", rc, out, err);
-    fputs(out, stdout);
-    free(err);
-    *ret_out = out;
-    return rc;
-}
-
 /* Appends json + "\n" to a growing NDJSON text. */
 static void ndjson_add(char **text, const char *json)
 {
@@ -1099,11 +1071,11 @@ static void test_schema_validation(void **state)
     ndjson_add(&text, minimal);
     char valid_path[TESTPROC_PATH_MAX];
     snprintf(valid_path, sizeof valid_path, "%s", testproc_work_path("bundles.ndjson"));
-    write_file(valid_path, text);
+    testfhir_write_file(valid_path, text);
     free(text);
     text = NULL;
     char *out = NULL;
-    int rc = run_validator(valid_path, &out);
+    int rc = testfhir_validate("Bundle", valid_path, &out);
     if (rc != 0)
         fail_msg("FHIR R4 schema validation of the export failed:\n%s", out);
     if (!strstr(out, ": 2 Bundle resource(s) valid against FHIR R4"))
@@ -1124,9 +1096,9 @@ static void test_schema_validation(void **state)
     }
     char broken_path[TESTPROC_PATH_MAX];
     snprintf(broken_path, sizeof broken_path, "%s", testproc_work_path("broken.ndjson"));
-    write_file(broken_path, text);
+    testfhir_write_file(broken_path, text);
     free(text);
-    rc = run_validator(broken_path, &out);
+    rc = testfhir_validate("Bundle", broken_path, &out);
     if (rc != 1)
         fail_msg("the validator accepted %s, whose lines 2 to %zu are invalid", broken_path,
                  BASE_ARRAY_LEN(broken) + 1);
