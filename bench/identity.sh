@@ -49,6 +49,8 @@ EOF
 PROG=identity.sh
 # shellcheck source=bench/lib.sh
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+# shellcheck source=bench/suite.sh
+. "$(dirname "${BASH_SOURCE[0]}")/suite.sh"
 
 runs=3
 duration=10
@@ -87,6 +89,7 @@ case "$build" in
 *) build="$root/$build" ;;
 esac
 [ -n "$pki" ] || pki="$build/pki"
+concurrency=$check_conc # suite.sh's one_echo: echo runs at the Check concurrency
 deadline_ms=5000
 loadgen="$build/bench/alma-loadgen"
 echo_bin="$build/services/echo/alma-echo"
@@ -98,7 +101,7 @@ authz_bench="$build/common/authz/alma-authz-bench"
 pg_sh="$root/tests/harness/pg.sh"
 redis_sh="$root/tests/harness/redis.sh"
 tenant=bench-clinic
-schema=bench_identity
+idn_schema=bench_identity
 check_method=/alma.identity.v1.Identity/Check
 login_method=/alma.identity.v1.Identity/Login
 
@@ -151,7 +154,7 @@ redis_port=$(cat "$tmp/redis/redis.port")
 log "PostgreSQL $pg_version: $pg_settings; Redis on 127.0.0.1:$redis_port"
 
 openssl genpkey -algorithm ed25519 -out "$tmp/signing-key.pem" 2>/dev/null || die "openssl genpkey failed"
-openssl rand -base64 32 >"$tmp/master.key" || die "openssl rand failed"
+openssl rand -base64 32 >"$tmp/identity-master.key" || die "openssl rand failed"
 
 # ---- servers -----------------------------------------------------------------------------------------------
 server_pid=""
@@ -173,29 +176,15 @@ start_server() {
             "$@" >"$logf" 2>&1 &
         ;;
     identity)
-        ALMA_PG_URI="$pg_uri" ALMA_PG_OWNER_URI="$pg_uri" ALMA_MASTER_KEY_FILE="$tmp/master.key" \
-            "$identity_bin" "${args[@]}" "--pg-schema=$schema" "--redis-addr=127.0.0.1:$redis_port" \
+        ALMA_PG_URI="$pg_uri" ALMA_PG_OWNER_URI="$pg_uri" ALMA_MASTER_KEY_FILE="$tmp/identity-master.key" \
+            "$identity_bin" "${args[@]}" "--pg-schema=$idn_schema" "--redis-addr=127.0.0.1:$redis_port" \
             "--audit-addr=127.0.0.1:$audit_port" "$@" >"$logf" 2>&1 &
         ;;
     *)
         "$echo_bin" "${args[@]}" "$@" >"$logf" 2>&1 &
         ;;
     esac
-    server_pid=$!
-    started_pids+=("$server_pid")
-    server_port=""
-    for _ in $(seq 1 300); do
-        [ -s "$ready" ] && server_port=$(sed -n 's/^api=\([0-9][0-9]*\) .*/\1/p' "$ready")
-        [ -n "$server_port" ] && break
-        kill -0 "$server_pid" 2>/dev/null || break
-        sleep 0.1
-    done
-    if [ -z "$server_port" ] || ! wait_listening "$server_pid" "$server_port"; then
-        log "$kind did not start; its log:"
-        tail -n 20 "$logf" >&2 || true
-        stop_server "$server_pid"
-        return 1
-    fi
+    await_server "$kind" "$logf" "$ready"
 }
 
 log "starting alma-audit and alma-identity (shipped settings)"
@@ -206,120 +195,35 @@ start_server identity "$tmp/identity.log" || die "alma-identity did not start"
 identity_pid=$server_pid
 identity_port=$server_port
 
-# cli ARGS...: alma-cli against identity as the alma-cli identity, bounded.
-cli() {
-    timeout -k 5 60 "$cli_bin" --addr "127.0.0.1:$identity_port" --cert "$pki/alma-cli.pem" \
-        --key "$pki/alma-cli-key.pem" --ca "$pki/ca.pem" --server-name localhost "$@"
-}
-
 # ---- tenant, administrator, the benchmark's users ------------------------------------------------------------
-log "alma-admin bootstrap: tenant $tenant, platform administrator bench-admin"
-openssl rand -base64 24 >"$tmp/admin.pw"
-ALMA_PG_URI="$pg_uri" ALMA_MASTER_KEY_FILE="$tmp/master.key" timeout -k 5 120 "$admin_bin" bootstrap \
-    --pg-schema="$schema" --tenant="$tenant" --display-name="Bench Clinic" --username=bench-admin \
-    --password-file="$tmp/admin.pw" >"$tmp/bootstrap.txt" 2>"$tmp/bootstrap.err" ||
-    die "alma-admin bootstrap failed: $(tail -c 400 "$tmp/bootstrap.err")"
-# The administrator needs MFA: the first of its recovery codes stands in for an authenticator.
-recovery=$(sed -n '/^recovery codes/,$ s/^  \([A-Za-z0-9-][A-Za-z0-9-]*\)$/\1/p' "$tmp/bootstrap.txt" | head -n 1)
-[ -n "$recovery" ] || die "alma-admin bootstrap printed no recovery code"
-cli identity-login --tenant "$tenant" --username bench-admin --password-file "$tmp/admin.pw" \
-    --recovery-code "$recovery" --session-out "$tmp/admin.session" >"$tmp/admin.token" 2>"$tmp/admin.err" ||
-    die "the administrator's login failed: $(tail -c 400 "$tmp/admin.err")"
+bootstrap_admin
 
-# admin_token: a fresh administrator token (its session outlives the 5-minute tokens).
-admin_token() {
-    cli identity-refresh --session-file "$tmp/admin.session" >"$tmp/admin.token.new" 2>"$tmp/admin.err" &&
-        mv -f "$tmp/admin.token.new" "$tmp/admin.token"
-}
-
-# make_user USERNAME: a pcp_clinician user with a random password in $tmp/USERNAME.pw, created through the
-# identity server that runs now (so its password hash has that server's argon2 parameters).
-make_user() {
-    local user="$1" out="$tmp/$1.user" principal
-    openssl rand -base64 24 >"$tmp/$user.pw"
-    admin_token || die "refreshing the administrator's token failed: $(tail -c 400 "$tmp/admin.err")"
-    if cli --token-file "$tmp/admin.token" identity-create-user --username "$user" --display-name "Bench $user" \
-        --password-file "$tmp/$user.pw" --role pcp_clinician >"$out" 2>"$tmp/create.err"; then
-        return 0
-    fi
-    # The service grants a role only to a caller that holds every permission of it (no escalation by grant),
-    # and no built-in administrator role holds the clinical PHI permissions: nobody can hand out
-    # pcp_clinician through the API. Until that is settled, the user is created without the role through the
-    # API and the grant is written as the schema owner.
-    log "identity-create-user --role pcp_clinician refused ($(tr '\n' ' ' <"$tmp/create.err"))"
-    log "creating $user without the role and granting pcp_clinician in the database"
-    cli --token-file "$tmp/admin.token" identity-create-user --username "$user" --display-name "Bench $user" \
-        --password-file "$tmp/$user.pw" >"$out" 2>"$tmp/create.err" ||
-        die "identity-create-user failed: $(tail -c 400 "$tmp/create.err")"
-    principal=$(sed -n 's/^principal_id: \(usr_[0-9a-f]*\)$/\1/p' "$out")
-    [ -n "$principal" ] || die "identity-create-user printed no principal id"
-    psql_q "INSERT INTO $schema.grants (tenant_id, principal_id, role_tenant_id, role_id, granted_by)
-            VALUES ('$tenant', '$principal', '', 'pcp_clinician', 'system:bench')" >/dev/null ||
-        die "granting pcp_clinician in the database failed"
-}
-
+# bench-pcp is created through the identity server that runs now (so its password hash has that server's
+# argon2 parameters) and logged in: its session in $tmp/bench-pcp.session, a token in $tmp/bench-pcp.token.
 log "alma-cli identity-create-user bench-pcp (pcp_clinician), identity-login"
-make_user bench-pcp
-cli identity-login --tenant "$tenant" --username bench-pcp --password-file "$tmp/bench-pcp.pw" \
-    --session-out "$tmp/pcp.session" >"$tmp/pcp.token" 2>"$tmp/pcp.err" ||
-    die "bench-pcp's login failed: $(tail -c 400 "$tmp/pcp.err")"
-grep -q 'MFA is required' "$tmp/pcp.err" && die "bench-pcp needs MFA: Login cannot be measured without a second factor"
-cli --token-file "$tmp/pcp.token" identity-check --permission referral.review >"$tmp/check.out" 2>&1 ||
+make_user bench-pcp pcp_clinician
+cli --token-file "$tmp/bench-pcp.token" identity-check --permission referral.review >"$tmp/check.out" 2>&1 ||
     die "bench-pcp is not allowed referral.review: $(tr '\n' ' ' <"$tmp/check.out")"
 log "bench-pcp: $(tr '\n' ' ' <"$tmp/check.out")"
 
 # ---- runs --------------------------------------------------------------------------------------------------
-# load TARGET_PORT METHOD CONCURRENCY OUT [alma-loadgen args...]: one closed-loop mTLS run as "bench".
-load() {
-    local port="$1" method="$2" conc="$3" out="$4" rc=0 limit=$((warmup + duration + 2 * deadline_ms / 1000 + 30))
-    shift 4
-    timeout -k 5 "$limit" "$loadgen" --target "127.0.0.1:$port" --method "$method" --concurrency "$conc" \
-        --duration "$duration" --warmup "$warmup" --deadline-ms "$deadline_ms" --tls --cert "$pki/bench.pem" \
-        --key "$pki/bench-key.pem" --ca "$pki/ca.pem" --server-name localhost "$@" --json >"$out" \
-        2>"$out.err" || rc=$?
-    return "$rc"
-}
-
 declare -A qps p50 p99 authz
 okruns_echo=0
 okruns_check=0
 okruns_login=0
 okruns_authz=0
 
-# record KIND RUN OUT RC UNIT: the run's numbers from alma-loadgen's JSON, or a logged failure.
-record() {
-    local kind="$1" run="$2" out="$3" rc="$4" unit="$5" q
-    q=$(json_num calls_per_s "$out")
-    if [ "$rc" -ne 0 ] || [ -z "$q" ]; then
-        log "$kind run $run FAILED (alma-loadgen exit $rc): $(tail -c 400 "$out" "$out.err" 2>/dev/null | tr '\n' ' ')"
-        return 1
-    fi
-    qps[$kind,$run]=$q
-    p50[$kind,$run]=$(json_num p50_us "$out")
-    p99[$kind,$run]=$(json_num p99_us "$out")
-    log "$kind run $run: $q $unit, p50 ${p50[$kind,$run]} us, p99 ${p99[$kind,$run]} us"
-}
-
-one_echo() { # RUN
-    local run="$1" out="$tmp/echo-$1.json" rc=0
-    start_server echo "$tmp/echo-$run.log" || return 0
-    load "$server_port" /alma.echo.v1.Echo/Echo "$check_conc" "$out" || rc=$?
-    stop_server "$server_pid"
-    record echo "$run" "$out" "$rc" calls/s && okruns_echo=$((okruns_echo + 1))
-    return 0
-}
-
+# one_echo (suite.sh) runs echo at $concurrency, the Check concurrency.
 one_check() { # RUN
     local run="$1" out="$tmp/check-$1.json" rc=0
     # A fresh token for the run (5-minute lifetime); the refresh also restarts the session's idle timeout.
-    if ! cli identity-refresh --session-file "$tmp/pcp.session" >"$tmp/pcp.token.new" 2>"$tmp/pcp.err"; then
-        log "check run $run FAILED: identity-refresh: $(tail -c 300 "$tmp/pcp.err")"
+    if ! refresh bench-pcp; then
+        log "check run $run FAILED: identity-refresh: $(tail -c 300 "$tmp/bench-pcp.err")"
         return 0
     fi
-    mv -f "$tmp/pcp.token.new" "$tmp/pcp.token"
     load "$identity_port" "$check_method" "$check_conc" "$out" --payload identity-check \
-        --check-permission referral.review --authorization-file "$tmp/pcp.token" || rc=$?
-    record check "$run" "$out" "$rc" calls/s && okruns_check=$((okruns_check + 1))
+        --check-permission referral.review --authorization-file "$tmp/bench-pcp.token" || rc=$?
+    record check "$run" "$out" "$rc" && okruns_check=$((okruns_check + 1))
     return 0
 }
 
@@ -381,7 +285,7 @@ fast_ok=0
 if start_server identity "$tmp/identity-fast.log" --argon2-m-kib=8 --argon2-t=1; then
     identity_pid=$server_pid
     identity_port=$server_port
-    make_user bench-fast
+    make_user bench-fast pcp_clinician
     login_run fastlogin 1 "$login_conc" bench-fast && fast_ok=$((fast_ok + 1))
     login_run fastlogin64 1 "$check_conc" bench-fast && fast_ok=$((fast_ok + 1))
     stop_server "$identity_pid"
@@ -394,24 +298,6 @@ stop_server "$audit_pid"
 logins_audited=$(psql_q "SELECT count(*) FROM bench_identity_audit.events" 2>/dev/null || echo "?")
 
 # ---- report ------------------------------------------------------------------------------------------------
-ratio() { # A B: A/B, 3 significant decimals; "-" when either is missing
-    if [ -n "$1" ] && [ -n "$2" ] && [ "$1" != "-" ] && [ "$2" != "-" ]; then
-        awk -v a="$1" -v b="$2" 'BEGIN {if (b > 0) printf "%.4f", a / b; else print "-"}'
-    else
-        echo "-"
-    fi
-}
-values() { # KIND FIELD(qps|p50|p99): the values of every run, space-separated
-    local run out=""
-    for run in $(seq 1 "$runs"); do
-        case "$2" in
-        qps) out+=" ${qps[$1,$run]:-}" ;;
-        p50) out+=" ${p50[$1,$run]:-}" ;;
-        p99) out+=" ${p99[$1,$run]:-}" ;;
-        esac
-    done
-    echo "$out"
-}
 authz_values() { # LABEL
     local run out=""
     for run in $(seq 1 "$runs"); do out+=" ${authz["$1|$run"]:-}"; done
@@ -428,9 +314,9 @@ us_per_call() { # CALLS_PER_S
 r_check=""
 r_login=""
 for run in $(seq 1 "$runs"); do
-    x=$(ratio "${qps[check,$run]:-}" "${qps[echo,$run]:-}")
+    x=$(ratio "${qps[check,$run]:-}" "${qps[echo,$run]:-}" 4)
     [ "$x" != "-" ] && r_check+=" $x"
-    x=$(ratio "${qps[login,$run]:-}" "${qps[echo,$run]:-}")
+    x=$(ratio "${qps[login,$run]:-}" "${qps[echo,$run]:-}" 4)
     [ "$x" != "-" ] && r_login+=" $x"
 done
 
@@ -475,7 +361,8 @@ echo "| ---: | --- | ---: | ---: | ---: | ---: | ---: |"
 for run in $(seq 1 "$runs"); do
     if [ $((run % 2)) -eq 0 ]; then o="authz, login, check, echo"; else o="echo, check, login, authz"; fi
     echo "| $run | $o | ${qps[echo,$run]:--} | ${qps[check,$run]:--} | ${qps[login,$run]:--} |" \
-        "$(ratio "${qps[check,$run]:-}" "${qps[echo,$run]:-}") | $(ratio "${qps[login,$run]:-}" "${qps[echo,$run]:-}") |"
+        "$(ratio "${qps[check,$run]:-}" "${qps[echo,$run]:-}" 4) |" \
+        "$(ratio "${qps[login,$run]:-}" "${qps[echo,$run]:-}" 4) |"
 done
 echo
 echo "$runs runs, interleaved (order alternating), ${duration} s measured after ${warmup} s warmup; mTLS, 1 channel;" \

@@ -1,6 +1,7 @@
-# bench/suite.sh: the suite inside a service benchmark, for bench/vault.sh and bench/guideline.sh (sourced
-# after lib.sh): waiting for a started server, alma-cli against identity, the bootstrapped administrator,
-# users with a role and a token, load runs as "bench" and their records, and the report's arithmetic.
+# bench/suite.sh: the suite inside a service benchmark, for bench/vault.sh, bench/guideline.sh and
+# bench/identity.sh (sourced after lib.sh): waiting for a started server, alma-cli against identity, the
+# bootstrapped administrator, users with a role and a token, load runs as "bench" and their records, and the
+# report's arithmetic.
 # They read the caller's globals: tmp, pki, tenant, pg_uri, idn_schema, cli_bin, admin_bin, loadgen,
 # identity_port, warmup, duration, deadline_ms, concurrency, runs, started_pids, and the qps/p50/p99
 # associative arrays; await_server sets server_pid and server_port.
@@ -109,9 +110,10 @@ load() {
     return "$rc"
 }
 
-# record KIND RUN OUT RC: the run's numbers from alma-loadgen's JSON, or a logged failure.
+# record KIND RUN OUT RC [UNIT]: the run's numbers from alma-loadgen's JSON, or a logged failure; UNIT
+# (default calls/s) names the rate in the log line.
 record() {
-    local kind="$1" run="$2" out="$3" rc="$4" q
+    local kind="$1" run="$2" out="$3" rc="$4" unit="${5:-calls/s}" q
     q=$(json_num calls_per_s "$out")
     if [ "$rc" -ne 0 ] || [ -z "$q" ]; then
         log "$kind run $run FAILED (alma-loadgen exit $rc): $(tail -c 600 "$out" "$out.err" 2>/dev/null | tr '\n' ' ')"
@@ -120,10 +122,10 @@ record() {
     qps[$kind,$run]=$q
     p50[$kind,$run]=$(json_num p50_us "$out")
     p99[$kind,$run]=$(json_num p99_us "$out")
-    log "$kind run $run: $q calls/s, p50 ${p50[$kind,$run]} us, p99 ${p99[$kind,$run]} us"
+    log "$kind run $run: $q $unit, p50 ${p50[$kind,$run]} us, p99 ${p99[$kind,$run]} us"
 }
 
-one_echo() { # RUN
+one_echo() { # RUN: echo at $concurrency in flight, counted in okruns_echo
     local run="$1" out="$tmp/echo-$1.json" rc=0
     start_server echo "$tmp/echo-$run.log" || return 0
     load "$server_port" /alma.echo.v1.Echo/Echo "$concurrency" "$out" || rc=$?
@@ -133,9 +135,9 @@ one_echo() { # RUN
 }
 
 # ---- report ------------------------------------------------------------------------------------------------
-ratio() { # A B: A/B, 3 decimals; "-" when either is missing
+ratio() { # A B [DECIMALS]: A/B, DECIMALS (default 3) decimals; "-" when either is missing
     if [ -n "$1" ] && [ -n "$2" ] && [ "$1" != "-" ] && [ "$2" != "-" ]; then
-        awk -v a="$1" -v b="$2" 'BEGIN {if (b > 0) printf "%.3f", a / b; else print "-"}'
+        awk -v a="$1" -v b="$2" -v f="%.${3:-3}f" 'BEGIN {if (b > 0) printf f, a / b; else print "-"}'
     else
         echo "-"
     fi
