@@ -7,6 +7,7 @@
  * re-sent one event at a time, so one bad event fails only its own caller. Every caller still returns only
  * once its event is durably committed, or with the error. */
 #include "auditclient.h"
+#include "authz/authz.h"
 
 #include "base/batch.h"
 #include "base/log.h"
@@ -166,9 +167,18 @@ base_result audit_client_record(audit_client *c, const audit_client_event *e, co
 {
     BASE_ENSURE(c && e, BASE_ERR_INVALID, "audit client: NULL argument");
     Alma__Audit__V1__Actor actor = ALMA__AUDIT__V1__ACTOR__INIT;
-    actor.principal_id = (char *)(e->actor ? e->actor : "");
-    actor.roles = (char **)e->roles;
-    actor.n_roles = e->roles ? (e->role_count < 16 ? e->role_count : 16) : 0;
+    const char *principal = e->actor ? e->actor : e->claims ? e->claims->sub : "";
+    BASE_ENSURE(principal[0], BASE_ERR_INVALID, "audit event: no actor (neither actor nor a claims subject)");
+    actor.principal_id = (char *)principal;
+    char *claim_roles[AUTHZ_MAX_ROLES];
+    if (e->roles) {
+        actor.roles = (char **)e->roles;
+        actor.n_roles = e->role_count < 16 ? e->role_count : 16;
+    } else if (e->claims) {
+        for (size_t i = 0; i < e->claims->role_count && i < AUTHZ_MAX_ROLES && i < 16; i++)
+            claim_roles[actor.n_roles++] = (char *)e->claims->roles[i];
+        actor.roles = claim_roles;
+    }
     Alma__Audit__V1__EventInput ev = ALMA__AUDIT__V1__EVENT_INPUT__INIT;
     ev.tenant_id = (char *)(e->tenant_id ? e->tenant_id : "");
     ev.actor = &actor;

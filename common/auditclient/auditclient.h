@@ -41,11 +41,15 @@ BASE_MUST_USE base_result audit_client_append(audit_client *c, Alma__Audit__V1__
  * pairs key, value, at most AUDIT_CLIENT_MAX_DETAILS pairs; values longer than the audit limit (256 bytes)
  * are cut. Never PHI: references, counts, category names. */
 #define AUDIT_CLIENT_MAX_DETAILS 16
+struct authz_claims;
 typedef struct audit_client_event {
     const char *tenant_id;
-    const char *actor;        /* principal id, or "system:<service>" */
-    const char *const *roles; /* the actor's roles (at most 16 used) */
+    const char *actor;        /* principal id, or "system:<service>"; NULL: the subject of claims */
+    const char *const *roles; /* the actor's roles (at most 16 used); NULL: the roles of claims */
     size_t role_count;
+    /* The caller's verified claims (common/authz), or NULL: where a NULL actor and NULL roles come from. An
+     * event with neither an actor nor a claims subject is refused (BASE_ERR_INVALID) before it is sent. */
+    const struct authz_claims *claims;
     Alma__Audit__V1__Action action;
     Alma__Common__V1__PurposeOfUse purpose; /* 0: OPERATIONS */
     Alma__Audit__V1__Outcome outcome;       /* 0: SUCCESS */

@@ -230,39 +230,9 @@ rpc_code gsvc_bundle(rpc_ctx *ctx, const char *bundle_id, const char *version, c
 
 /* ---- Audit --------------------------------------------------------------------------------------------- */
 
-/* A gsvc_event as the audit client's event; the roles live in *rec. */
-typedef struct gsvc_record {
-    audit_client_event ev;
-    const char *roles[AUTHZ_MAX_ROLES];
-} gsvc_record;
-
-static const audit_client_event *to_record(const gsvc_event *e, gsvc_record *rec)
-{
-    size_t nroles = 0;
-    for (size_t i = 0; e->claims && i < e->claims->role_count && i < AUTHZ_MAX_ROLES; i++)
-        rec->roles[nroles++] = e->claims->roles[i];
-    rec->ev = (audit_client_event){
-        .tenant_id = e->tenant_id,
-        .actor = e->claims && e->claims->sub[0] ? e->claims->sub : GSVC_SYSTEM_ACTOR,
-        .roles = rec->roles,
-        .role_count = nroles,
-        .action = e->action,
-        .purpose = (Alma__Common__V1__PurposeOfUse)e->purpose,
-        .outcome = e->outcome,
-        .severity = e->severity,
-        .patient_ref = e->patient_ref,
-        .resource_type = e->resource_type,
-        .resource_id = e->resource_id,
-        .details = e->details,
-        .guideline = e->guideline,
-    };
-    return &rec->ev;
-}
-
 base_result gsvc_audit(rpc_ctx *ctx, const gsvc_event *e)
 {
-    gsvc_record rec;
-    base_result r = audit_client_record(gsvc_of(ctx)->audit, to_record(e, &rec), ctx, NULL);
+    base_result r = audit_client_record(gsvc_of(ctx)->audit, e, ctx, NULL);
     if (!base_is_ok(r))
         log_emit(LOG_ERROR, rpc_ctx_request_id(ctx), "audit append failed", "error", base_error_message(),
                  NULL);
@@ -271,15 +241,13 @@ base_result gsvc_audit(rpc_ctx *ctx, const gsvc_event *e)
 
 rpc_code gsvc_audit_or_fail(rpc_ctx *ctx, const gsvc_event *ev, const char *what)
 {
-    gsvc_record rec;
-    return audit_client_require(gsvc_of(ctx)->audit, to_record(ev, &rec), ctx, what);
+    return audit_client_require(gsvc_of(ctx)->audit, ev, ctx, what);
 }
 
 rpc_code gsvc_audit_failed(rpc_ctx *ctx, const gsvc_event *intent, base_result r)
 {
     rpc_code code = gsvc_fail(ctx, r);
-    gsvc_record rec;
-    audit_client_record_error(gsvc_of(ctx)->audit, to_record(intent, &rec), NULL, r.err, ctx);
+    audit_client_record_error(gsvc_of(ctx)->audit, intent, NULL, r.err, ctx);
     return code;
 }
 

@@ -73,21 +73,9 @@ rpc_code gsvc_require(rpc_ctx *ctx, const char *tenant_id, const char *permissio
 rpc_code gsvc_require_any(rpc_ctx *ctx, const char *tenant_id, const char *const *perms,
                           authz_claims *claims);
 
-/* One audit event of this call. details: NULL-terminated pairs (never PHI nor comment text). guideline:
- * for ACTION_RECOMMEND / ACTION_DECIDE (may be NULL otherwise). */
-typedef struct gsvc_event {
-    const char *tenant_id;
-    const authz_claims *claims; /* NULL: GSVC_SYSTEM_ACTOR */
-    Alma__Audit__V1__Action action;
-    int purpose;
-    Alma__Audit__V1__Outcome outcome;
-    Alma__Audit__V1__Severity severity;
-    const char *patient_ref;
-    const char *resource_type;
-    const char *resource_id;
-    const char *const *details;
-    const Alma__Audit__V1__GuidelineRef *guideline;
-} gsvc_event;
+/* One audit event of this call (auditclient.h): .claims gives the actor and roles. details:
+ * NULL-terminated pairs (never PHI nor comment text). guideline: for ACTION_RECOMMEND / ACTION_DECIDE. */
+typedef audit_client_event gsvc_event;
 base_result gsvc_audit(rpc_ctx *ctx, const gsvc_event *ev);
 /* RPC_OK, or UNAVAILABLE "audit log unavailable: <what>". */
 rpc_code gsvc_audit_or_fail(rpc_ctx *ctx, const gsvc_event *ev, const char *what);

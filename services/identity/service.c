@@ -180,35 +180,9 @@ base_result idn_issue_token(idn_service *s, const char *tenant_id, const char *p
     return BASE_OK_RESULT;
 }
 
-/* An idn_audit_event as the audit client's event; the roles live in *rec. */
-typedef struct idn_record {
-    audit_client_event ev;
-    const char *roles[AUTHZ_MAX_ROLES];
-} idn_record;
-
-static const audit_client_event *to_record(const idn_audit_event *e, idn_record *rec)
-{
-    size_t nroles = 0;
-    for (size_t i = 0; e->claims && i < e->claims->role_count && i < AUTHZ_MAX_ROLES; i++)
-        rec->roles[nroles++] = e->claims->roles[i];
-    rec->ev = (audit_client_event){.tenant_id = e->tenant_id,
-                                   .actor = e->actor,
-                                   .roles = rec->roles,
-                                   .role_count = nroles,
-                                   .action = e->action,
-                                   .outcome = e->outcome,
-                                   .severity = e->severity,
-                                   .patient_ref = e->patient_ref,
-                                   .resource_type = e->resource_type,
-                                   .resource_id = e->resource_id,
-                                   .details = e->details};
-    return &rec->ev;
-}
-
 base_result idn_audit(rpc_ctx *ctx, const idn_audit_event *e)
 {
-    idn_record rec;
-    base_result r = audit_client_record(idn_of(ctx)->audit, to_record(e, &rec), ctx, NULL);
+    base_result r = audit_client_record(idn_of(ctx)->audit, e, ctx, NULL);
     if (!base_is_ok(r))
         log_emit(LOG_ERROR, rpc_ctx_request_id(ctx), "audit append failed", "error", base_error_message(),
                  NULL);
@@ -225,16 +199,14 @@ static void revoke_one(void *arg, const char *sid)
 
 rpc_code idn_audit_intent(rpc_ctx *ctx, const idn_audit_event *ev)
 {
-    idn_record rec;
-    return audit_client_require(idn_of(ctx)->audit, to_record(ev, &rec), ctx, "nothing was changed");
+    return audit_client_require(idn_of(ctx)->audit, ev, ctx, "nothing was changed");
 }
 
 void idn_audit_error(rpc_ctx *ctx, const idn_audit_event *intent, const char *what, base_err err)
 {
     char change[128];
     snprintf(change, sizeof change, "%s failed", what);
-    idn_record rec;
-    audit_client_record_error(idn_of(ctx)->audit, to_record(intent, &rec), change, err, ctx);
+    audit_client_record_error(idn_of(ctx)->audit, intent, change, err, ctx);
 }
 
 rpc_code idn_audit_failed(rpc_ctx *ctx, const idn_audit_event *intent, const char *what, base_result r)

@@ -79,18 +79,7 @@ base_result idn_issue_token(idn_service *s, const char *tenant_id, const char *p
 /* Append an audit event (durable) for an identity action. actor: principal id (or "system:identity");
  * details: NULL-terminated pairs key, value (values are cut to the audit limit). A failure is the RPC's
  * failure: UNAVAILABLE. */
-typedef struct idn_audit_event {
-    const char *tenant_id;
-    const char *actor;
-    const authz_claims *claims; /* roles of the actor, when known */
-    Alma__Audit__V1__Action action;
-    Alma__Audit__V1__Outcome outcome;
-    Alma__Audit__V1__Severity severity;
-    const char *patient_ref;
-    const char *resource_type;
-    const char *resource_id;
-    const char *const *details; /* k1, v1, k2, v2, ..., NULL */
-} idn_audit_event;
+typedef audit_client_event idn_audit_event; /* .actor, and .claims for the roles when known */
 base_result idn_audit(rpc_ctx *ctx, const idn_audit_event *ev);
 
 /* Audit first (README, "Audit"): every administrative change is appended to the audit log, with its old and

@@ -13,7 +13,6 @@
 #include <time.h>
 
 #define VAULT_METHOD(n) "/alma.vault.v1.Vault/" n
-#define SYSTEM_ACTOR    "system:vault"
 
 /* ---- Settings ------------------------------------------------------------------------------------------ */
 
@@ -133,41 +132,9 @@ const char *vs_category_list(rpc_ctx *ctx, unsigned mask)
 
 /* ---- Audit --------------------------------------------------------------------------------------------- */
 
-/* A vs_event as the audit client's event; the roles live in *rec. */
-typedef struct vs_record {
-    audit_client_event ev;
-    const char *roles[AUTHZ_MAX_ROLES];
-} vs_record;
-
-static const audit_client_event *to_record(const vs_event *e, vs_record *rec)
-{
-    size_t nroles = 0;
-    for (size_t i = 0; e->claims && i < e->claims->role_count && i < AUTHZ_MAX_ROLES; i++)
-        rec->roles[nroles++] = e->claims->roles[i];
-    rec->ev = (audit_client_event){
-        .tenant_id = e->tenant_id,
-        .actor = e->claims && e->claims->sub[0] ? e->claims->sub : SYSTEM_ACTOR,
-        .roles = rec->roles,
-        .role_count = nroles,
-        .action = e->action,
-        .purpose = (Alma__Common__V1__PurposeOfUse)e->purpose,
-        .outcome = e->outcome,
-        .severity = e->severity,
-        .patient_ref = e->patient_ref,
-        .resource_type = e->resource_type,
-        .resource_id = e->resource_id,
-        .details = e->details,
-        .recipient_name = e->recipient_name,
-        .basis = e->basis,
-        .phi_description = e->phi_description,
-    };
-    return &rec->ev;
-}
-
 base_result vs_audit(rpc_ctx *ctx, const vs_event *e)
 {
-    vs_record rec;
-    base_result r = audit_client_record(vs_of(ctx)->audit, to_record(e, &rec), ctx, NULL);
+    base_result r = audit_client_record(vs_of(ctx)->audit, e, ctx, NULL);
     if (!base_is_ok(r))
         log_emit(LOG_ERROR, rpc_ctx_request_id(ctx), "audit append failed", "error", base_error_message(),
                  NULL);
@@ -176,21 +143,18 @@ base_result vs_audit(rpc_ctx *ctx, const vs_event *e)
 
 rpc_code vs_audit_intent(rpc_ctx *ctx, const vs_event *ev)
 {
-    vs_record rec;
-    return audit_client_require(vs_of(ctx)->audit, to_record(ev, &rec), ctx, "nothing was changed");
+    return audit_client_require(vs_of(ctx)->audit, ev, ctx, "nothing was changed");
 }
 
 rpc_code vs_audit_disclosure(rpc_ctx *ctx, const vs_event *ev)
 {
-    vs_record rec;
-    return audit_client_require(vs_of(ctx)->audit, to_record(ev, &rec), ctx, "nothing was disclosed");
+    return audit_client_require(vs_of(ctx)->audit, ev, ctx, "nothing was disclosed");
 }
 
 rpc_code vs_audit_failed(rpc_ctx *ctx, const vs_event *intent, base_result r)
 {
     rpc_code code = vs_fail(ctx, r);
-    vs_record rec;
-    audit_client_record_error(vs_of(ctx)->audit, to_record(intent, &rec), NULL, r.err, ctx);
+    audit_client_record_error(vs_of(ctx)->audit, intent, NULL, r.err, ctx);
     return code;
 }
 

@@ -56,23 +56,9 @@ rpc_code vs_require(rpc_ctx *ctx, const char *tenant_id, const char *permission,
 rpc_code vs_require_view(rpc_ctx *ctx, const char *tenant_id, const char *patient_ref, int purpose,
                          authz_claims *claims, vault_view *view);
 
-/* Append one audit event for this call; the actor and roles come from claims (may be NULL: "system:vault").
- * details: NULL-terminated pairs. BASE_OK or the audit client's error. */
-typedef struct vs_event {
-    const char *tenant_id;
-    const authz_claims *claims;
-    Alma__Audit__V1__Action action;
-    int purpose;
-    Alma__Audit__V1__Outcome outcome;
-    Alma__Audit__V1__Severity severity;
-    const char *patient_ref;
-    const char *resource_type;
-    const char *resource_id;
-    const char *const *details;
-    const char *recipient_name;
-    Alma__Audit__V1__DisclosureBasis basis;
-    const char *phi_description;
-} vs_event;
+/* One audit event of this call (auditclient.h): .claims gives the actor and roles. details: NULL-terminated
+ * pairs. vs_audit appends it: BASE_OK or the audit client's error. */
+typedef audit_client_event vs_event;
 base_result vs_audit(rpc_ctx *ctx, const vs_event *ev);
 /* The intent of a write: RPC_OK, or UNAVAILABLE "audit log unavailable: nothing was changed". */
 rpc_code vs_audit_intent(rpc_ctx *ctx, const vs_event *ev);

@@ -16,6 +16,7 @@
 #include "crypto/crypto.h"
 #include "db/db.h"
 #include "auditclient.h"
+#include "authz/authz.h"
 #include "export_file.h"
 #include "merkle.h"
 #include "rpc/rpc.h"
@@ -1319,6 +1320,36 @@ static void test_audit_client(void **state)
     }
     assert_int_equal(admin_int("SELECT count(*) FROM events WHERE tenant_id = 'tenant-b'"),
                      CLIENT_THREADS - 1);
+    /* audit_client_record: a NULL actor and NULL roles come from the caller's claims; an event with neither
+     * an actor nor a claims subject is refused before it is sent. */
+    authz_claims claims = {.role_count = 2};
+    snprintf(claims.sub, sizeof claims.sub, "usr_claimsubject");
+    snprintf(claims.roles[0], sizeof claims.roles[0], "pcp_clinician");
+    snprintf(claims.roles[1], sizeof claims.roles[1], "auditor");
+    audit_client_event rec = {.tenant_id = "tenant-c",
+                              .claims = &claims,
+                              .action = ALMA__AUDIT__V1__ACTION__ACTION_ADMIN,
+                              .resource_type = "Role"};
+    MUST(audit_client_record(c, &rec, NULL, &seq));
+    assert_int_equal(admin_int("SELECT count(*) FROM events WHERE tenant_id = 'tenant-c' AND "
+                               "actor_id = 'usr_claimsubject' AND position('\"pcp_clinician\"' in "
+                               "convert_from(entry, 'UTF8')) > 0 AND position('\"auditor\"' in "
+                               "convert_from(entry, 'UTF8')) > 0"),
+                     1);
+    rec.actor = "system:test"; /* an explicit actor wins; the roles still come from the claims */
+    MUST(audit_client_record(c, &rec, NULL, &seq));
+    assert_int_equal(admin_int("SELECT count(*) FROM events WHERE tenant_id = 'tenant-c' AND "
+                               "actor_id = 'system:test' AND position('\"auditor\"' in "
+                               "convert_from(entry, 'UTF8')) > 0"),
+                     1);
+    claims.sub[0] = '\0';
+    rec.actor = NULL;
+    r = audit_client_record(c, &rec, NULL, NULL);
+    assert_int_equal(r.err, BASE_ERR_INVALID);
+    assert_non_null(strstr(base_error_message(), "no actor"));
+    rec.claims = NULL;
+    assert_int_equal(audit_client_record(c, &rec, NULL, NULL).err, BASE_ERR_INVALID);
+    assert_int_equal(admin_int("SELECT count(*) FROM events WHERE tenant_id = 'tenant-c'"), 2);
     audit_client_close(c);
     /* A service that may not append is told so. */
     tls = testrpc_client_tls("intruder");
@@ -1332,7 +1363,7 @@ static void test_audit_client(void **state)
     assert_int_equal(testproc_daemon_stop(&g_d), 0);
     assert_int_equal(audit_client_append(c, &h.ev, NULL, NULL).err, BASE_ERR_UNAVAILABLE);
     audit_client_close(c);
-    assert_int_equal(admin_int("SELECT count(*) FROM events"), CLIENT_THREADS);
+    assert_int_equal(admin_int("SELECT count(*) FROM events"), CLIENT_THREADS + 2);
 }
 
 int main(void)
