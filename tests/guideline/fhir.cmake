@@ -6,6 +6,7 @@
 # fails, never skips, when node or the packages are missing. Included by CMakeLists.txt; only when the
 # engine's core library is part of the build.
 if(TARGET alma_guideline_core)
-  alma_test(test_guideline_fhir SOURCES ${CMAKE_CURRENT_LIST_DIR}/test_fhir.c LIBS alma_guideline_core
+  alma_test(test_guideline_fhir SOURCES ${CMAKE_CURRENT_LIST_DIR}/test_fhir.c
+            ${CMAKE_CURRENT_LIST_DIR}/vignette_files.c LIBS alma_guideline_core
             PkgConfig::JANSSON TIMEOUT 120)
 endif()

@@ -18,8 +18,8 @@
 #include "testenv.h"
 #include "testfhir.h"
 #include "testproc.h"
+#include "vignette_files.h"
 
-#include <dirent.h>
 #include <jansson.h>
 
 #include <stdbool.h>
@@ -27,69 +27,12 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define BUNDLE_PATH   "services/guideline/bundles/alma-referral-core-1.0.0.json"
-#define VIGNETTES_DIR "tests/guideline/vignettes"
-#define MAX_FILES     64
-#define MIN_VIGNETTES 60
-
 #define TENANT    "tenant-a"
 #define PT        "pt_0123456789abcdef0123456789abcdef"
 #define CLINICIAN "cl_fedcba9876543210fedcba9876543210"
 /* 2026-11-23T09:08:07.654321Z */
 #define NOW_US INT64_C(1795424887654321)
 #define NOW    "2026-11-23T09:08:07.654321Z"
-
-static gl_bundle *load_bundle(void)
-{
-    gl_bundle *b = NULL;
-    base_result r = gl_bundle_load_file(testenv_source_path(BUNDLE_PATH), &b);
-    if (!base_is_ok(r))
-        fail_msg("bundle %s: %s: %s", BUNDLE_PATH, base_err_name(r.err), base_error_message());
-    return b;
-}
-
-static int cmp_names(const void *a, const void *b)
-{
-    return strcmp(*(char *const *)a, *(char *const *)b);
-}
-
-/* Every vignette of every file, in file then array order, as one array (the caller's reference). */
-static json_t *load_vignettes(void)
-{
-    char dir[1024];
-    snprintf(dir, sizeof dir, "%s", testenv_source_path(VIGNETTES_DIR));
-    DIR *d = opendir(dir);
-    if (!d)
-        fail_msg("cannot open %s", dir);
-    char *names[MAX_FILES];
-    size_t n = 0;
-    struct dirent *e;
-    while ((e = readdir(d)) != NULL) {
-        size_t len = strlen(e->d_name);
-        if (len > 5 && strcmp(e->d_name + len - 5, ".json") == 0) {
-            if (n == MAX_FILES)
-                fail_msg("more than %d vignette files", MAX_FILES);
-            names[n++] = strdup(e->d_name);
-        }
-    }
-    closedir(d);
-    qsort(names, n, sizeof names[0], cmp_names);
-    json_t *all = json_array();
-    for (size_t i = 0; i < n; i++) {
-        char path[1200];
-        snprintf(path, sizeof path, "%s/%s", dir, names[i]);
-        json_error_t err;
-        json_t *arr = json_load_file(path, JSON_REJECT_DUPLICATES, &err);
-        if (!json_is_array(arr))
-            fail_msg("%s: not a JSON array of vignettes (%s)", path, err.text);
-        json_array_extend(all, arr);
-        json_decref(arr);
-        free(names[i]);
-    }
-    if (json_array_size(all) < MIN_VIGNETTES)
-        fail_msg("only %zu vignettes, want at least %d", json_array_size(all), MIN_VIGNETTES);
-    return all;
-}
 
 /* One vignette evaluated, with the review fields a stored review would carry. */
 typedef struct evaluated {
@@ -485,33 +428,18 @@ static void validate_broken(const char *valid)
     snprintf(path, sizeof path, "%s", testproc_work_path("broken.ndjson"));
     testfhir_write_file(path, text);
     free(text);
-    char *out = NULL;
-    int rc = testfhir_validate("GuidanceResponse", path, &out);
-    if (rc != 1)
-        fail_msg("the validator accepted %s, whose lines 2 to %zu are invalid", path,
-                 BASE_ARRAY_LEN(broken) + 1);
-    for (size_t i = 0; i < BASE_ARRAY_LEN(broken); i++) {
-        char want[256];
-        snprintf(want, sizeof want, "line %zu: %s", i + 2, broken[i].expect);
-        if (!strstr(out, want))
-            fail_msg("the validator's report lacks \"%s\":\n%s", want, out);
-    }
-    if (strstr(out, "line 1:"))
-        fail_msg("line 1 is valid but was reported:\n%s", out);
-    char summary[128];
-    snprintf(summary, sizeof summary, ": %zu of %zu line(s) invalid against FHIR R4 GuidanceResponse",
-             BASE_ARRAY_LEN(broken), BASE_ARRAY_LEN(broken) + 1);
-    if (!strstr(out, summary))
-        fail_msg("the validator's summary lacks \"%s\":\n%s", summary, out);
-    free(out);
+    const char *expect[BASE_ARRAY_LEN(broken)];
+    for (size_t i = 0; i < BASE_ARRAY_LEN(broken); i++)
+        expect[i] = broken[i].expect;
+    testfhir_expect_invalid("GuidanceResponse", path, expect, BASE_ARRAY_LEN(broken));
 }
 
 /* Every vignette: both documents built, checked, deterministic; every GuidanceResponse schema-valid. */
 static void test_vignettes(void **state)
 {
     (void)state;
-    gl_bundle *b = load_bundle();
-    json_t *all = load_vignettes();
+    gl_bundle *b = vignette_bundle();
+    json_t *all = vignettes_all();
     size_t n = json_array_size(all);
     size_t by_outcome[5] = {0}, by_indicator[3] = {0};
     char *ndjson = NULL, *insufficient = NULL, *no_pathway = NULL;
@@ -602,8 +530,8 @@ static char *edited(const char *rec, const char *key, const char *value)
 static void test_refusals(void **state)
 {
     (void)state;
-    gl_bundle *b = load_bundle();
-    json_t *all = load_vignettes();
+    gl_bundle *b = vignette_bundle();
+    json_t *all = vignettes_all();
     evaluated ev;
     evaluate(b, json_array_get(all, 1), 1, &ev);
     const char *rec = ev.rec;

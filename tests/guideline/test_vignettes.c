@@ -31,7 +31,6 @@
 #include <stdint.h>
 #include <cmocka.h>
 
-#include <dirent.h>
 #include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -40,46 +39,7 @@
 #include "bundle.h"
 #include "engine.h"
 #include "testenv.h"
-
-#define BUNDLE_PATH   "services/guideline/bundles/alma-referral-core-1.0.0.json"
-#define VIGNETTES_DIR "tests/guideline/vignettes"
-#define MAX_FILES     64
-#define MIN_VIGNETTES 60
-
-static gl_bundle *load_bundle(void)
-{
-    gl_bundle *b = NULL;
-    base_result r = gl_bundle_load_file(testenv_source_path(BUNDLE_PATH), &b);
-    if (!base_is_ok(r))
-        fail_msg("bundle %s: %s: %s", BUNDLE_PATH, base_err_name(r.err), base_error_message());
-    return b;
-}
-
-static int cmp_names(const void *a, const void *b)
-{
-    return strcmp(*(char *const *)a, *(char *const *)b);
-}
-
-/* The *.json files of the vignette directory, sorted, as malloc'd names; returns the count. */
-static size_t list_files(const char *dir, char **names)
-{
-    DIR *d = opendir(dir);
-    if (!d)
-        fail_msg("cannot open %s", dir);
-    size_t n = 0;
-    struct dirent *e;
-    while ((e = readdir(d)) != NULL) {
-        size_t len = strlen(e->d_name);
-        if (len > 5 && strcmp(e->d_name + len - 5, ".json") == 0) {
-            if (n == MAX_FILES)
-                fail_msg("more than %d vignette files", MAX_FILES);
-            names[n++] = strdup(e->d_name);
-        }
-    }
-    closedir(d);
-    qsort(names, n, sizeof names[0], cmp_names);
-    return n;
-}
+#include "vignette_files.h"
 
 /* Whether the array `arr` (of strings, or of objects whose `key` is a string) holds `want`. */
 static int array_has(const json_t *arr, const char *key, const char *want)
@@ -221,9 +181,9 @@ static int run_vignette(const gl_bundle *b, const json_t *v, json_t *decided)
 static int check_coverage(const json_t *decided)
 {
     json_error_t err;
-    json_t *bundle = json_load_file(testenv_source_path(BUNDLE_PATH), 0, &err);
+    json_t *bundle = json_load_file(testenv_source_path(VIGNETTE_BUNDLE_PATH), 0, &err);
     if (!bundle)
-        fail_msg("bundle %s: %s", BUNDLE_PATH, err.text);
+        fail_msg("bundle %s: %s", VIGNETTE_BUNDLE_PATH, err.text);
     int missing = 0;
     size_t i, j;
     const json_t *p, *r;
@@ -252,14 +212,13 @@ static int check_coverage(const json_t *decided)
 static void test_guideline_vignettes(void **state)
 {
     (void)state;
-    gl_bundle *b = load_bundle();
+    gl_bundle *b = vignette_bundle();
     assert_string_equal(gl_bundle_id(b), "alma-referral-core");
     assert_string_equal(gl_bundle_version(b), "1.0.0");
 
     char dir[1024];
-    snprintf(dir, sizeof dir, "%s", testenv_source_path(VIGNETTES_DIR));
-    char *files[MAX_FILES];
-    size_t nfiles = list_files(dir, files);
+    char *files[VIGNETTE_FILES_MAX];
+    size_t nfiles = vignette_files(dir, files);
     assert_true(nfiles > 0);
 
     json_t *seen = json_object();    /* vignette names, to refuse duplicates */
@@ -300,15 +259,15 @@ static void test_guideline_vignettes(void **state)
     json_decref(decided);
     fprintf(stderr, "%zu vignettes in %zu files, %d failed\n", total, nfiles, failed);
     gl_bundle_free(b);
-    assert_true(total >= MIN_VIGNETTES);
+    assert_true(total >= VIGNETTES_MIN);
     assert_int_equal(failed, 0);
 }
 
 static void test_guideline_bundle_hash_stable(void **state)
 {
     (void)state;
-    gl_bundle *a = load_bundle();
-    gl_bundle *b = load_bundle();
+    gl_bundle *a = vignette_bundle();
+    gl_bundle *b = vignette_bundle();
     assert_int_equal(strlen(gl_bundle_hash(a)), 64);
     assert_string_equal(gl_bundle_hash(a), gl_bundle_hash(b));
     gl_bundle_free(a);

@@ -10,6 +10,7 @@
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include <cmocka.h>
 
@@ -37,4 +38,24 @@ int testfhir_validate(const char *type, const char *file, char **ret_out)
     free(err);
     *ret_out = out;
     return rc;
+}
+
+void testfhir_expect_invalid(const char *type, const char *file, const char *const *expect, size_t n)
+{
+    char *out = NULL;
+    if (testfhir_validate(type, file, &out) != 1)
+        fail_msg("the validator accepted %s, whose lines 2 to %zu are invalid", file, n + 1);
+    for (size_t i = 0; i < n; i++) {
+        char want[512];
+        snprintf(want, sizeof want, "line %zu: %s", i + 2, expect[i]);
+        if (!strstr(out, want))
+            fail_msg("the validator's report lacks \"%s\":\n%s", want, out);
+    }
+    if (strstr(out, "line 1:"))
+        fail_msg("line 1 is valid but was reported:\n%s", out);
+    char summary[128];
+    snprintf(summary, sizeof summary, ": %zu of %zu line(s) invalid against FHIR R4 %s", n, n + 1, type);
+    if (!strstr(out, summary))
+        fail_msg("the validator's summary lacks \"%s\":\n%s", summary, out);
+    free(out);
 }

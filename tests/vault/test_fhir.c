@@ -1098,24 +1098,10 @@ static void test_schema_validation(void **state)
     snprintf(broken_path, sizeof broken_path, "%s", testproc_work_path("broken.ndjson"));
     testfhir_write_file(broken_path, text);
     free(text);
-    rc = testfhir_validate("Bundle", broken_path, &out);
-    if (rc != 1)
-        fail_msg("the validator accepted %s, whose lines 2 to %zu are invalid", broken_path,
-                 BASE_ARRAY_LEN(broken) + 1);
-    for (size_t i = 0; i < BASE_ARRAY_LEN(broken); i++) {
-        char want[512];
-        snprintf(want, sizeof want, "line %zu: %s", i + 2, broken[i].expect);
-        if (!strstr(out, want))
-            fail_msg("the validator's report lacks \"%s\":\n%s", want, out);
-    }
-    if (strstr(out, "line 1:"))
-        fail_msg("line 1 is valid but was reported:\n%s", out);
-    char summary[128];
-    snprintf(summary, sizeof summary, ": %zu of %zu line(s) invalid against FHIR R4 Bundle",
-             BASE_ARRAY_LEN(broken), BASE_ARRAY_LEN(broken) + 1);
-    if (!strstr(out, summary))
-        fail_msg("the validator's summary lacks \"%s\":\n%s", summary, out);
-    free(out);
+    const char *expect[BASE_ARRAY_LEN(broken)];
+    for (size_t i = 0; i < BASE_ARRAY_LEN(broken); i++)
+        expect[i] = broken[i].expect;
+    testfhir_expect_invalid("Bundle", broken_path, expect, BASE_ARRAY_LEN(broken));
     free(full);
     free(minimal);
     free(f);
