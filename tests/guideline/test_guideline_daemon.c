@@ -474,6 +474,21 @@ static void test_publish_what_if(void **state)
     expect(gcall(GLM("PublishBundle"), &preq.base, &D(bundle_info), g_admin_tok, NULL, &st),
            RPC_INVALID_ARGUMENT, &st, "bad bundle");
     assert_non_null(strstr(st.message, "ckd-egfr-below-30"));
+    /* The refused bundle left nothing: still 1.0.0 (active) and 1.0.1 (not active), nothing else. */
+    GT(ListBundlesRequest) lreq = ALMA__GUIDELINE__V1__LIST_BUNDLES_REQUEST__INIT;
+    ProtobufCMessage *lresp = NULL;
+    expect(gcall(GLM("ListBundles"), &lreq.base, &D(list_bundles_response), g_plan_tok, &lresp, &st), RPC_OK,
+           &st, "ListBundles after the bad bundle");
+    GT(ListBundlesResponse) *lb = (GT(ListBundlesResponse) *)lresp;
+    assert_int_equal(lb->n_bundles, 2);
+    for (size_t i = 0; i < lb->n_bundles; i++) {
+        bool v100 = strcmp(lb->bundles[i]->bundle->version, "1.0.0") == 0;
+        assert_true(v100 || strcmp(lb->bundles[i]->bundle->version, "1.0.1") == 0);
+        assert_int_equal(lb->bundles[i]->active, v100);
+        if (v100)
+            assert_string_equal(lb->bundles[i]->bundle->content_hash, ra->bundle->content_hash);
+    }
+    free_msg(lresp);
 
     /* What-if against 1.0.1: ref-b changes MANAGE -> REFER; no review written. */
     GT(WhatIfRequest) wreq = ALMA__GUIDELINE__V1__WHAT_IF_REQUEST__INIT;
