@@ -848,6 +848,49 @@ static int64_t backends_of(const char *role)
     return v;
 }
 
+/* The table's own patient_ref rule (migrations 0001 and 0005), written straight into the table as the
+ * superuser so that the service's validation is not what refuses: NULL and "pt_" + 32 lowercase hex stored,
+ * one step off refused with a check violation (SQLSTATE 23514). */
+static void test_patient_ref_shape(void **state)
+{
+    (void)state;
+    fx f;
+    fx_open(&f, g_uri);
+    static const struct {
+        const char *sql_value;
+        bool ok;
+    } cases[] = {
+        {"NULL", true},
+        {"'pt_0123456789abcdef0123456789abcdef'", true},
+        {"'pt_0123456789abcdef0123456789abcde'", false},
+        {"'pt_0123456789abcdef0123456789abcdef0'", false},
+        {"'pt_0123456789ABCDEF0123456789abcdef'", false},
+        {"'px_0123456789abcdef0123456789abcdef'", false},
+        {"''", false},
+    };
+    int stored = 0;
+    for (size_t i = 0; i < BASE_ARRAY_LEN(cases); i++) {
+        char sql[512];
+        snprintf(
+            sql, sizeof sql,
+            "INSERT INTO events (seq, tenant_id, logged_at, action, purpose, outcome, patient_ref, actor_id, "
+            "entry, leaf_hash) VALUES (%zu, 'tenant-a', now(), 1, 0, 1, %s, 'u1', '\\x7b7d', "
+            "sha256('\\x00'))",
+            1000 + i, cases[i].sql_value);
+        base_result r = admin_exec(&f, sql);
+        if (cases[i].ok) {
+            if (!base_is_ok(r))
+                fail_msg("%s: refused: %s", cases[i].sql_value, base_error_message());
+            stored++;
+        } else if (r.err != BASE_ERR_CONFLICT || strcmp(db_last_sqlstate(), "23514") != 0) {
+            fail_msg("%s: %s, want a check violation", cases[i].sql_value,
+                     base_is_ok(r) ? "stored" : base_error_message());
+        }
+    }
+    assert_int_equal(query_int(f.pool, "SELECT count(*) FROM events WHERE seq >= 1000"), stored);
+    fx_close(&f);
+}
+
 static void test_postgres_unreachable(void **state)
 {
     (void)state;
@@ -959,6 +1002,7 @@ int main(void)
         cmocka_unit_test(test_key_rotation),
         cmocka_unit_test(test_restart_and_checkpoint),
         cmocka_unit_test(test_tamper_detected),
+        cmocka_unit_test(test_patient_ref_shape),
         cmocka_unit_test(test_postgres_unreachable),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);

@@ -913,6 +913,121 @@ static void test_append_only(void **state)
     fx_close(&f);
 }
 
+/* The table's own rules on ids (migrations 0001 and 0003): each shape at its limits stored, one step past
+ * them refused with a check violation (SQLSTATE 23514), written straight into the table as the superuser
+ * so that the service's own validation is not what refuses them. */
+static void test_row_shapes(void **state)
+{
+    (void)state;
+    fx f;
+    fx_open(&f);
+    publish1(&f);
+    char hex32[33], hex64[65], t63[64], t64[65], r64[65], r65[66], p64[65], p65[66], e32[33], e33[34];
+    fake_hash(hex64, 7);
+    memcpy(hex32, hex64, 32);
+    hex32[32] = '\0';
+    memset(t63, 'a', 63), t63[63] = '\0';
+    memset(t64, 'a', 64), t64[64] = '\0';
+    memset(r64, 'R', 64), r64[64] = '\0';
+    memset(r65, 'R', 65), r65[65] = '\0';
+    memset(p64, 'p', 64), p64[64] = '\0';
+    memset(p65, 'p', 65), p65[65] = '\0';
+    memset(e32, 'E', 32), e32[32] = '\0';
+    memset(e33, 'E', 33), e33[33] = '\0';
+    /* review_id (without "rv_"), tenant, referral, patient (without "pt_"), pathway, rule, engine, input hash
+     */
+    typedef struct {
+        const char *v[8];
+        bool ok;
+    } row;
+    char id_upper[33], hash63[64], hash65[66], hash_upper[65];
+    snprintf(id_upper, sizeof id_upper, "%s", hex32);
+    id_upper[0] = 'A';
+    snprintf(hash63, sizeof hash63, "%.63s", hex64);
+    snprintf(hash65, sizeof hash65, "%s0", hex64);
+    snprintf(hash_upper, sizeof hash_upper, "%s", hex64);
+    hash_upper[63] = 'F';
+    const row rows[] = {
+        {{NULL}, true}, /* every column at the fixture's values */
+        {{[1] = "ab"}, true},
+        {{[1] = t63}, true},
+        {{[1] = t64}, false},
+        {{[1] = "a"}, false},
+        {{[1] = "-ab"}, false},
+        {{[1] = "Ab"}, false},
+        {{[2] = r64}, true},
+        {{[2] = r65}, false},
+        {{[2] = ""}, false},
+        {{[2] = "a b"}, false},
+        {{[3] = "0123456789abcdef0123456789abcde"}, false},
+        {{[3] = "0123456789abcdef0123456789abcdef0"}, false},
+        {{[3] = "0123456789ABCDEF0123456789abcdef"}, false},
+        {{[4] = p64, [5] = p64}, true},
+        {{[4] = p65}, false},
+        {{[5] = p65}, false},
+        {{[4] = "_x"}, false},
+        {{[6] = e32}, true},
+        {{[6] = e33}, false},
+        {{[6] = ".x"}, false},
+        {{[7] = hash63}, false},
+        {{[7] = hash65}, false},
+        {{[7] = hash_upper}, false},
+        {{[0] = "0123456789abcdef0123456789abcde"}, false},
+        {{[0] = "0123456789abcdef0123456789abcdef0"}, false},
+        {{[0] = id_upper}, false},
+    };
+    static const char sql[] =
+        "INSERT INTO reviews (review_id, tenant_id, referral_id, patient_ref, clinician_id, outcome, "
+        "urgency, "
+        "pathway_id, rule_id, engine_version, bundle_id, bundle_version, bundle_hash, input_hash, "
+        "input_json, "
+        "recommendation_json) VALUES ('rv_' || $1, $2, $3, 'pt_' || $4, 'clinician-a', 1, 0, $5, $6, $7, $8, "
+        "'1.0.0', $9, $10, '{}', '{}')";
+    int stored = 0;
+    for (size_t i = 0; i < BASE_ARRAY_LEN(rows); i++) {
+        char id[33];
+        snprintf(id, sizeof id, "%032zx", i + 100);
+        const char *v[8] = {
+            id,   "acme", "ref-1", "0123456789abcdef0123456789abcdef", "ckd", "default", "alma-guideline/1",
+            hex64};
+        for (int c = 0; c < 8; c++)
+            if (rows[i].v[c])
+                v[c] = rows[i].v[c];
+        const char *p[10] = {v[0], v[1], v[2], v[3], v[4], v[5], v[6], BID, f.hash1, v[7]};
+        base_result r = exec_sql(f.root, sql, 10, p);
+        if (rows[i].ok) {
+            if (!base_is_ok(r))
+                fail_msg("row %zu: refused: %s", i, base_error_message());
+            stored++;
+        } else if (r.err != BASE_ERR_CONFLICT || strcmp(db_last_sqlstate(), "23514") != 0) {
+            fail_msg("row %zu: %s (%s), want a check violation", i,
+                     base_is_ok(r) ? "stored" : base_err_name(r.err),
+                     base_is_ok(r) ? "" : base_error_message());
+        }
+    }
+    assert_int_equal(query_int(f.root, "SELECT count(*) FROM reviews", 0, NULL), stored);
+    /* decisions: decision_id and tenant_id */
+    char rv[36];
+    snprintf(rv, sizeof rv, "rv_%032x", 100);
+    static const char dsql[] =
+        "INSERT INTO decisions (decision_id, review_id, tenant_id, clinician_id, kind, "
+        "reason) VALUES ('dn_' || $1, $2, $3, 'clinician-a', 1, 0)";
+    const char *bad[][2] = {{"0123456789abcdef0123456789abcde", "acme"},
+                            {"0123456789abcdef0123456789abcdef0", "acme"},
+                            {"0123456789abcdef0123456789abcdeF", "acme"},
+                            {"0123456789abcdef0123456789abcdef", t64}};
+    for (size_t i = 0; i < BASE_ARRAY_LEN(bad); i++) {
+        base_result r = exec_sql(f.root, dsql, 3, (const char *const[]){bad[i][0], rv, bad[i][1]});
+        if (r.err != BASE_ERR_CONFLICT || strcmp(db_last_sqlstate(), "23514") != 0)
+            fail_msg("decision %zu: %s (%s), want a check violation", i,
+                     base_is_ok(r) ? "stored" : base_err_name(r.err),
+                     base_is_ok(r) ? "" : base_error_message());
+    }
+    MUST(exec_sql(f.root, dsql, 3, (const char *const[]){"0123456789abcdef0123456789abcdef", rv, "acme"}));
+    assert_int_equal(query_int(f.root, "SELECT count(*) FROM decisions", 0, NULL), 1);
+    fx_close(&f);
+}
+
 /* ---- Group setup: an owner and a runtime role -----------------------------------------------------------
  */
 
@@ -960,6 +1075,7 @@ int main(void)
         cmocka_unit_test(test_whatif),
         cmocka_unit_test(test_concordance),
         cmocka_unit_test(test_append_only),
+        cmocka_unit_test(test_row_shapes),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }
