@@ -857,33 +857,37 @@ static void test_patient_ref_shape(void **state)
     fx f;
     fx_open(&f, g_uri);
     static const struct {
-        const char *sql_value;
+        const char *patient_ref; /* NULL: SQL NULL */
         bool ok;
     } cases[] = {
-        {"NULL", true},
-        {"'pt_0123456789abcdef0123456789abcdef'", true},
-        {"'pt_0123456789abcdef0123456789abcde'", false},
-        {"'pt_0123456789abcdef0123456789abcdef0'", false},
-        {"'pt_0123456789ABCDEF0123456789abcdef'", false},
-        {"'px_0123456789abcdef0123456789abcdef'", false},
-        {"''", false},
+        {NULL, true},
+        {"pt_0123456789abcdef0123456789abcdef", true},
+        {"pt_0123456789abcdef0123456789abcde", false},
+        {"pt_0123456789abcdef0123456789abcdef0", false},
+        {"pt_0123456789ABCDEF0123456789abcdef", false},
+        {"px_0123456789abcdef0123456789abcdef", false},
+        {"", false},
     };
+    static const char sql[] =
+        "INSERT INTO events (seq, tenant_id, logged_at, action, purpose, outcome, patient_ref, actor_id, "
+        "entry, "
+        "leaf_hash) VALUES ($1, 'tenant-a', now(), 1, 0, 1, $2, 'u1', '\\x7b7d', sha256('\\x00'))";
     int stored = 0;
     for (size_t i = 0; i < BASE_ARRAY_LEN(cases); i++) {
-        char sql[512];
-        snprintf(
-            sql, sizeof sql,
-            "INSERT INTO events (seq, tenant_id, logged_at, action, purpose, outcome, patient_ref, actor_id, "
-            "entry, leaf_hash) VALUES (%zu, 'tenant-a', now(), 1, 0, 1, %s, 'u1', '\\x7b7d', "
-            "sha256('\\x00'))",
-            1000 + i, cases[i].sql_value);
-        base_result r = admin_exec(&f, sql);
+        char seq[24];
+        snprintf(seq, sizeof seq, "%zu", 1000 + i);
+        const char *p[2] = {seq, cases[i].patient_ref};
+        const char *shown = cases[i].patient_ref ? cases[i].patient_ref : "NULL";
+        db_conn *c = NULL;
+        MUST(db_pool_acquire(f.admin, 5000, &c));
+        base_result r = db_exec(c, sql, 2, p, NULL);
+        db_conn_release(c);
         if (cases[i].ok) {
             if (!base_is_ok(r))
-                fail_msg("%s: refused: %s", cases[i].sql_value, base_error_message());
+                fail_msg("\"%s\": refused: %s", shown, base_error_message());
             stored++;
         } else if (r.err != BASE_ERR_CONFLICT || strcmp(db_last_sqlstate(), "23514") != 0) {
-            fail_msg("%s: %s, want a check violation", cases[i].sql_value,
+            fail_msg("\"%s\": %s, want a check violation", shown,
                      base_is_ok(r) ? "stored" : base_error_message());
         }
     }
